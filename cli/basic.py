@@ -1,0 +1,93 @@
+"""`ishwh init`, `ishwh status` and `ishwh sql`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ishwh import query as q
+from ishwh import status as st
+from ishwh import warehouse
+
+from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+
+
+def init(db: DbOption = None) -> None:
+    """Create a warehouse, or upgrade an existing one to this ishwh's schema."""
+    db = db or db_default()
+    done = warehouse.init(db)
+    if done:
+        names = ", ".join(m.name for m in done)
+        err_console.print(f"[green]warehouse {db}[/]: applied {len(done)} migration(s): {names}")
+    else:
+        err_console.print(f"warehouse {db} is up to date")
+
+
+def status(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Row counts, stages, feature sets and runs of a warehouse (read-only)."""
+    info = st.summary(db or db_default())
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"[bold]{info['db']}[/] (schema v{info['schema_version']})")
+    counts = Table("table", "rows", title="contents")
+    for name, n in info["counts"].items():
+        counts.add_row(name, f"{n:,}")
+    console.print(counts)
+    if info["stages"]:
+        t = Table("stage", "experiments", "sections", "annotated", title="stages")
+        for r in info["stages"]:
+            t.add_row(r["stage"], *(f"{r[k]:,}" for k in ("n_experiments", "n_sections", "n_annotated")))
+        console.print(t)
+    if info["feature_sets"]:
+        t = Table("feature set", "extractor", "dim", "experiments", "finished", title="features")
+        for r in info["feature_sets"]:
+            t.add_row(r["name"], r["extractor"], f"{r['dim']:,}", f"{r['n_experiments']:,}",
+                      "yes" if r["is_finished"] else "no")
+        console.print(t)
+    if info["runs"]:
+        t = Table("run", "feature set", "stage", "tasks", "labels", "status", title="runs")
+        for r in info["runs"]:
+            t.add_row(str(r["run_id"]), r["feature_set"], r["stage"], r["tasks"],
+                      r["label_mode"], r["status"])
+        console.print(t)
+
+
+def sql(
+    query: Annotated[str | None, typer.Argument(help="SQL to run (read-only).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--query", "-q", help="Run a named query or view from sql/.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Run a read-only SQL query (or a named one) on the warehouse."""
+    if fmt not in ("table", "csv", "json", "parquet"):
+        raise typer.BadParameter("must be table, csv, json or parquet", param_hint="--format")
+    result = q.run_query(db or db_default(), q.resolve_query(query, name))
+    if fmt == "table":
+        if out is not None:
+            raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
+        t = Table(*result.column_names)
+        for row in result.to_pylist():
+            t.add_row(*("" if v is None else str(v) for v in row.values()))
+        console.print(t)
+        err_console.print(f"{result.num_rows} row(s)")
+        return
+    text = q.write_table(result, fmt, out)
+    if text is not None:
+        typer.echo(text, nl=not text.endswith("\n"))
+    else:
+        err_console.print(f"wrote {result.num_rows} row(s) to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(status)
+    app.command()(sql)

@@ -1,0 +1,107 @@
+"""Read-only SQL over a warehouse: ad-hoc queries and the named queries of ``sql/queries/``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ishwh.errors import InvalidInput, NotFound, ReadOnlyViolation
+from ishwh.resources import resource_dir
+from ishwh.warehouse import connect
+
+_READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
+
+
+def named_queries() -> dict[str, Path]:
+    """``{name: path}`` of the named queries: views in ``sql/`` and ``sql/queries/*.sql``."""
+    root = resource_dir("sql")
+    out = {p.stem: p for p in sorted(root.glob("*.sql"))}
+    out.update({p.stem: p for p in sorted((root / "queries").glob("*.sql"))})
+    return out
+
+
+def resolve_query(query: str | None, name: str | None) -> str:
+    """The SQL to run: the text given, or the named query (a view is ``select * from it``)."""
+    if (query is None) == (name is None):
+        raise InvalidInput("give either a SQL query or --query NAME, not both or neither")
+    if query is not None:
+        return query
+    queries = named_queries()
+    if name not in queries:
+        raise NotFound(
+            f"no named query {name!r}", hint="one of: " + ", ".join(sorted(queries))
+        )
+    path = queries[name]
+    if path.parent.name == "queries":
+        return path.read_text(encoding="utf-8")
+    return f"select * from {name}"
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Tables and views of the warehouse (user-facing; the version table is included)."""
+    rows = con.execute(
+        "select table_name from information_schema.tables where table_schema = 'main' "
+        "order by table_name"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse any statement that is not a query (INSERT, DROP, COPY ... TO, ATTACH, ...)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.ParserException as exc:
+        raise InvalidInput(f"SQL syntax error: {str(exc).splitlines()[0]}") from exc
+    if not statements:
+        raise InvalidInput("the SQL text holds no statement")
+    for st in statements:
+        kind = st.type.name
+        if kind not in _READ_ONLY_TYPES:
+            raise ReadOnlyViolation(
+                f"`ishwh sql` is read-only: a {kind} statement is refused",
+                hint="use the ishwh commands to change a warehouse",
+            )
+
+
+def run_query(db_path: str | os.PathLike, sql: str) -> pa.Table:
+    """Run read-only SQL on a warehouse and return the result of the last statement."""
+    with connect(db_path, read_only=True) as con:
+        check_read_only(con, sql)
+        try:
+            statements = con.extract_statements(sql)
+            for st in statements[:-1]:
+                con.execute(st)
+            return con.sql(statements[-1].query).to_arrow_table()
+        except duckdb.CatalogException as exc:
+            first = str(exc).splitlines()[0]
+            raise NotFound(
+                f"{first.removeprefix('Catalog Error: ')}",
+                hint="tables and views: " + ", ".join(tables(con)),
+            ) from exc
+        except duckdb.Error as exc:
+            raise InvalidInput(f"query failed: {str(exc).splitlines()[0]}") from exc
+
+
+def write_table(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> str | None:
+    """Write a result as csv / json / parquet to ``out`` (or return the text if no file)."""
+    import polars as pl
+
+    frame = pl.from_arrow(table)
+    if fmt == "parquet":
+        if out is None:
+            raise InvalidInput("--format parquet needs --out FILE")
+        frame.write_parquet(out)
+        return None
+    if fmt == "csv":
+        text = frame.write_csv()
+    elif fmt == "json":
+        text = frame.write_json()
+    else:
+        raise InvalidInput(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+        return None
+    return text

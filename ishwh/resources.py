@@ -1,0 +1,27 @@
+"""Where the shipped SQL and migration files live.
+
+In a built wheel ``sql/`` and ``migrations/`` are inside the ``ishwh`` package; in a source
+checkout (editable install, tests) they sit beside ``ishwh/`` at the top of the repository.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+@cache
+def resource_dir(name: str) -> Path:
+    """Return the folder ``name`` (``"sql"`` or ``"migrations"``) shipped with ishwh."""
+    for candidate in (_HERE / name, _HERE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"ishwh is installed without its {name}/ folder")
+
+
+def sql_text(name: str) -> str:
+    """The text of ``sql/<name>.sql`` (a view or a named query)."""
+    path = resource_dir("sql") / f"{name}.sql"
+    return path.read_text(encoding="utf-8")
