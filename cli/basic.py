@@ -21,9 +21,11 @@ def init(db: DbOption = None) -> None:
     done = warehouse.init(db)
     if done:
         names = ", ".join(m.name for m in done)
-        err_console.print(f"[green]warehouse {db}[/]: applied {len(done)} migration(s): {names}")
+        err_console.print(
+            f"[green]warehouse {db}[/]: applied {len(done)} migration(s): {names}", soft_wrap=True
+        )
     else:
-        err_console.print(f"warehouse {db} is up to date")
+        err_console.print(f"warehouse {db} is up to date", soft_wrap=True)
 
 
 def status(db: DbOption = None, as_json: JsonOption = False) -> None:
@@ -40,19 +42,22 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     if info["stages"]:
         t = Table("stage", "experiments", "sections", "annotated", title="stages")
         for r in info["stages"]:
-            t.add_row(r["stage"], *(f"{r[k]:,}" for k in ("n_experiments", "n_sections", "n_annotated")))
+            counts_ = (f"{r[k]:,}" for k in ("n_experiments", "n_sections", "n_annotated"))
+            t.add_row(r["stage"], *counts_)
         console.print(t)
     if info["feature_sets"]:
-        t = Table("feature set", "extractor", "dim", "experiments", "finished", title="features")
+        t = Table("feature set", "extractor", "dim", "experiments", "finished", "runs",
+                  title="features")
         for r in info["feature_sets"]:
             t.add_row(r["name"], r["extractor"], f"{r['dim']:,}", f"{r['n_experiments']:,}",
-                      "yes" if r["is_finished"] else "no")
+                      "yes" if r["is_finished"] else "no", f"{r['n_runs']:,}")
         console.print(t)
     if info["runs"]:
-        t = Table("run", "feature set", "stage", "tasks", "labels", "status", title="runs")
+        t = Table("run", "feature set", "stage", "tasks", "labels", "status", "predictions",
+                  title="runs")
         for r in info["runs"]:
             t.add_row(str(r["run_id"]), r["feature_set"], r["stage"], r["tasks"],
-                      r["label_mode"], r["status"])
+                      r["label_mode"], r["status"], f"{r['n_predictions']:,}")
         console.print(t)
 
 
@@ -70,21 +75,23 @@ def sql(
     """Run a read-only SQL query (or a named one) on the warehouse."""
     if fmt not in ("table", "csv", "json", "parquet"):
         raise typer.BadParameter("must be table, csv, json or parquet", param_hint="--format")
+    if fmt == "table" and out is not None:
+        raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
+    if fmt == "parquet" and out is None:
+        raise typer.BadParameter("--format parquet needs --out FILE", param_hint="--format")
     result = q.run_query(db or db_default(), q.resolve_query(query, name))
     if fmt == "table":
-        if out is not None:
-            raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
         t = Table(*result.column_names)
         for row in result.to_pylist():
             t.add_row(*("" if v is None else str(v) for v in row.values()))
         console.print(t)
-        err_console.print(f"{result.num_rows} row(s)")
+        err_console.print(f"{result.num_rows} row(s)", soft_wrap=True)
         return
     text = q.write_table(result, fmt, out)
     if text is not None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:
-        err_console.print(f"wrote {result.num_rows} row(s) to {out}")
+        err_console.print(f"wrote {result.num_rows} row(s) to {out}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,9 +1,97 @@
-"""`ishwh featurize` (being built)."""
+"""`ishwh featurize`: CNN transfer features, dense-SIFT bag of words, or expression grids."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()] or None
+
+
+def featurize(
+    extractor: Annotated[
+        str, typer.Option("--extractor", "-e", help="cnn, bow or grid.")
+    ] = "cnn",
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="CNN layers (module names), comma-separated, e.g. "
+                     "blocks.2,blocks.3,conv_head. Default: blocks.3,blocks.5."),
+    ] = None,
+    pool: Annotated[
+        str, typer.Option("--pool", help="Pooling over an experiment's sections: max, mean "
+                          "or max,mean (one feature set each).")
+    ] = "max",
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Only these stages (comma-separated).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images per forward pass "
+                                 "(default 16 on CPU, 128 on CUDA).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Image-decoding processes (0 = none; "
+                                 "default: CPU cores - 1, at most 8).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Weights file of the backbone (default: "
+                                  "the bundled efficientnet_lite0 ImageNet weights).")
+    ] = None,
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="timm or torchvision model name.")
+    ] = "efficientnet_lite0",
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="Network input side in pixels.")
+    ] = 231,
+    spatial: Annotated[
+        int | None, typer.Option("--spatial", help="Average each feature map to an NxN grid "
+                                 "first (bounds the size; default: the full map).")
+    ] = None,
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="On an unreadable image: fail (stop; chunks "
+                          "already written are kept) or skip (report it and go on).")
+    ] = "fail",
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar.")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compute feature sets for the warehouse's experiments (resumable; re-runs skip work).
+
+    CNN sets are named <backbone>.<layer>.<pool> (e.g. efficientnet_lite0.blocks.3.max),
+    the bag of words set is "bow" (10,521 dims), the grid set "grid".
+    """
+    from ishwh.features import featurize_report  # noqa: PLC0415 - torch loads slowly
+
+    result = featurize_report(
+        db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
+        stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
+        weights=weights, image_size=image_size, on_error=on_error, progress=not no_progress,
+        backbone=backbone, spatial=spatial,
+    )
+    if as_json:
+        print_json({"names": result.names, "written": result.written,
+                    "finished": result.finished, "problems": result.problems})
+        return
+    for name in result.names:
+        n = result.written.get(name, 0)
+        state = "finished" if name in result.finished else "not finished"
+        console.print(f"{name}: {n:,} new experiment vector(s), {state}", soft_wrap=True)
+    if result.problems:
+        # With a progress bar, each problem was already shown when it happened.
+        err_console.print(f"[yellow]{len(result.problems)} problem(s)[/]", soft_wrap=True)
+        for p in result.problems if no_progress else []:
+            err_console.print(f"  {p}", soft_wrap=True, markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command()(featurize)

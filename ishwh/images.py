@@ -24,13 +24,22 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     an alpha channel is dropped. Raises :class:`InvalidInput` for an unreadable file.
     """
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if img is not None:
+            return _to_rgb(img)
+    except cv2.error:  # a damaged file can fail inside the decoder rather than return None
+        pass
+    raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img / 257.0).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] <= 2:  # gray (+ alpha)
+        img = img[:, :, 0]
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2)
     if img.shape[2] == 4:
@@ -60,25 +69,44 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return int(img.shape[1]), int(img.shape[0])
 
 
-def store_image(src: str | os.PathLike, images_root: Path, *, link: bool = False) -> StoredImage:
-    """Copy (or hard/sym-link) an image into ``images_root`` under its sha256 name."""
+def content_relpath(src: str | os.PathLike, digest: str) -> str:
+    """Where an image with this sha256 lives, relative to the image folder."""
+    suffix = Path(src).suffix.lower()
+    suffix = suffix if suffix in IMAGE_SUFFIXES else ".img"
+    return f"{digest[:2]}/{digest}{suffix}"
+
+
+def place_image(
+    src: str | os.PathLike, images_root: Path, digest: str, *, link: bool = False
+) -> str:
+    """Put an already checked image at its content-addressed place; return the relative path.
+
+    No decoding here: callers that validated the file (size read, sha256 computed) should
+    not pay for a second decode. An existing file with that name is left alone (same bytes).
+    """
     src = Path(src)
-    width, height = image_size(src)
-    digest = sha256_file(src)
-    suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".img"
-    rel = f"{digest[:2]}/{digest}{suffix}"
+    rel = content_relpath(src, digest)
     dest = images_root / rel
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
+        tmp.unlink(missing_ok=True)  # left over from a killed run
         if link:
             try:
                 os.link(src, tmp)
-            except OSError:
+            except OSError:  # another file system: fall back to a symbolic link
                 tmp.symlink_to(src.resolve())
         else:
             shutil.copyfile(src, tmp)
         os.replace(tmp, dest)  # atomic: a killed copy never looks finished
+    return rel
+
+
+def store_image(src: str | os.PathLike, images_root: Path, *, link: bool = False) -> StoredImage:
+    """Copy (or hard/sym-link) an image into ``images_root`` under its sha256 name."""
+    width, height = image_size(src)
+    digest = sha256_file(src)
+    rel = place_image(src, images_root, digest, link=link)
     return StoredImage(rel, digest, width, height)
 
 

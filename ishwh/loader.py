@@ -93,13 +93,22 @@ def load(con: duckdb.DuckDBPyConnection, batch: Batch) -> dict[str, int]:
     """Load a batch all-or-nothing; return the number of new rows per table."""
     tables = batch.tables()
     added: dict[str, int] = {}
+    current = ""
     try:
         with transaction(con):
             for name in TABLE_KEYS:
                 if name in tables:
+                    current = name
                     added[name] = insert_new(con, name, tables[name])
     except duckdb.ConstraintException as exc:
         raise IshwhError(
-            f"rows violate the warehouse schema, nothing was loaded: {str(exc).splitlines()[0]}"
+            f"rows for {current} violate the warehouse schema, nothing was loaded: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    except (duckdb.ConversionException, duckdb.BinderException) as exc:
+        # A source built rows with a wrong column name or type: a bug in that source.
+        raise IshwhError(
+            f"rows for {current} do not fit the table, nothing was loaded: "
+            f"{str(exc).splitlines()[0]}"
         ) from exc
     return added

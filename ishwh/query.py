@@ -61,7 +61,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         kind = st.type.name
         if kind not in _READ_ONLY_TYPES:
             raise ReadOnlyViolation(
-                f"`ishwh sql` is read-only: a {kind} statement is refused",
+                f"`ishwh sql` is read-only: {kind} statements are refused",
                 hint="use the ishwh commands to change a warehouse",
             )
 
@@ -73,16 +73,26 @@ def run_query(db_path: str | os.PathLike, sql: str) -> pa.Table:
         try:
             statements = con.extract_statements(sql)
             for st in statements[:-1]:
-                con.execute(st)
+                con.execute(st).fetchall()  # consume: DuckDB refuses new work on an open result
             return con.sql(statements[-1].query).to_arrow_table()
         except duckdb.CatalogException as exc:
-            first = str(exc).splitlines()[0]
             raise NotFound(
-                f"{first.removeprefix('Catalog Error: ')}",
+                _message(exc).removeprefix("Catalog Error: "),
                 hint="tables and views: " + ", ".join(tables(con)),
             ) from exc
         except duckdb.Error as exc:
-            raise InvalidInput(f"query failed: {str(exc).splitlines()[0]}") from exc
+            raise InvalidInput(f"query failed: {_message(exc)}") from exc
+
+
+def _message(exc: Exception) -> str:
+    """DuckDB's message on one line, with its "Did you mean ..." but without the SQL echo."""
+    lines = []
+    for line in str(exc).splitlines():
+        if line.startswith("LINE "):
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines)
 
 
 def write_table(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> str | None:

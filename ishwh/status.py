@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import duckdb
+
 from ishwh.warehouse import applied_migrations, connect
 
 _COUNTED = (
@@ -13,12 +15,18 @@ _COUNTED = (
 )
 
 
+def _dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    """Rows of a query as dicts keyed by its column names."""
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 def summary(db_path: str | os.PathLike) -> dict[str, Any]:
     """A JSON-ready summary of the warehouse (opened read-only)."""
     with connect(db_path, read_only=True) as con:
         counts = {t: con.execute(f"select count(*) from {t}").fetchall()[0][0] for t in _COUNTED}
-        stages = con.execute(
-            """
+        stages = _dicts(con, """
             select e.stage, count(distinct e.experiment_id) as n_experiments,
                    count(s.section_id) as n_sections,
                    count(distinct a.experiment_id) as n_annotated
@@ -26,36 +34,27 @@ def summary(db_path: str | os.PathLike) -> dict[str, Any]:
             left join sections s using (experiment_id)
             left join (select distinct experiment_id from annotations) a using (experiment_id)
             group by e.stage order by e.stage
-            """
-        ).fetchall()
-        feature_sets = con.execute(
-            """
-            select f.name, f.extractor, f.dim, count(x.experiment_id) as n_experiments,
+            """)
+        feature_sets = _dicts(con, """
+            select f.name, f.extractor, f.dim,
+                   (select count(*) from experiment_features x
+                    where x.feature_set_id = f.feature_set_id) as n_experiments,
+                   (select count(*) from runs r
+                    where r.feature_set_id = f.feature_set_id) as n_runs,
                    f.finished_at is not null as is_finished
-            from feature_sets f left join experiment_features x using (feature_set_id)
-            group by all order by f.name
-            """
-        ).fetchall()
-        runs = con.execute(
-            """
-            select r.run_id, f.name, r.stage, r.tasks, r.label_mode, r.status
+            from feature_sets f order by f.name
+            """)
+        runs = _dicts(con, """
+            select r.run_id, f.name as feature_set, r.stage, r.tasks, r.label_mode, r.status,
+                   (select count(*) from predictions p where p.run_id = r.run_id) as n_predictions
             from runs r join feature_sets f using (feature_set_id) order by r.run_id
-            """
-        ).fetchall()
+            """)
         version = max(applied_migrations(con), default=0)
     return {
         "db": str(db_path),
         "schema_version": version,
         "counts": counts,
-        "stages": [
-            dict(zip(("stage", "n_experiments", "n_sections", "n_annotated"), r)) for r in stages
-        ],
-        "feature_sets": [
-            dict(zip(("name", "extractor", "dim", "n_experiments", "is_finished"), r))
-            for r in feature_sets
-        ],
-        "runs": [
-            dict(zip(("run_id", "feature_set", "stage", "tasks", "label_mode", "status"), r))
-            for r in runs
-        ],
+        "stages": stages,
+        "feature_sets": feature_sets,
+        "runs": runs,
     }

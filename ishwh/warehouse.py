@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -110,8 +110,8 @@ def check_schema(
     db_version = max(applied, default=0)
     if db_version > code_version:
         raise SchemaError(
-            f"warehouse schema v{db_version} is newer than this ishwh (v{code_version})",
-            hint="upgrade ishwh",
+            f"warehouse schema v{db_version} is newer than this ishwh (v{code_version}); "
+            "upgrade ishwh"
         )
     by_version = {m.version: m for m in migrations}
     for version, (name, checksum) in sorted(applied.items()):
@@ -144,7 +144,7 @@ def migrate(
             con.execute(m.sql)
             con.execute(
                 "insert into schema_migrations values (?, ?, ?, ?)",
-                [m.version, m.name, m.checksum, datetime.now(timezone.utc).replace(tzinfo=None)],
+                [m.version, m.name, m.checksum, datetime.now(UTC).replace(tzinfo=None)],
             )
             con.execute("commit")
         except duckdb.Error as exc:
@@ -168,7 +168,9 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
         for path in pending:
             try:
                 con.execute(path.read_text(encoding="utf-8"))
-            except duckdb.CatalogException as exc:  # depends on a view not made yet
+            except duckdb.Error as exc:
+                # Depends on a view not (re-)made yet: a missing one gives a catalog error,
+                # an old definition still in the file a binder error. Retry after the rest.
                 failed.append(path)
                 last_error = exc
         if len(failed) == len(pending):
@@ -187,7 +189,8 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         if "lock" in text.lower():
             raise WarehouseInUse(
                 f"warehouse {path} is in use by another ishwh process",
-                hint="wait for it to finish, or use a read-only command",
+                hint="wait for it to finish: DuckDB allows one writing process and no "
+                "reader beside it",
             ) from exc
         raise IshwhError(f"cannot open warehouse {path}: {text.splitlines()[0]}") from exc
     except duckdb.Error as exc:
@@ -209,7 +212,9 @@ def init(db_path: str | os.PathLike) -> list[Migration]:
 
 
 @contextmanager
-def connect(db_path: str | os.PathLike, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    db_path: str | os.PathLike, *, read_only: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open an existing, up-to-date warehouse.
 
     Refuses a missing file, a warehouse that needs migrating (with the command that fixes

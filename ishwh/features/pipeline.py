@@ -1,0 +1,776 @@
+"""``featurize``: moving sections and grids from the warehouse through the extractors.
+
+The extractors (:mod:`.cnn`, :mod:`.bow`, :mod:`.grid`) know nothing about DuckDB; this
+module reads what they need, runs them, and writes ``feature_sets`` and
+``experiment_features`` (through :mod:`ishwh.store`).
+
+Work is done in *chunks* of experiments: the experiments in scope, sorted by id, cut into
+fixed chunks of ``chunk_size``. Each chunk is computed and committed in one transaction, so a
+killed run loses at most the chunk in flight, and a re-run skips the chunks already written.
+Because the chunks (and the image batches inside them, which never cross a chunk) are the
+same on every run with the same arguments, a resumed run gives exactly the vectors of an
+uninterrupted one. A feature set gets ``finished_at`` when every experiment of the warehouse
+that can have it does; running it again then does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from ishwh import store, warehouse
+from ishwh.errors import InvalidInput, NotFound
+from ishwh.features import bow as bowmod
+from ishwh.features.backbone import DEFAULT_BACKBONE, bundled_weights_path, weights_digest
+from ishwh.features.cnn import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_LAYERS,
+    POOLS,
+    CNNFeatures,
+    decode_for_cnn,
+    pool_sections,
+    resolve_device,
+)
+from ishwh.features.grid import GridFeatures
+from ishwh.resources import sql_text
+
+EXTRACTORS = ("cnn", "bow", "grid")
+ON_ERROR = ("skip", "fail")
+DEFAULT_CHUNK = 16  # experiments per commit (~250 sections of the real atlas)
+
+
+@dataclass
+class FeaturizeResult:
+    """What a featurize call did: the feature sets, rows written, problems met."""
+
+    names: list[str]
+    written: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def cnn_set_name(backbone: str, layer: str, pool: str, image_size: int = DEFAULT_IMAGE_SIZE,
+                 spatial: int | None = None) -> str:
+    """``<backbone>.<layer>.<pool>``; non-default input size / spatial grid add a suffix."""
+    name = f"{backbone}.{layer}.{pool}"
+    if spatial is not None:
+        name += f".s{spatial}"
+    if image_size != DEFAULT_IMAGE_SIZE:
+        name += f".{image_size}px"
+    return name
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _scope(con: duckdb.DuckDBPyConnection, stages: Sequence[str] | None) -> tuple[list[str], Any]:
+    """The stages in scope and the experiments (with sections) of those stages."""
+    present = [r[0] for r in con.execute(
+        "select distinct stage from experiments order by stage").fetchall()]
+    if stages is None:
+        chosen = present
+    else:
+        chosen = list(dict.fromkeys(stages))
+        unknown = [s for s in chosen if s not in present]
+        if unknown:
+            raise NotFound(f"no experiments of stage {', '.join(unknown)} in the warehouse",
+                           hint="stages present: " + (", ".join(present) or "none"))
+    if not chosen:
+        return [], None
+    tbl = con.sql(sql_text("queries/featurize_scope"), params={"stages": chosen}).to_arrow_table()
+    return chosen, tbl
+
+
+def _existing_set(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, dict, Any] | None:
+    rows = con.execute("select feature_set_id, params, finished_at from feature_sets "
+                       "where name = ?", [name]).fetchall()
+    if not rows:
+        return None
+    fsid, params, finished = rows[0]
+    return int(fsid), json.loads(params) if params else {}, finished
+
+
+def _ensure_set(con: duckdb.DuckDBPyConnection, name: str, extractor: str, dim: int,
+                params: dict) -> int:
+    """The id of feature set ``name``, created if new; refuses one made with other params."""
+    found = _existing_set(con, name)
+    if found is not None:
+        fsid, old, _ = found
+        diff = sorted(k for k in params if old.get(k) != params[k])
+        if diff:
+            raise InvalidInput(
+                f"feature set {name} exists with different {', '.join(diff)} "
+                f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)})",
+                hint="re-run with the same options, or choose options that give another name",
+            )
+        return fsid
+    with warehouse.transaction(con):
+        con.execute("insert into feature_sets (name, extractor, dim, params) values (?, ?, ?, ?)",
+                    [name, extractor, dim, json.dumps(params, sort_keys=True)]).fetchall()
+    return store.feature_set_id(con, name)
+
+
+def _done(con: duckdb.DuckDBPyConnection, fsids: Sequence[int]) -> dict[int, set[int]]:
+    """``{feature_set_id: experiment ids present}``."""
+    out: dict[int, set[int]] = {f: set() for f in fsids}
+    if not fsids:
+        return out
+    tbl = con.sql(sql_text("queries/featurize_done"),
+                  params={"feature_set_ids": list(fsids)}).to_arrow_table()
+    for f, e in zip(tbl.column("feature_set_id").to_pylist(),
+                    tbl.column("experiment_id").to_pylist(), strict=True):
+        out[int(f)].add(int(e))
+    return out
+
+
+def _finish(con: duckdb.DuckDBPyConnection, fsids: dict[str, int], eligible: set[int],
+            failed: set[int]) -> list[str]:
+    """Set ``finished_at`` on the sets that now hold every eligible experiment."""
+    done = _done(con, list(fsids.values()))
+    finished = []
+    for name, fsid in fsids.items():
+        if not (eligible - failed - done[fsid]):
+            con.execute("update feature_sets set finished_at = coalesce(finished_at, now()) "
+                        "where feature_set_id = ?", [fsid]).fetchall()
+            finished.append(name)
+    return finished
+
+
+def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+class _RateColumn:
+    """A rich column showing ``<n> <unit>/s``."""
+
+    def __new__(cls, unit: str):
+        from rich.progress import ProgressColumn  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        class Rate(ProgressColumn):
+            def render(self, task):  # noqa: D102
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:.1f} {unit}/s" if speed else f"- {unit}/s")
+
+        return Rate()
+
+
+@contextmanager
+def _progress(enabled: bool, description: str, total: int, unit: str = "sections"
+              ) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (rich); yields ``advance(n)``."""
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn(unit), _RateColumn(unit), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _say(enabled: bool, message: str) -> None:
+    if enabled:
+        from rich.console import Console  # noqa: PLC0415
+
+        Console(stderr=True, highlight=False).print(message, markup=False)
+
+
+@dataclass
+class _Section:
+    experiment_id: int
+    section_id: int
+    section_number: int
+    path: str
+    width: int
+    height: int
+    position: float | None
+
+
+def _sections(con: duckdb.DuckDBPyConnection, images_root: Path,
+              experiment_ids: Sequence[int]) -> list[_Section]:
+    if not experiment_ids:
+        return []
+    tbl = con.sql(sql_text("queries/featurize_sections"),
+                  params={"experiment_ids": [int(e) for e in experiment_ids]}).to_arrow_table()
+    cols = {c: tbl.column(c).to_pylist() for c in tbl.column_names}
+    return [
+        _Section(int(e), int(s), int(n), str(images_root / p), int(w), int(h), pos)
+        for e, s, n, p, w, h, pos in zip(
+            cols["experiment_id"], cols["section_id"], cols["section_number"],
+            cols["image_path"], cols["width"], cols["height"], cols["position"], strict=True)
+    ]
+
+
+def _problem(sec: _Section, message: str) -> str:
+    return (f"experiment {sec.experiment_id}, section {sec.section_id} "
+            f"(number {sec.section_number}), file {sec.path}: {message}")
+
+
+# --------------------------------------------------------------------------- CNN
+
+
+class _SectionImages:
+    """A map-style dataset of decoded sections; a bad file yields its error, not an exception."""
+
+    def __init__(self, sections: Sequence[_Section], size: int):
+        self.items = [(s.path, s.width, s.height) for s in sections]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, w, h = self.items[i]
+        try:
+            return i, decode_for_cnn(path, self.size, w, h), None
+        except Exception as exc:  # noqa: BLE001 - reported per section by the caller
+            return i, None, str(getattr(exc, "message", exc))
+
+
+def _collate(items):
+    idx = np.array([i for i, img, _ in items if img is not None], dtype=np.int64)
+    imgs = [img for _, img, _ in items if img is not None]
+    errors = [(i, msg) for i, img, msg in items if img is None]
+    return idx, (np.stack(imgs) if imgs else None), errors
+
+
+def _worker_init(_worker_id: int) -> None:
+    import cv2  # noqa: PLC0415
+
+    cv2.setNumThreads(1)  # one decode per worker process; the workers are the parallelism
+
+
+def _cnn_batches(sections: Sequence[_Section], chunk_of: dict[int, int], batch_size: int
+                 ) -> tuple[list[list[int]], list[int]]:
+    """Batches of section indices that never cross a chunk; and each batch's chunk."""
+    batches, owner = [], []
+    start = 0
+    while start < len(sections):
+        c = chunk_of[sections[start].experiment_id]
+        end = start
+        while end < len(sections) and chunk_of[sections[end].experiment_id] == c:
+            end += 1
+        for b in range(start, end, batch_size):
+            batches.append(list(range(b, min(b + batch_size, end))))
+            owner.append(c)
+        start = end
+    return batches, owner
+
+
+def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+    layers = list(dict.fromkeys(opts["layers"] or DEFAULT_LAYERS))
+    pools = list(dict.fromkeys(opts["pools"]))
+    backbone, size, spatial = opts["backbone"], opts["image_size"], opts["spatial"]
+    names = {(lay, p): cnn_set_name(backbone, lay, p, size, spatial) for lay in layers
+             for p in pools}
+    result.names = list(names.values())
+    stages, scope = _scope(con, opts["stages"])
+    weights = Path(opts["weights"]) if opts["weights"] else None
+    if weights is not None and not weights.is_file():
+        raise InvalidInput(f"weights file {weights} does not exist")
+
+    # Nothing to do? Answer without loading a network.
+    existing = {n: _existing_set(con, n) for n in names.values()}
+    scope_ids = [int(e) for e in scope.column("experiment_id").to_pylist()] if scope else []
+    if all(existing.values()):
+        done = _done(con, [v[0] for v in existing.values()])
+        if all(set(scope_ids) <= done[v[0]] for v in existing.values()):
+            result.finished = [n for n, v in existing.items() if v[2] is not None]
+            return
+
+    device = opts["device"]
+    resolve_device(device)
+    digest = weights_digest(weights if weights is not None else bundled_weights_path())
+    batch_size = opts["batch_size"] or (128 if resolve_device(device).type == "cuda" else 16)
+    ext = CNNFeatures(backbone=backbone, layers=layers, pools=pools, image_size=size,
+                      spatial=spatial, weights=str(weights) if weights else None, device=device,
+                      batch_size=batch_size).fit()
+    fsids: dict[str, int] = {}
+    for (lay, p), name in names.items():
+        params = {"backbone": backbone, "layer": lay, "pool": p, "image_size": size,
+                  "spatial": spatial, "weights_sha256": digest}
+        fsids[name] = _ensure_set(con, name, "cnn", ext.dims_[lay], params)
+
+    chunk_size = opts["chunk_size"] or DEFAULT_CHUNK
+    chunks = _chunks(scope_ids, chunk_size)
+    done = _done(con, list(fsids.values()))
+    # For each chunk that lacks something: which (set, experiment) pairs to write.
+    todo: dict[int, dict[str, set[int]]] = {}
+    for c, ids in enumerate(chunks):
+        need = {n: set(ids) - done[f] for n, f in fsids.items()}
+        if any(need.values()):
+            todo[c] = need
+    failed: set[int] = set()
+    if todo:
+        chunk_of = {e: c for c in todo for e in chunks[c]}
+        sections = _sections(con, warehouse.images_dir(db_path),
+                             [e for c in sorted(todo) for e in chunks[c]])
+        _cnn_loop(con, ext, sections, chunks, todo, chunk_of, fsids, opts, result, failed)
+    all_stages, all_scope = _scope(con, None)
+    eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
+        if all_scope else set()
+    result.finished = _finish(con, fsids, eligible, failed)
+
+
+def _cnn_loop(con, ext: CNNFeatures, sections: list[_Section], chunks, todo, chunk_of, fsids,
+              opts, result: FeaturizeResult, failed: set[int]) -> None:
+    import torch  # noqa: PLC0415
+
+    batches, owner = _cnn_batches(sections, chunk_of, ext.batch_size)
+    last_batch_of = {c: i for i, c in enumerate(owner)}
+    workers = _default_workers() if opts["workers"] is None else opts["workers"]
+    loader = torch.utils.data.DataLoader(
+        _SectionImages(sections, ext.image_size), batch_sampler=batches, collate_fn=_collate,
+        num_workers=workers, worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=4 if workers else None,
+        pin_memory=ext.device_.type == "cuda",
+        multiprocessing_context="fork" if workers else None,
+    )
+    # Per experiment: the rows of each layer (section order), filled batch by batch.
+    rows: dict[int, dict[str, list[np.ndarray]]] = {}
+    it = iter(loader)
+    try:
+        with _progress(opts["progress"], "featurize cnn", len(sections)) as advance:
+            for b, (idx, imgs, errors) in enumerate(it):
+                for i, msg in errors:
+                    text = _problem(sections[i], msg)
+                    if opts["on_error"] == "fail":
+                        raise InvalidInput(
+                            f"unreadable image: {text}",
+                            hint="fix or remove the file, or re-run with --on-error skip "
+                                 "(chunks already written are kept)")
+                    result.problems.append(text)
+                    _say(opts["progress"], f"skipped: {text}")
+                if imgs is not None:
+                    feats = ext.section_features(imgs)
+                    for j, i in enumerate(idx):
+                        per = rows.setdefault(sections[i].experiment_id, {})
+                        for lay, v in feats.items():
+                            per.setdefault(lay, []).append(v[j])
+                advance(len(idx) + len(errors))
+                c = owner[b]
+                if last_batch_of[c] == b:
+                    _write_cnn_chunk(con, ext, chunks[c], todo[c], fsids, rows, result, failed)
+                    for e in chunks[c]:
+                        rows.pop(e, None)
+    finally:
+        del it  # shuts the decoding workers down
+
+
+def _write_cnn_chunk(con, ext: CNNFeatures, ids: list[int], need: dict[str, set[int]],
+                     fsids: dict[str, int], rows, result: FeaturizeResult,
+                     failed: set[int]) -> None:
+    for e in ids:
+        if e not in rows:
+            failed.add(e)
+            msg = f"experiment {e}: no readable section, no vector written"
+            result.problems.append(msg)
+    with warehouse.transaction(con):
+        for (lay, p), name in _layer_pool_names(ext, fsids).items():
+            write = [e for e in ids if e in need[name] and e in rows]
+            if not write:
+                continue
+            x = np.stack([pool_sections(np.stack(rows[e][lay]), p) for e in write])
+            store.write_experiment_features(con, fsids[name], write, x)
+            result.written[name] = result.written.get(name, 0) + len(write)
+
+
+def _layer_pool_names(ext: CNNFeatures, fsids: dict[str, int]) -> dict[tuple[str, str], str]:
+    out = {}
+    for lay in ext.layers_:
+        for p in ext.pools:
+            out[(lay, p)] = cnn_set_name(ext.backbone, lay, p, ext.image_size, ext.spatial)
+    return {k: v for k, v in out.items() if v in fsids}
+
+
+# --------------------------------------------------------------------------- bag of words
+
+_BOW: dict[str, Any] = {}
+
+
+def _bow_init(params: dict, centers: list[np.ndarray] | None) -> None:
+    import cv2  # noqa: PLC0415
+
+    cv2.setNumThreads(1)
+    _BOW.clear()
+    _BOW.update(params=params, centers=centers)
+
+
+def _bow_sample(job: tuple[str, int, int]):
+    """Worker: up to ``cap`` random non-zero descriptors per scale of one section."""
+    path, section_id, cap = job
+    p = _BOW["params"]
+    try:
+        descs = bowmod.dense_sift(bowmod.read_gray(path, p["downsample"]), p["sizes"], p["step"])
+    except Exception as exc:  # noqa: BLE001 - reported by the caller
+        return None, str(getattr(exc, "message", exc))
+    rng = np.random.default_rng([p["seed"], section_id])
+    out = []
+    for d in descs:
+        d = bowmod.nonzero(d)
+        if len(d) > cap:
+            d = d[np.sort(rng.choice(len(d), cap, replace=False))]
+        out.append(d)
+    return out, None
+
+
+def _bow_count(path: str):
+    """Worker: the (n_words+1)*n_scales counts of one section."""
+    p = _BOW["params"]
+    try:
+        descs = bowmod.dense_sift(bowmod.read_gray(path, p["downsample"]), p["sizes"], p["step"])
+    except Exception as exc:  # noqa: BLE001
+        return None, str(getattr(exc, "message", exc))
+    return bowmod.section_counts(descs, _BOW["centers"]), None
+
+
+def _pmap(fn, jobs: Iterable, workers: int, initargs: tuple) -> Iterator:
+    """Ordered map over worker processes (or in this process when ``workers`` is 0)."""
+    jobs = list(jobs)
+    if workers == 0:
+        _bow_init(*initargs)
+        yield from (fn(j) for j in jobs)
+        return
+    import multiprocessing as mp  # noqa: PLC0415
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
+                             initializer=_bow_init, initargs=initargs) as ex:
+        yield from ex.map(fn, jobs, chunksize=2)
+
+
+def _bow_params(opts: dict) -> dict:
+    p = {"n_words": bowmod.N_WORDS, "sizes": list(bowmod.SIFT_SIZES), "step": bowmod.STEP,
+         "downsample": bowmod.DOWNSAMPLE, "n_intervals": bowmod.N_INTERVALS,
+         "max_descriptors": bowmod.MAX_DESCRIPTORS, "n_init": bowmod.N_INIT, "seed": 0}
+    unknown = set(opts.get("bow") or {}) - set(p)
+    if unknown:
+        raise InvalidInput(f"unknown bag-of-words parameter(s) {sorted(unknown)}")
+    p.update(opts.get("bow") or {})
+    p["sizes"] = [int(s) for s in p["sizes"]]
+    return p
+
+
+def _load_codebooks(con, fsid: int, stage: str, n_scales: int) -> list[np.ndarray] | None:
+    tbl = con.sql("select scale, n_words, centers from codebooks where feature_set_id = $f "
+                  "and stage = $s order by scale", params={"f": fsid, "s": stage}
+                  ).to_arrow_table()
+    if tbl.num_rows != n_scales:
+        return None
+    out = []
+    for k, centers in zip(tbl.column("n_words").to_pylist(), tbl.column("centers").to_pylist(),
+                          strict=True):
+        out.append(np.asarray(centers, dtype=np.float32).reshape(k, 128))
+    return out
+
+
+def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: dict,
+                     workers: int, opts: dict, result: FeaturizeResult) -> list[np.ndarray]:
+    """Sample descriptors from the stage's sections (seeded order) and run k-means per scale."""
+    rng = np.random.default_rng([p["seed"], 7])
+    order = [sections[i] for i in rng.permutation(len(sections))]
+    cap = max(64, -(-4 * p["max_descriptors"] // max(1, len(order))))
+    pools: list[list[np.ndarray]] = [[] for _ in p["sizes"]]
+    have = [0] * len(p["sizes"])
+    step = max(8, 4 * max(1, workers))
+    with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance:
+        for start in range(0, len(order), step):
+            part = order[start:start + step]
+            jobs = [(s.path, s.section_id, cap) for s in part]
+            for sec, (descs, err) in zip(part, _pmap(_bow_sample, jobs, workers, (p, None)),
+                                         strict=True):
+                if err is not None:
+                    if opts["on_error"] == "fail":
+                        raise InvalidInput(f"unreadable image: {_problem(sec, err)}",
+                                           hint="fix the file or re-run with --on-error skip")
+                    result.problems.append(_problem(sec, err))
+                    continue
+                for s, d in enumerate(descs):
+                    pools[s].append(d)
+                    have[s] += len(d)
+            advance(len(part))
+            if min(have) >= p["max_descriptors"]:
+                break
+    centers = []
+    rows = []
+    for s, parts in enumerate(pools):
+        pool = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
+        if len(pool) > p["max_descriptors"]:
+            pool = pool[np.sort(rng.choice(len(pool), p["max_descriptors"], replace=False))]
+        try:
+            c, inertia = bowmod.fit_codebook(pool, p["n_words"], p["n_init"],
+                                             p["seed"] + 1000 * s)
+        except InvalidInput as exc:
+            raise InvalidInput(f"stage {stage}, SIFT scale {p['sizes'][s]}: {exc.message}",
+                               hint=exc.hint) from exc
+        centers.append(c)
+        rows.append((s, c, inertia))
+    with warehouse.transaction(con):
+        for s, c, inertia in rows:
+            con.execute("insert into codebooks (feature_set_id, stage, scale, n_words, centers, "
+                        "inertia) values (?, ?, ?, ?, ?, ?)",
+                        [fsid, stage, s, len(c), c.reshape(-1).tolist(), inertia]).fetchall()
+    return centers
+
+
+def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+    p = _bow_params(opts)
+    name = "bow"
+    result.names = [name]
+    dim = bowmod.bow_dim(p["n_words"], len(p["sizes"]), p["n_intervals"])
+    fsid = _ensure_set(con, name, "bow", dim, p)
+    stages, scope = _scope(con, opts["stages"])
+    workers = _default_workers() if opts["workers"] is None else opts["workers"]
+    chunk_size = opts["chunk_size"] or DEFAULT_CHUNK
+    failed: set[int] = set()
+    done = _done(con, [fsid])[fsid]
+    images_root = warehouse.images_dir(db_path)
+    if scope is not None:
+        ids_all = [int(e) for e in scope.column("experiment_id").to_pylist()]
+        stage_of = dict(zip(ids_all, scope.column("stage").to_pylist(), strict=True))
+        for stage in stages:
+            ids = [e for e in ids_all if stage_of[e] == stage]
+            chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
+            if not chunks:
+                continue
+            centers = _load_codebooks(con, fsid, stage, len(p["sizes"]))
+            if centers is None:
+                centers = _build_codebooks(con, fsid, stage, _sections(con, images_root, ids),
+                                           p, workers, opts, result)
+            todo_ids = [e for c in chunks for e in c]
+            sections = _sections(con, images_root, todo_ids)
+            by_exp: dict[int, list[_Section]] = {}
+            for s in sections:
+                by_exp.setdefault(s.experiment_id, []).append(s)
+            with _progress(opts["progress"], f"featurize bow {stage}", len(sections)) as adv:
+                for c in chunks:
+                    secs = [s for e in c for s in by_exp.get(e, [])]
+                    counts = list(_pmap(_bow_count, [s.path for s in secs], workers, (p, centers)))
+                    _write_bow_chunk(con, fsid, c, done, secs, counts, p, opts, result, failed)
+                    adv(len(secs))
+    all_stages, all_scope = _scope(con, None)
+    eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
+        if all_scope else set()
+    result.finished = _finish(con, {name: fsid}, eligible, failed)
+
+
+def _write_bow_chunk(con, fsid, ids, done, secs, counts, p, opts, result, failed) -> None:
+    ok: dict[int, list[tuple[_Section, np.ndarray]]] = {}
+    for sec, (vec, err) in zip(secs, counts, strict=True):
+        if err is not None:
+            text = _problem(sec, err)
+            if opts["on_error"] == "fail":
+                raise InvalidInput(f"unreadable image: {text}",
+                                   hint="fix or remove the file, or re-run with --on-error skip "
+                                        "(chunks already written are kept)")
+            result.problems.append(text)
+            _say(opts["progress"], f"skipped: {text}")
+            continue
+        ok.setdefault(sec.experiment_id, []).append((sec, vec))
+    write = [e for e in ids if e not in done and e in ok]
+    for e in ids:
+        if e not in ok and e not in done:
+            failed.add(e)
+            result.problems.append(f"experiment {e}: no readable section, no vector written")
+    if not write:
+        return
+    sec_ids, sec_vecs, exp_vecs = [], [], []
+    for e in write:
+        items = ok[e]
+        counts = np.stack([v for _, v in items])
+        iv = bowmod.interval_index([s.position for s, _ in items],
+                                   [s.section_number for s, _ in items], p["n_intervals"])
+        exp_vecs.append(bowmod.experiment_vector(counts, iv, p["n_intervals"]))
+        sec_ids += [s.section_id for s, _ in items]
+        sec_vecs.append(counts)
+    with warehouse.transaction(con):
+        # Section counts are kept: later steps can regroup them (other intervals, pooling).
+        store.insert_vectors(con, "section_features",
+                             {"feature_set_id": np.full(len(sec_ids), fsid, dtype=np.int32),
+                              "section_id": np.asarray(sec_ids, dtype=np.int64)},
+                             np.concatenate(sec_vecs))
+        store.write_experiment_features(con, fsid, write, np.stack(exp_vecs))
+    result.written["bow"] = result.written.get("bow", 0) + len(write)
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def _run_grid(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+    shapes = con.execute(
+        "select e.stage, g.nx, g.ny, g.nz, count(*) from expression_grids g "
+        "join experiments e using (experiment_id) group by all order by all").fetchall()
+    if not shapes:
+        raise NotFound("the warehouse has no expression grids",
+                       hint="ingest a source that provides them (synthetic atlas, Allen grids)")
+    distinct = {(nx, ny, nz) for _, nx, ny, nz, _ in shapes}
+    by_stage: dict[str, tuple[int, int, int]] = {}
+    for stage, nx, ny, nz, _ in shapes:
+        if stage in by_stage and len(distinct) > 1:
+            raise InvalidInput(f"stage {stage} has expression grids of different shapes",
+                               hint="a grid feature set needs one shape per stage")
+        by_stage[stage] = (nx, ny, nz)
+    # One shape in the warehouse -> one set "grid"; otherwise one set per stage.
+    def set_name(stage: str) -> str:
+        return "grid" if len(distinct) == 1 else f"grid.{stage}"
+
+    stages = list(by_stage) if opts["stages"] is None else list(opts["stages"])
+    unknown = [s for s in stages if s not in by_stage]
+    if unknown:
+        raise NotFound(f"no expression grids of stage {', '.join(unknown)}",
+                       hint="stages with grids: " + ", ".join(by_stage))
+    chunk_size = max(opts["chunk_size"] or DEFAULT_CHUNK, 64)
+    fsids: dict[str, int] = {}
+    for stage in stages:
+        name = set_name(stage)
+        shape = by_stage[stage]
+        if name not in fsids:
+            fsids[name] = _ensure_set(con, name, "grid", int(np.prod(shape)),
+                                      {"shape": list(shape), "missing": "-1 -> 0"})
+    result.names = list(fsids)
+    done = _done(con, list(fsids.values()))
+    ids_tbl = con.sql("select g.experiment_id, e.stage from expression_grids g join experiments "
+                      "e using (experiment_id) where list_contains($stages, e.stage) "
+                      "order by g.experiment_id", params={"stages": stages}).to_arrow_table()
+    ids = [int(e) for e in ids_tbl.column("experiment_id").to_pylist()]
+    stage_of = dict(zip(ids, ids_tbl.column("stage").to_pylist(), strict=True))
+    todo = [e for e in ids if e not in done[fsids[set_name(stage_of[e])]]]
+    with _progress(opts["progress"], "featurize grid", len(todo), "experiments") as advance:
+        for c in _chunks(todo, chunk_size):
+            tbl = con.sql(sql_text("queries/featurize_grids"),
+                          params={"experiment_ids": c}).to_arrow_table()
+            got = [int(e) for e in tbl.column("experiment_id").to_pylist()]
+            x = store.list_array_to_matrix(tbl.column("energy"))
+            with warehouse.transaction(con):
+                for name, fsid in fsids.items():
+                    rows = [i for i, e in enumerate(got) if set_name(stage_of[e]) == name]
+                    if not rows:
+                        continue
+                    feats = GridFeatures(shape=by_stage[stage_of[got[rows[0]]]]).fit(None)
+                    store.write_experiment_features(con, fsid, [got[i] for i in rows],
+                                                    feats.transform(list(x[rows])))
+                    result.written[name] = result.written.get(name, 0) + len(rows)
+            advance(len(c))
+    all_ids = {int(r[0]) for r in con.execute(
+        "select experiment_id from expression_grids").fetchall()}
+    for name, fsid in fsids.items():
+        eligible = {e for e in all_ids if e in stage_of and set_name(stage_of[e]) == name}
+        if name == "grid":
+            eligible = all_ids
+        result.finished += _finish(con, {name: fsid}, eligible, set())
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def featurize_report(
+    db_path: str | os.PathLike,
+    extractor: str = "cnn",
+    layers: Sequence[str] | None = None,
+    pools: Sequence[str] = ("max",),
+    stages: Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    weights: str | os.PathLike | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    on_error: str = "fail",
+    progress: bool = True,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    spatial: int | None = None,
+    chunk_size: int | None = None,
+    bow: dict | None = None,
+) -> FeaturizeResult:
+    """Compute (or finish) feature sets; see :func:`featurize`. Returns what was done."""
+    if extractor not in EXTRACTORS:
+        raise InvalidInput(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
+    if on_error not in ON_ERROR:
+        raise InvalidInput(f"on_error must be skip or fail, got {on_error!r}")
+    pools = [pools] if isinstance(pools, str) else list(pools)
+    bad = [p for p in pools if p not in POOLS]
+    if bad or not pools:
+        raise InvalidInput(f"pool must be max and/or mean, got {', '.join(bad) or 'nothing'}")
+    if isinstance(layers, str):
+        layers = [x.strip() for x in layers.split(",") if x.strip()]
+    for label, v in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if v is not None and v < 1:
+            raise InvalidInput(f"{label} must be >= 1, got {v}")
+    if workers is not None and workers < 0:
+        raise InvalidInput(f"workers must be >= 0, got {workers}")
+    if image_size < 32:
+        raise InvalidInput(f"image_size must be >= 32, got {image_size}")
+    if spatial is not None and spatial < 1:
+        raise InvalidInput(f"spatial must be >= 1, got {spatial}")
+    if extractor == "cnn":
+        resolve_device(device)  # reject --device cuda without a GPU before any work
+    opts = dict(layers=layers, pools=pools, stages=stages, device=device, batch_size=batch_size,
+                workers=workers, weights=weights, image_size=image_size, on_error=on_error,
+                progress=progress, backbone=backbone, spatial=spatial, chunk_size=chunk_size,
+                bow=bow)
+    result = FeaturizeResult(names=[])
+    path = Path(db_path)
+    with warehouse.connect(path) as con:
+        run = {"cnn": _run_cnn, "bow": _run_bow, "grid": _run_grid}[extractor]
+        run(con, path, opts, result)
+    return result
+
+
+def featurize(
+    db_path: str | os.PathLike,
+    extractor: str = "cnn",
+    layers: Sequence[str] | None = None,
+    pools: Sequence[str] = ("max",),
+    stages: Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    weights: str | os.PathLike | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    on_error: str = "fail",
+    progress: bool = True,
+    **kwargs: Any,
+) -> list[str]:
+    """Compute feature sets for the experiments of a warehouse; return their names.
+
+    Parameters
+    ----------
+    db_path: the warehouse file.
+    extractor: ``cnn`` (one set per layer x pool, named ``<backbone>.<layer>.<pool>``),
+        ``bow`` (set ``bow``, 10,521 dims) or ``grid`` (set ``grid``, nx*ny*nz dims).
+    layers: CNN module names (default :data:`ishwh.features.DEFAULT_LAYERS`).
+    pools: pooling over the sections of an experiment: ``max`` and/or ``mean``.
+    stages: restrict to these stages (default: all).
+    device: ``auto``, ``cpu`` or ``cuda``.
+    batch_size, workers: images per forward pass; decoding processes (0 = in-process).
+    weights: weights file for the backbone (default: the bundled efficientnet_lite0 ones).
+    image_size: network input side (the paper's 231).
+    on_error: ``fail`` (stop at an unreadable image; committed chunks are kept) or ``skip``.
+    progress: show a progress bar (stderr).
+    kwargs: ``backbone``, ``spatial``, ``chunk_size``, ``bow`` (see :func:`featurize_report`).
+    """
+    return featurize_report(db_path, extractor, layers, pools, stages, device, batch_size,
+                            workers, weights, image_size, on_error, progress, **kwargs).names

@@ -1,0 +1,789 @@
+"""Ingesting a manifest folder (the contract of ``ishwh ingest dir PATH``).
+
+A manifest folder holds::
+
+    ontology.json      Allen structure-graph JSON (nested ``children``)   } one of
+    structures.csv     structure_id,acronym,name,parent_id,level           } the two
+    sections.csv       gene,stage,experiment_id,section_number,image[,position][,gene_name]
+    annotations.csv    experiment_id,structure,pattern,intensity,density   (optional)
+    gene_labels.csv    gene,task,label                                     (optional)
+
+Ingesting is all-or-nothing: every file is read and every row checked (images decoded and
+checksummed) *before* anything is written. Every problem is collected as
+``file:line: reason`` and raised together as :class:`~ishwh.errors.ManifestError`; then the
+warehouse is untouched. A clean manifest is loaded with :func:`ishwh.loader.load`, which adds
+only rows whose key is new, so re-ingesting a folder adds nothing and a folder that extends
+an earlier one adds only its new rows.
+
+Ids (a manifest names genes by symbol and sections by number only):
+
+* ``gene_id``: the id of the warehouse gene with the same acronym; new genes get
+  ``max(gene_id) + 1, + 2, ...`` in order of first appearance in ``sections.csv``.
+* ``section_id``: the id of the warehouse section with the same
+  ``(experiment_id, section_number)``; new sections get
+  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ishwh import images, loader, warehouse
+from ishwh.errors import IshwhError, ManifestError
+from ishwh.ontology import structures_from_graph_json
+
+STAGES = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56")
+PATTERNS = ("undetected", "full", "regional", "gradient")
+LEVELS = ("undetected", "low", "medium", "high")  # intensity and density
+SECTION_ID_FACTOR = 10_000
+
+_STAGE_BY_KEY = {s.upper(): s for s in STAGES}
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+
+SECTIONS_COLUMNS = ("gene", "stage", "experiment_id", "section_number", "image")
+STRUCTURES_COLUMNS = ("structure_id", "acronym", "name", "parent_id", "level")
+ANNOTATIONS_COLUMNS = ("experiment_id", "structure", "pattern", "intensity", "density")
+GENE_LABELS_COLUMNS = ("gene", "task", "label")
+
+# Arrow schemas of the rows handed to the loader (explicit, so an all-empty optional column
+# still has the table's type).
+_SCHEMAS = {
+    "genes": pa.schema([("gene_id", pa.int64()), ("acronym", pa.string()),
+                        ("name", pa.string())]),
+    "structures": pa.schema([("structure_id", pa.int64()), ("acronym", pa.string()),
+                             ("name", pa.string()), ("parent_id", pa.int64()),
+                             ("level", pa.int32()), ("graph_order", pa.int32()),
+                             ("color_hex", pa.string())]),
+    "experiments": pa.schema([("experiment_id", pa.int64()), ("gene_id", pa.int64()),
+                              ("stage", pa.string()), ("source", pa.string())]),
+    "sections": pa.schema([("section_id", pa.int64()), ("experiment_id", pa.int64()),
+                           ("section_number", pa.int32()), ("image_path", pa.string()),
+                           ("width", pa.int32()), ("height", pa.int32()),
+                           ("position", pa.float64()), ("sha256", pa.string())]),
+    "annotations": pa.schema([("experiment_id", pa.int64()), ("structure_id", pa.int64()),
+                              ("pattern", pa.string()), ("intensity", pa.string()),
+                              ("density", pa.string())]),
+    "gene_labels": pa.schema([("gene_id", pa.int64()), ("task", pa.string()),
+                              ("label", pa.bool_())]),
+}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+class _Problems(list):
+    """Problems as ``file:line: reason`` strings, in the order they were found."""
+
+    def add(self, where: str, reason: str) -> None:
+        self.append(f"{where}: {reason}")
+
+
+def _at(name: str, line: int | None) -> str:
+    return name if line is None else f"{name}:{line}"
+
+
+def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
+    schema = _SCHEMAS[name]
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)
+
+
+def _parse_int(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _read_csv(
+    folder: Path, name: str, required: tuple[str, ...], problems: _Problems
+) -> list[tuple[int, dict[str, str]]] | None:
+    """Rows of ``folder/name`` as ``(line, {column: stripped text})``; None if unusable."""
+    path = folder / name
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            if not header:
+                problems.add(_at(name, 1), "the file is empty (expected a header line)")
+                return None
+            reader.fieldnames = header
+            dup = sorted({h for h in header if header.count(h) > 1})
+            if dup:
+                problems.add(_at(name, 1), f"column(s) {', '.join(dup)} appear twice")
+            missing = [c for c in required if c not in header]
+            if missing:
+                problems.add(
+                    _at(name, 1),
+                    f"missing column(s) {', '.join(missing)} (the header has: {', '.join(header)})",
+                )
+                return None
+            rows = []
+            for row in reader:
+                line = reader.line_num
+                if row.get(None):  # type: ignore[call-overload]
+                    problems.add(_at(name, line), "more fields than the header has columns")
+                rows.append(
+                    (line, {k: (v or "").strip() for k, v in row.items() if k is not None})
+                )
+            return rows
+    except UnicodeDecodeError:
+        problems.add(name, "not UTF-8 text")
+    except csv.Error as exc:
+        problems.add(name, f"not a readable CSV file: {exc}")
+    except OSError as exc:
+        problems.add(name, f"cannot read: {exc.strerror or exc}")
+    return None
+
+
+@dataclass
+class _Warehouse:
+    """What the warehouse already holds that the checks need (small tables, read whole)."""
+
+    genes: dict[str, tuple[int, str | None]]  # acronym -> (gene_id, name)
+    max_gene_id: int
+    structures: dict[int, tuple[str, int | None, int]]  # id -> (acronym, parent_id, level)
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _Warehouse:
+        genes = {a: (g, n) for g, a, n in
+                 con.execute("select gene_id, acronym, name from genes").fetchall()}
+        max_gene_id = con.execute("select coalesce(max(gene_id), 0) from genes").fetchall()[0][0]
+        structures = {
+            s: (a, p, lv) for s, a, p, lv in con.execute(
+                "select structure_id, acronym, parent_id, level from structures").fetchall()
+        }
+        return cls(genes, int(max_gene_id), structures)
+
+
+@dataclass
+class _Image:
+    line: int
+    src: Path
+    width: int = 0
+    height: int = 0
+    sha256: str = ""
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    """A checked manifest: the rows to load and the image files to place."""
+
+    folder: Path
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)  # sha256 -> source file
+    problems: _Problems = field(default_factory=_Problems)
+
+
+# --------------------------------------------------------------------------- ontology
+
+
+def _ontology_rows(
+    folder: Path, problems: _Problems
+) -> tuple[str | None, list[tuple[str, dict[str, Any]]], set[int]]:
+    """(file name, [(where, row)], ids allowed to have an absent parent)."""
+    has_json = (folder / "ontology.json").is_file()
+    has_csv = (folder / "structures.csv").is_file()
+    if has_json and has_csv:
+        problems.add("ontology.json", "give either ontology.json or structures.csv, not both")
+        return "ontology.json", [], set()
+    if has_json:
+        return _ontology_json(folder, problems)
+    if has_csv:
+        return _ontology_csv(folder, problems)
+    return None, [], set()
+
+
+def _ontology_json(
+    folder: Path, problems: _Problems
+) -> tuple[str, list[tuple[str, dict[str, Any]]], set[int]]:
+    name = "ontology.json"
+    try:
+        obj = json.loads((folder / name).read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        problems.add(_at(name, exc.lineno), f"not valid JSON: {exc.msg}")
+        return name, [], set()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(name, f"cannot read: {exc}")
+        return name, [], set()
+    try:
+        rows = structures_from_graph_json(obj)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        problems.add(name, f"not an Allen structure graph ({type(exc).__name__}: {exc})")
+        return name, [], set()
+    # In a nested graph the top nodes are roots: Allen's downloads often leave out the
+    # graph root itself (graph 17: 15564), so their parent may be absent. Flat rows must
+    # name parents that exist.
+    top = obj.get("msg", obj) if isinstance(obj, dict) else obj
+    top = [top] if isinstance(top, dict) else top
+    nested = any(isinstance(n, dict) and n.get("children") for n in top)
+    roots = {rows_id for n in top if (rows_id := _node_id(n)) is not None} if nested else set()
+    out = []
+    for r in rows:
+        where = f"{name}: structure {r['structure_id']} ({r['acronym']})"
+        if not r.get("acronym"):
+            problems.add(where, "no acronym")
+        if r["level"] is None:
+            problems.add(where, "no st_level")
+        out.append((where, r))
+    return name, out, roots
+
+
+def _node_id(node: Any) -> int | None:
+    try:
+        return int(node.get("id", node.get("structure_id")))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _ontology_csv(
+    folder: Path, problems: _Problems
+) -> tuple[str, list[tuple[str, dict[str, Any]]], set[int]]:
+    name = "structures.csv"
+    table = _read_csv(folder, name, STRUCTURES_COLUMNS, problems)
+    out = []
+    for line, row in table or []:
+        where = _at(name, line)
+        sid = _parse_int(row["structure_id"])
+        parent = _parse_int(row["parent_id"]) if row["parent_id"] else None
+        level = _parse_int(row["level"])
+        ok = True
+        if sid is None:
+            problems.add(where, f"structure_id {row['structure_id']!r} is not an integer")
+            ok = False
+        if row["parent_id"] and parent is None:
+            problems.add(where, f"parent_id {row['parent_id']!r} is not an integer")
+            ok = False
+        if level is None:
+            problems.add(where, f"level {row['level']!r} is not an integer")
+            ok = False
+        if not row["acronym"]:
+            problems.add(where, "empty acronym")
+            ok = False
+        if ok:
+            out.append((where, {
+                "structure_id": sid, "acronym": row["acronym"], "name": row["name"] or None,
+                "parent_id": parent, "level": level,
+                "graph_order": _parse_int(row.get("graph_order", "") or "x"),
+                "color_hex": row.get("color_hex") or None,
+            }))
+    return name, out, set()
+
+
+def _check_structures(
+    rows: list[tuple[str, dict[str, Any]]], roots: set[int], wh: _Warehouse,
+    problems: _Problems,
+) -> dict[int, dict[str, Any]]:
+    """Duplicate ids, missing parents, cycles and clashes with the warehouse."""
+    by_id: dict[int, dict[str, Any]] = {}
+    where_of: dict[int, str] = {}
+    for where, r in rows:
+        sid = r["structure_id"]
+        if sid in by_id:
+            problems.add(where, f"duplicate structure id {sid} (also {where_of[sid]})")
+            continue
+        by_id[sid] = r
+        where_of[sid] = where
+    for sid, r in by_id.items():
+        parent = r["parent_id"]
+        if parent is not None and parent not in by_id and parent not in wh.structures \
+                and sid not in roots:
+            problems.add(where_of[sid], f"parent {parent} is not in the ontology")
+        old = wh.structures.get(sid)
+        if old is not None and (old[0], old[1], old[2]) != (r["acronym"], parent, r["level"]):
+            problems.add(
+                where_of[sid],
+                f"structure {sid} is already in the warehouse as {old[0]} (parent {old[1]}, "
+                f"level {old[2]}), here as {r['acronym']} (parent {parent}, level {r['level']})",
+            )
+    # Cycles: follow parents inside the file; each node is visited once overall.
+    state: dict[int, int] = {}  # 1 = on the current path, 2 = done
+    for start in by_id:
+        path: list[int] = []
+        node: int | None = start
+        while node is not None and node in by_id and state.get(node) != 2:
+            if state.get(node) == 1:
+                cycle = path[path.index(node):]
+                ids = " -> ".join(str(i) for i in [*cycle, node])
+                problems.add(where_of[node], f"the parents form a cycle: {ids}")
+                break
+            state[node] = 1
+            path.append(node)
+            node = by_id[node]["parent_id"]
+        for n in path:
+            state[n] = 2
+    return by_id
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _decode_images(
+    todo: list[_Image], progress: bool, workers: int | None = None
+) -> None:
+    """Decode (proves readability, gives the size) and checksum every image, in threads."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    def one(img: _Image) -> _Image:
+        try:
+            img.width, img.height = images.image_size(img.src)
+            img.sha256 = images.sha256_file(img.src)
+        except IshwhError:
+            img.error = "not a readable PNG, JPEG or TIFF image"
+        except OSError as exc:
+            img.error = f"cannot read the image: {exc.strerror or exc}"
+        except Exception as exc:  # a decoder failure is a bad row, not a crash
+            img.error = f"cannot decode the image: {type(exc).__name__}: {exc}"
+        return img
+
+    workers = workers or min(4, os.cpu_count() or 1)  # cv2 decodes outside the GIL
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    console = Console(stderr=True)
+    # Off when stderr is not a terminal: a log file gets no bar frames (nor a blank line).
+    with Progress(*columns, console=console, transient=True,
+                  disable=not (progress and console.is_terminal)) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task("checking images", total=len(todo))
+        for _ in pool.map(one, todo):
+            bar.advance(task)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan(
+    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *, progress: bool = False
+) -> Plan:
+    """Read and check a manifest folder against the warehouse; write nothing.
+
+    Returns a :class:`Plan` whose ``problems`` lists every problem found (empty = loadable).
+    """
+    folder = Path(folder)
+    result = Plan(folder)
+    problems = result.problems
+    if not folder.is_dir():
+        problems.add(str(folder), "not a folder")
+        return result
+    wh = _Warehouse.read(con)
+
+    # ---- ontology
+    onto_name, onto_rows, roots = _ontology_rows(folder, problems)
+    if onto_name is None and not wh.structures:
+        problems.add(str(folder), "no ontology.json or structures.csv (and the warehouse "
+                                  "has no structures yet)")
+    structures = _check_structures(onto_rows, roots, wh, problems)
+    all_structures = {**{s: v[0] for s, v in wh.structures.items()},
+                      **{s: r["acronym"] for s, r in structures.items()}}
+    by_acronym: dict[str, list[int]] = {}
+    for sid, acr in all_structures.items():
+        by_acronym.setdefault(acr, []).append(sid)
+
+    # ---- sections: genes, experiments, sections
+    name = "sections.csv"
+    if not (folder / name).is_file():
+        problems.add(str(folder), "no sections.csv")
+        rows = []
+    else:
+        rows = _read_csv(folder, name, SECTIONS_COLUMNS, problems) or []
+    genes: dict[str, dict[str, Any]] = {}       # acronym -> row (+ first line)
+    experiments: dict[int, dict[str, Any]] = {}
+    sections: dict[tuple[int, int], dict[str, Any]] = {}
+    todo: list[_Image] = []
+    next_gene_id = wh.max_gene_id + 1
+    for line, row in rows:
+        where = _at(name, line)
+        gene = row["gene"]
+        stage = _STAGE_BY_KEY.get(row["stage"].upper())
+        eid = _parse_int(row["experiment_id"])
+        num = _parse_int(row["section_number"])
+        if not gene:
+            problems.add(where, "empty gene")
+        if stage is None:
+            problems.add(where, f"unknown stage {row['stage']!r} (one of: {', '.join(STAGES)})")
+        if eid is None:
+            problems.add(where, f"experiment_id {row['experiment_id']!r} is not an integer")
+        if num is None or not 0 <= num < SECTION_ID_FACTOR:
+            problems.add(where, f"section_number {row['section_number']!r} is not an integer "
+                                f"in 0..{SECTION_ID_FACTOR - 1}")
+            num = None
+        position = None
+        if row.get("position"):
+            try:
+                position = float(row["position"])
+            except ValueError:
+                position = -1.0
+            if not 0.0 <= position <= 1.0:
+                problems.add(where, f"position {row['position']!r} is not a number in 0..1")
+                position = None
+        # gene (symbol + optional name)
+        gname = row.get("gene_name") or None
+        if gene:
+            g = genes.get(gene)
+            if g is None:
+                old = wh.genes.get(gene)
+                gid = old[0] if old else next_gene_id
+                if old is None:
+                    next_gene_id += 1
+                g = genes[gene] = {"gene_id": gid, "acronym": gene, "name": gname, "line": line}
+                if old and old[1] and gname and old[1] != gname:
+                    problems.add(where, f"gene {gene} is named {gname!r} here but "
+                                        f"{old[1]!r} in the warehouse")
+            elif gname:
+                if g["name"] is None:
+                    g["name"], g["line"] = gname, line
+                elif g["name"] != gname:
+                    problems.add(where, f"gene {gene} is named {gname!r} here but "
+                                        f"{g['name']!r} on line {g['line']}")
+        # experiment
+        if eid is not None and gene and stage:
+            e = experiments.get(eid)
+            if e is None:
+                experiments[eid] = {"experiment_id": eid, "gene": gene, "stage": stage,
+                                    "line": line}
+            elif (e["gene"], e["stage"]) != (gene, stage):
+                problems.add(where, f"experiment {eid} is listed as {gene} {stage} here but as "
+                                    f"{e['gene']} {e['stage']} on line {e['line']}")
+        # section + image
+        if eid is not None and num is not None:
+            key = (eid, num)
+            if key in sections:
+                problems.add(where, f"duplicate section: experiment {eid} section {num} is "
+                                    f"also on line {sections[key]['line']}")
+                continue
+            sections[key] = {"experiment_id": eid, "section_number": num,
+                             "position": position, "line": line}
+        if not row["image"]:
+            problems.add(where, "empty image")
+            continue
+        src = folder / row["image"]
+        if not src.is_file():
+            problems.add(where, f"image {row['image']} not found")
+            continue
+        img = _Image(line, src)
+        todo.append(img)
+        if eid is not None and num is not None:
+            sections[(eid, num)]["image"] = img
+
+    _decode_images(todo, progress)
+    for img in todo:
+        if img.error:
+            problems.add(_at(name, img.line), f"image {img.src.relative_to(folder)}: {img.error}")
+
+    # ---- experiments and sections against the warehouse
+    _check_experiments(con, experiments, genes, problems)
+    section_rows = _section_rows(con, sections, problems)
+
+    # ---- annotations
+    ann_rows = _annotations(con, folder, experiments, all_structures, by_acronym, problems)
+    label_rows = _gene_labels(con, folder, genes, wh, problems)
+
+    if problems:
+        return result
+    source = f"dir:{folder.resolve()}"
+    result.tables = {
+        "genes": _table("genes", list(genes.values())),
+        "structures": _table("structures", list(structures.values())),
+        "experiments": _table("experiments", [
+            {**e, "gene_id": genes[e["gene"]]["gene_id"], "source": source}
+            for e in experiments.values()
+        ]),
+        "sections": _table("sections", section_rows),
+        "annotations": _table("annotations", ann_rows),
+        "gene_labels": _table("gene_labels", label_rows),
+    }
+    result.images = {s["image"].sha256: s["image"].src for s in sections.values()}
+    return result
+
+
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """``table`` visible to SQL as ``name`` for the block."""
+    con.register(name, table)
+    try:
+        yield
+    finally:
+        con.unregister(name)
+
+
+def _check_experiments(
+    con: duckdb.DuckDBPyConnection, experiments: dict[int, dict[str, Any]],
+    genes: dict[str, dict[str, Any]], problems: _Problems,
+) -> None:
+    if not experiments:
+        return
+    new = pa.table({
+        "experiment_id": pa.array(list(experiments), pa.int64()),
+        "acronym": [e["gene"] for e in experiments.values()],
+        "stage": [e["stage"] for e in experiments.values()],
+        "line": [e["line"] for e in experiments.values()],
+    })
+    with _registered(con, "_ishwh_exp", new):
+        clashes = con.execute(
+            """
+            select n.line, n.experiment_id, g.acronym, e.stage
+            from _ishwh_exp n join experiments e using (experiment_id)
+            left join genes g on g.gene_id = e.gene_id
+            where g.acronym is distinct from n.acronym or e.stage <> n.stage
+            order by n.line
+            """
+        ).fetchall()
+    for line, eid, acr, stage in clashes:
+        problems.add(_at("sections.csv", line),
+                     f"experiment {eid} is already in the warehouse as {acr} {stage}")
+
+
+def _section_rows(
+    con: duckdb.DuckDBPyConnection, sections: dict[tuple[int, int], dict[str, Any]],
+    problems: _Problems,
+) -> list[dict[str, Any]]:
+    """Give every section its id (existing or derived) and check it against the warehouse."""
+    usable = {k: s for k, s in sections.items() if "image" in s and not s["image"].error}
+    if not usable:
+        return []
+    keys = list(usable)
+    new = pa.table({
+        "experiment_id": pa.array([k[0] for k in keys], pa.int64()),
+        "section_number": pa.array([k[1] for k in keys], pa.int32()),
+        "derived_id": pa.array([k[0] * SECTION_ID_FACTOR + k[1] for k in keys], pa.int64()),
+        "sha256": [usable[k]["image"].sha256 for k in keys],
+    })
+    with _registered(con, "_ishwh_sec", new):
+        same_key = con.execute(
+            """
+            select n.experiment_id, n.section_number, s.section_id, s.sha256
+            from _ishwh_sec n join sections s using (experiment_id, section_number)
+            """
+        ).fetchall()
+        taken = con.execute(
+            """
+            select n.experiment_id, n.section_number, s.experiment_id, s.section_number
+            from _ishwh_sec n join sections s on s.section_id = n.derived_id
+            where (s.experiment_id, s.section_number) <> (n.experiment_id, n.section_number)
+            """
+        ).fetchall()
+    existing = {(e, n): (sid, sha) for e, n, sid, sha in same_key}
+    out = []
+    for (eid, num), s in usable.items():
+        img: _Image = s["image"]
+        where = _at("sections.csv", s["line"])
+        if (eid, num) in existing:
+            sid, sha = existing[(eid, num)]
+            if sha is not None and sha != img.sha256:
+                problems.add(where, f"experiment {eid} section {num} is already in the "
+                                    "warehouse with a different image")
+        else:
+            sid = eid * SECTION_ID_FACTOR + num
+        out.append({"section_id": sid, "experiment_id": eid, "section_number": num,
+                    "image_path": images.content_relpath(img.src, img.sha256),
+                    "width": img.width, "height": img.height, "position": s["position"],
+                    "sha256": img.sha256})
+    for eid, num, oe, on in taken:
+        if (eid, num) not in existing:
+            problems.add(
+                _at("sections.csv", usable[(eid, num)]["line"]),
+                f"section id {eid * SECTION_ID_FACTOR + num} (experiment {eid} section {num}) "
+                f"is already used by experiment {oe} section {on} in the warehouse",
+            )
+    return out
+
+
+def _enum(value: str, allowed: tuple[str, ...]) -> tuple[bool, str | None]:
+    """(ok, normalised): empty = unknown (NULL); otherwise one of ``allowed``, any case."""
+    if not value:
+        return True, None
+    v = value.lower()
+    return (v in allowed), (v if v in allowed else None)
+
+
+def _known_experiments(
+    con: duckdb.DuckDBPyConnection, ids: Iterable[int], manifest: dict[int, Any]
+) -> set[int]:
+    ask = sorted({i for i in ids if i not in manifest})
+    if not ask:
+        return set(manifest)
+    with _registered(con, "_ishwh_ids", pa.table({"experiment_id": pa.array(ask, pa.int64())})):
+        found = con.execute(
+            "select experiment_id from _ishwh_ids join experiments using (experiment_id)"
+        ).fetchall()
+    return set(manifest) | {r[0] for r in found}
+
+
+def _annotations(
+    con: duckdb.DuckDBPyConnection, folder: Path, experiments: dict[int, Any],
+    structures: dict[int, str], by_acronym: dict[str, list[int]], problems: _Problems,
+) -> list[dict[str, Any]]:
+    name = "annotations.csv"
+    if not (folder / name).is_file():
+        return []
+    rows = _read_csv(folder, name, ANNOTATIONS_COLUMNS, problems) or []
+    known = _known_experiments(
+        con, (e for _, r in rows if (e := _parse_int(r["experiment_id"])) is not None),
+        experiments,
+    )
+    out, lines, seen = [], [], {}
+    for line, row in rows:
+        where = _at(name, line)
+        eid = _parse_int(row["experiment_id"])
+        if eid is None:
+            problems.add(where, f"experiment_id {row['experiment_id']!r} is not an integer")
+        elif eid not in known:
+            problems.add(where, f"unknown experiment {eid} (not in sections.csv nor the "
+                                "warehouse)")
+            eid = None
+        text = row["structure"]
+        sid = _parse_int(text)
+        if sid is not None:
+            if sid not in structures:
+                problems.add(where, f"unknown structure id {sid}")
+                sid = None
+        elif len(by_acronym.get(text, [])) == 1:
+            sid = by_acronym[text][0]
+        elif text in by_acronym:
+            problems.add(where, f"structure acronym {text!r} is ambiguous (ids "
+                                f"{', '.join(map(str, sorted(by_acronym[text])))}); use the id")
+        else:
+            problems.add(where, f"unknown structure {text!r}")
+        values = {}
+        for col, allowed in (("pattern", PATTERNS), ("intensity", LEVELS), ("density", LEVELS)):
+            ok, values[col] = _enum(row[col], allowed)
+            if not ok:
+                problems.add(where, f"bad {col} {row[col]!r} (one of: {', '.join(allowed)}, "
+                                    "or empty for unknown)")
+        if eid is None or sid is None:
+            continue
+        if (eid, sid) in seen:
+            problems.add(where, f"duplicate annotation of experiment {eid} in structure "
+                                f"{structures[sid]} ({sid}); also on line {seen[(eid, sid)]}")
+            continue
+        seen[(eid, sid)] = line
+        out.append({"experiment_id": eid, "structure_id": sid, **values})
+        lines.append(line)
+    if out:
+        new = _table("annotations", out).append_column("line", pa.array(lines, pa.int64()))
+        with _registered(con, "_ishwh_ann", new):
+            clashes = con.execute(
+                """
+                select n.line, n.experiment_id, n.structure_id
+                from _ishwh_ann n join annotations a using (experiment_id, structure_id)
+                where a.pattern is distinct from n.pattern
+                   or a.intensity is distinct from n.intensity
+                   or a.density is distinct from n.density
+                order by n.line
+                """
+            ).fetchall()
+        for line, eid, sid in clashes:
+            problems.add(_at(name, line), f"experiment {eid} is already annotated differently "
+                                          f"in structure {structures[sid]} ({sid})")
+    return out
+
+
+def _gene_labels(
+    con: duckdb.DuckDBPyConnection, folder: Path, genes: dict[str, dict[str, Any]],
+    wh: _Warehouse, problems: _Problems,
+) -> list[dict[str, Any]]:
+    name = "gene_labels.csv"
+    if not (folder / name).is_file():
+        return []
+    rows = _read_csv(folder, name, GENE_LABELS_COLUMNS, problems) or []
+    out, lines, seen = [], [], {}
+    for line, row in rows:
+        where = _at(name, line)
+        gene, task, label = row["gene"], row["task"], row["label"].lower()
+        gid = genes[gene]["gene_id"] if gene in genes else (wh.genes.get(gene) or (None,))[0]
+        if gid is None:
+            problems.add(where, f"unknown gene {gene!r} (not in sections.csv nor the warehouse)")
+        if not task:
+            problems.add(where, "empty task")
+        if label not in _TRUE | _FALSE:
+            problems.add(where, f"bad label {row['label']!r} (0 or 1)")
+        if gid is None or not task or label not in _TRUE | _FALSE:
+            continue
+        if (gene, task) in seen:
+            problems.add(where, f"duplicate label of gene {gene} for task {task!r}; also on "
+                                f"line {seen[(gene, task)]}")
+            continue
+        seen[(gene, task)] = line
+        out.append({"gene_id": gid, "task": task, "label": label in _TRUE})
+        lines.append(line)
+    if out:
+        new = _table("gene_labels", out).append_column("line", pa.array(lines, pa.int64()))
+        with _registered(con, "_ishwh_gl", new):
+            clashes = con.execute(
+                """
+                select n.line, n.task from _ishwh_gl n join gene_labels g using (gene_id, task)
+                where g.label <> n.label order by n.line
+                """
+            ).fetchall()
+        for line, task in clashes:
+            problems.add(_at(name, line), f"the warehouse already has the other label for "
+                                          f"task {task!r}")
+    return out
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def ingest_dir(
+    db_path: str | os.PathLike, folder: str | os.PathLike, *, link: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Check a manifest folder, then load it all-or-nothing into the warehouse.
+
+    Parameters
+    ----------
+    db_path:
+        An initialised warehouse (held open read-write for the whole ingest, so nothing
+        changes between checking and loading).
+    folder:
+        The manifest folder (see this module's docstring and ``docs/manifest.md``).
+    link:
+        Hard-link (or, across file systems, symlink) the images instead of copying them.
+    progress:
+        Show a progress bar over the images on stderr.
+
+    Returns
+    -------
+    ``{"folder", "db", "new": {table: n_new_rows}, "rows": {table: n_rows_in_manifest},
+    "images_added": n, "nothing_new": bool}``.
+
+    Raises
+    ------
+    ManifestError
+        With every problem (``file:line: reason``); the warehouse is left untouched.
+    """
+    folder = Path(folder)
+    with warehouse.connect(db_path) as con:
+        p = plan(con, folder, progress=progress)
+        if p.problems:
+            raise ManifestError(p.problems, hint="fix the manifest and ingest it again")
+        root = warehouse.images_dir(db_path)
+        added_images = 0
+        # Images first: if loading failed afterwards, unreferenced content-addressed files
+        # are harmless; rows pointing to missing files would not be.
+        for sha, src in p.images.items():
+            if not (root / images.content_relpath(src, sha)).exists():
+                images.place_image(src, root, sha, link=link)
+                added_images += 1
+        new = loader.load(con, loader.Batch(**p.tables))
+    return {
+        "folder": str(folder),
+        "db": str(db_path),
+        "new": new,
+        "rows": {t: tab.num_rows for t, tab in p.tables.items()},
+        "images_added": added_images,
+        "nothing_new": not any(new.values()) and not added_images,
+    }

@@ -1,0 +1,97 @@
+"""Expert-style annotations derived from the truth, with realistic annotator noise.
+
+The annotator looks at the sections of an experiment (only structures that appear in a
+present section can be annotated; the others are unknown, NULL, like Allen's empty calls).
+Per structure (its whole subtree) she judges the stained area fraction, how dark and how
+dense the stained cells are, and the pattern. Noise: faint expression is often called
+"undetected", a few percent of calls flip, and the calls are made consistent up the
+hierarchy (a parent is expressed when any child is), as in the real annotations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ishwh.synth.expression import FULL, GRADIENT
+
+PATTERNS = ("undetected", "full", "regional", "gradient")
+LEVELS = ("undetected", "low", "medium", "high")
+VISIBLE = 0.03      # expected stain per pixel below which nothing is seen
+MIN_AREA = 0.04     # stained area fraction needed to call a structure expressed
+FAINT = 0.25        # perceived intensity below which a call is "faint"
+
+
+class SectionStats:
+    """Running per-label sums over the sections an annotator sees."""
+
+    def __init__(self, n_labels: int):
+        self.n = n_labels
+        self.npix = np.zeros(n_labels)
+        self.cov = np.zeros(n_labels)
+        self.sum_e = np.zeros(n_labels)
+        self.sum_d = np.zeros(n_labels)
+
+    def add(self, labels: np.ndarray, e: np.ndarray, d: np.ndarray) -> None:
+        lab = labels.ravel()
+        vis = (e * d).ravel() > VISIBLE
+        self.npix += np.bincount(lab, minlength=self.n)
+        self.cov += np.bincount(lab, weights=vis, minlength=self.n)
+        self.sum_e += np.bincount(lab, weights=e.ravel() * vis, minlength=self.n)
+        self.sum_d += np.bincount(lab, weights=d.ravel() * vis, minlength=self.n)
+
+
+def annotate(stats: SectionStats, subtree: sp.csr_matrix, parent: np.ndarray,
+             kind: np.ndarray, gain: float, flip_rate: float, faint_dropout: float,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pattern, intensity and density codes per structure (-1 = unknown/NULL).
+
+    ``kind`` is the pattern kind of the anchor expressing each structure's own label.
+    """
+    S = subtree.shape[0]
+    npix = subtree @ stats.npix[2:]
+    cov = subtree @ stats.cov[2:]
+    sum_e = subtree @ stats.sum_e[2:]
+    sum_d = subtree @ stats.sum_d[2:]
+    seen = npix > 0
+    frac = np.where(seen, cov / np.maximum(npix, 1), 0.0)
+    mean_e = sum_e / np.maximum(cov, 1) * gain
+    mean_d = sum_d / np.maximum(cov, 1)
+    truth = seen & (frac >= MIN_AREA) & (cov >= 2) & (mean_e >= 0.06)
+    called = truth.copy()
+    u = rng.random((3, S))
+    called &= ~((mean_e < FAINT) & (u[0] < faint_dropout))   # faint -> undetected
+    called &= ~(u[1] < flip_rate)                              # missed
+    called |= seen & ~truth & (u[2] < flip_rate / 3)           # spurious call
+    # perceived levels (spurious calls look weak)
+    inten = np.where(mean_e < 0.35, 1, np.where(mean_e < 0.65, 2, 3))
+    dval = mean_d * np.minimum(1.0, frac / 0.5)
+    dens = np.where(dval < 0.3, 1, np.where(dval < 0.6, 2, 3))
+    pat = np.where((frac >= 0.7) & (kind == FULL), 1, np.where(kind == GRADIENT, 3, 2))
+    spurious = called & ~truth
+    inten[spurious], dens[spurious], pat[spurious] = 1, 1, 2
+    # hierarchy: a parent is expressed when a child is (children come after parents)
+    for s in range(S - 1, -1, -1):
+        p = parent[s]
+        if p >= 0 and called[s] and not called[p] and seen[p]:
+            called[p] = True
+            inten[p], dens[p], pat[p] = inten[s], 1, 2
+    pattern = np.where(called, pat, 0)
+    intensity = np.where(called, inten, 0)
+    density = np.where(called, dens, 0)
+    for arr in (pattern, intensity, density):
+        arr[~seen] = -1
+    return pattern.astype(np.int8), intensity.astype(np.int8), density.astype(np.int8)
+
+
+def gene_tasks(n_tasks: int, n_programs: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """GO-like tasks: each is tied to 1-3 expression programs."""
+    return [rng.choice(n_programs, size=int(rng.integers(1, 4)), replace=False)
+            for _ in range(n_tasks)]
+
+
+def gene_task_labels(programs: list[int], tasks: list[np.ndarray], rng: np.random.Generator,
+                     flip: float = 0.05) -> np.ndarray:
+    """0/1 per task: the gene uses one of the task's programs, with a few curation errors."""
+    lab = np.array([bool(set(programs) & set(t.tolist())) for t in tasks])
+    return lab ^ (rng.random(len(tasks)) < flip)

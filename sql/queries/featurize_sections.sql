@@ -1,0 +1,14 @@
+-- featurize_sections: the sections of a list of experiments, one row per section,
+-- in experiment then section-number order (the order features are computed and pooled in).
+-- Inputs: $experiment_ids (bigint[]).
+select
+    s.experiment_id,
+    s.section_id,
+    s.section_number,
+    s.image_path,
+    s.width,
+    s.height,
+    s.position
+from sections s
+where list_contains($experiment_ids, s.experiment_id)
+order by s.experiment_id, s.section_number

@@ -1,0 +1,51 @@
+-- report_runs: every parameter and version that defines a run, for the report's appendix.
+-- Grain: one row per finished run.
+-- Inputs: runs, feature_sets, split_defs, run_tasks.
+-- Optional filter: `set variable report_runs = [1, 2]`.
+with runs as (
+    select *
+    from main.runs
+    where status = 'finished'
+        and (getvariable('report_runs') is null
+            or list_contains(getvariable('report_runs'), run_id))
+),
+
+task_counts as (
+    select
+        run_id,
+        count(*) filter (where status = 'fitted') as n_fitted,
+        count(*) filter (where status = 'skipped') as n_skipped
+    from main.run_tasks
+    group by run_id
+),
+
+final as (
+    select
+        r.run_id,
+        f.name as feature_set,
+        f.extractor,
+        f.dim,
+        r.stage,
+        r.split_id,
+        d.method as split_method,
+        d.seed as split_seed,
+        d.repeat_index,
+        r.tasks,
+        r.levels,
+        r.label_mode,
+        coalesce(t.n_fitted, 0) as n_fitted,
+        coalesce(t.n_skipped, 0) as n_skipped,
+        r.params::varchar as params,
+        f.params::varchar as feature_params,
+        r.versions::varchar as versions,
+        r.timings::varchar as timings,
+        r.started_at,
+        r.finished_at
+    from runs r
+    left join main.feature_sets f using (feature_set_id)
+    left join main.split_defs d using (split_id)
+    left join task_counts t using (run_id)
+)
+
+select * from final
+order by run_id

@@ -1,0 +1,47 @@
+-- report_structure_auc: structure_auc with the names a reader needs.
+-- Grain: one row per run x structure with predictions (finished runs only).
+-- Inputs: structure_auc, runs, structures, feature_sets.
+-- Optional filters: `set variable report_runs = [1, 2]`, `set variable report_level = 5`.
+with runs as (
+    select run_id, label_mode
+    from main.runs
+    where status = 'finished'
+        and (getvariable('report_runs') is null
+            or list_contains(getvariable('report_runs'), run_id))
+),
+
+structure_auc as (
+    select * from main.structure_auc
+),
+
+structures as (
+    select structure_id, acronym, name as structure_name, graph_order from main.structures
+),
+
+feature_sets as (
+    select feature_set_id, name as feature_set from main.feature_sets
+),
+
+final as (
+    select
+        a.run_id,
+        a.stage,
+        a.level,
+        f.feature_set,
+        r.label_mode,
+        a.structure_id,
+        s.acronym,
+        s.structure_name,
+        s.graph_order,
+        a.n_pos,
+        a.n_neg,
+        a.auc
+    from structure_auc a
+    join runs r using (run_id)
+    join feature_sets f using (feature_set_id)
+    left join structures s using (structure_id)
+    where getvariable('report_level') is null or a.level = getvariable('report_level')
+)
+
+select * from final
+order by run_id, level, graph_order, structure_id

@@ -1,0 +1,58 @@
+-- skipped_tasks: the tasks fit did not train, grouped by the reason it gave.
+-- Grain: one row per run x task kind x reason (finished runs only).
+-- Inputs: run_tasks, runs, feature_sets, structures.
+-- examples lists up to eight of the skipped tasks (structure acronyms or gene-task names).
+-- Optional filter: `set variable report_runs = [1, 2]`.
+with runs as (
+    select run_id, stage, feature_set_id, label_mode
+    from main.runs
+    where status = 'finished'
+        and (getvariable('report_runs') is null
+            or list_contains(getvariable('report_runs'), run_id))
+),
+
+run_tasks as (
+    select * from main.run_tasks where status = 'skipped'
+),
+
+feature_sets as (
+    select feature_set_id, name as feature_set from main.feature_sets
+),
+
+structures as (
+    select structure_id, acronym from main.structures
+),
+
+named as (
+    select
+        t.run_id,
+        r.stage,
+        f.feature_set,
+        r.label_mode,
+        t.task_kind,
+        coalesce(t.reason, 'no reason recorded') as reason,
+        coalesce(s.acronym, t.task) as task_name
+    from run_tasks t
+    join runs r using (run_id)
+    join feature_sets f using (feature_set_id)
+    left join structures s
+        on t.task_kind = 'structure' and s.structure_id = try_cast(t.task as bigint)
+),
+
+final as (
+    select
+        run_id,
+        stage,
+        feature_set,
+        label_mode,
+        task_kind,
+        reason,
+        count(*) as n_tasks,
+        array_to_string(list_slice(list(task_name order by task_name), 1, 8), ', ')
+            || case when count(*) > 8 then ', ...' else '' end as examples
+    from named
+    group by all
+)
+
+select * from final
+order by run_id, task_kind, n_tasks desc, reason
