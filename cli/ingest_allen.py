@@ -65,12 +65,14 @@ def allen(
         f"{result['genes']:,} genes, {result['experiments']:,} experiments"
     )
     new = result["new_rows"]
-    console.print("new rows: " + ", ".join(f"{k} {v:,}" for k, v in new.items()))
+    console.print("new rows: " + ", ".join(f"{k} {v:,}" for k, v in new.items()),
+                  soft_wrap=True)
     unknown = result["unknown_structures"]
     if unknown["count"]:
         err_console.print(
             f"[yellow]{unknown['annotations']:,} annotation(s) on {unknown['count']} structure(s) "
-            f"not in the ontology were skipped[/] (e.g. {unknown['examples'][:5]})"
+            f"not in the ontology were skipped[/] (e.g. {unknown['examples'][:5]})",
+            soft_wrap=True,
         )
     if result.get("missing_genes"):
         err_console.print(f"[yellow]genes without experiments:[/] {result['missing_genes']}")

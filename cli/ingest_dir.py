@@ -13,6 +13,8 @@ from ishwh.errors import IshwhError, ManifestError
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
 
+_SHOWN = 500  # problems listed on stderr at most
+
 
 def ingest_dir(
     path: Annotated[
@@ -35,9 +37,12 @@ def ingest_dir(
     try:
         result = manifest.ingest_dir(db, path, link=link, progress=not as_json)
     except ManifestError as exc:
-        # Every problem on its own line (file:line: reason), then the one-line error.
-        for problem in exc.problems:
+        # Every problem on its own line (file:line: reason), then the one-line error. A
+        # wholly wrong file can give a problem per row: the first ones show what is wrong.
+        for problem in exc.problems[:_SHOWN]:
             typer.echo(f"  {problem}", err=True)
+        if len(exc.problems) > _SHOWN:
+            typer.echo(f"  ... and {len(exc.problems) - _SHOWN:,} more", err=True)
         raise IshwhError(
             f"{len(exc.problems)} problem(s) in the manifest {path} (listed above); "
             "nothing was ingested",

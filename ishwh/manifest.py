@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
 from ishwh import images, loader, warehouse
@@ -106,6 +107,26 @@ def _parse_int(value: str) -> int | None:
         return None
 
 
+def _header_ok(
+    name: str, header: list[str], required: tuple[str, ...], problems: _Problems
+) -> bool:
+    """Report an empty file, duplicate or missing columns; False if the file is unusable."""
+    if not header:
+        problems.add(_at(name, 1), "the file is empty (expected a header line)")
+        return False
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        problems.add(_at(name, 1), f"column(s) {', '.join(dup)} appear twice")
+    missing = [c for c in required if c not in header]
+    if missing:
+        problems.add(
+            _at(name, 1),
+            f"missing column(s) {', '.join(missing)} (the header has: {', '.join(header)})",
+        )
+        return False
+    return True
+
+
 def _read_csv(
     folder: Path, name: str, required: tuple[str, ...], problems: _Problems
 ) -> list[tuple[int, dict[str, str]]] | None:
@@ -115,19 +136,8 @@ def _read_csv(
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
-            if not header:
-                problems.add(_at(name, 1), "the file is empty (expected a header line)")
-                return None
             reader.fieldnames = header
-            dup = sorted({h for h in header if header.count(h) > 1})
-            if dup:
-                problems.add(_at(name, 1), f"column(s) {', '.join(dup)} appear twice")
-            missing = [c for c in required if c not in header]
-            if missing:
-                problems.add(
-                    _at(name, 1),
-                    f"missing column(s) {', '.join(missing)} (the header has: {', '.join(header)})",
-                )
+            if not _header_ok(name, header, required, problems):
                 return None
             rows = []
             for row in reader:
@@ -171,6 +181,7 @@ class _Warehouse:
 class _Image:
     line: int
     src: Path
+    text: str  # the path as written in sections.csv
     width: int = 0
     height: int = 0
     sha256: str = ""
@@ -230,13 +241,27 @@ def _ontology_json(
     top = [top] if isinstance(top, dict) else top
     nested = any(isinstance(n, dict) and n.get("children") for n in top)
     roots = {rows_id for n in top if (rows_id := _node_id(n)) is not None} if nested else set()
+    # The nesting and parent_structure_id must tell the same tree.
+    stack = [(n, None) for n in top if nested]
+    while stack:
+        node, outer = stack.pop()
+        nid = _node_id(node)
+        if outer is not None and _node_id({"id": node.get("parent_structure_id", outer)}) != outer:
+            problems.add(f"{name}: structure {nid} ({node.get('acronym')})",
+                         f"parent_structure_id {node.get('parent_structure_id')} disagrees with "
+                         f"its place in the tree (inside {outer})")
+        stack.extend((c, nid) for c in node.get("children") or [] if isinstance(c, dict))
+    ids = {r["structure_id"] for r in rows}
     out = []
     for r in rows:
         where = f"{name}: structure {r['structure_id']} ({r['acronym']})"
         if not r.get("acronym"):
             problems.add(where, "no acronym")
         if r["level"] is None:
-            problems.add(where, "no st_level")
+            if r["parent_id"] is None or r["parent_id"] not in ids:
+                r["level"] = 0  # Allen's graph root has no st_level; the table needs one
+            else:
+                problems.add(where, "no st_level")
         out.append((where, r))
     return name, out, roots
 
@@ -473,7 +498,7 @@ def plan(
         if not src.is_file():
             problems.add(where, f"image {row['image']} not found")
             continue
-        img = _Image(line, src)
+        img = _Image(line, src, row["image"])
         todo.append(img)
         if eid is not None and num is not None:
             sections[(eid, num)]["image"] = img
@@ -481,7 +506,7 @@ def plan(
     _decode_images(todo, progress)
     for img in todo:
         if img.error:
-            problems.add(_at(name, img.line), f"image {img.src.relative_to(folder)}: {img.error}")
+            problems.add(_at(name, img.line), f"image {img.text}: {img.error}")
 
     # ---- experiments and sections against the warehouse
     _check_experiments(con, experiments, genes, problems)
@@ -502,7 +527,7 @@ def plan(
             for e in experiments.values()
         ]),
         "sections": _table("sections", section_rows),
-        "annotations": _table("annotations", ann_rows),
+        "annotations": ann_rows,
         "gene_labels": _table("gene_labels", label_rows),
     }
     result.images = {s["image"].sha256: s["image"].src for s in sections.values()}
@@ -601,12 +626,47 @@ def _section_rows(
     return out
 
 
-def _enum(value: str, allowed: tuple[str, ...]) -> tuple[bool, str | None]:
-    """(ok, normalised): empty = unknown (NULL); otherwise one of ``allowed``, any case."""
-    if not value:
-        return True, None
-    v = value.lower()
-    return (v in allowed), (v if v in allowed else None)
+def _read_csv_frame(
+    folder: Path, name: str, required: tuple[str, ...], problems: _Problems
+) -> pl.DataFrame | None:
+    """The ``required`` columns of a (possibly large) CSV as strings, plus ``line``.
+
+    Read with the csv module (exact line numbers, quoting) into column lists; the checks
+    then run vectorised on the frame, which keeps millions of annotation rows fast.
+    """
+    path = folder / name
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            if not _header_ok(name, header, required, problems):
+                return None
+            idx = [header.index(c) for c in required]
+            cols: list[list[str]] = [[] for _ in required]
+            lines: list[int] = []
+            for fields in reader:
+                if not fields:  # a blank line, as csv.DictReader skips them
+                    continue
+                if len(fields) > len(header):
+                    problems.add(_at(name, reader.line_num),
+                                 "more fields than the header has columns")
+                lines.append(reader.line_num)
+                for col, i in zip(cols, idx, strict=True):
+                    col.append(fields[i] if i < len(fields) else "")
+    except UnicodeDecodeError:
+        problems.add(name, "not UTF-8 text")
+        return None
+    except csv.Error as exc:
+        problems.add(name, f"not a readable CSV file: {exc}")
+        return None
+    except OSError as exc:
+        problems.add(name, f"cannot read: {exc.strerror or exc}")
+        return None
+    frame = pl.DataFrame(
+        {**dict(zip(required, cols, strict=True)), "line": lines},
+        schema={**{c: pl.String for c in required}, "line": pl.Int64},
+    )
+    return frame.with_columns(pl.col(*required).str.strip_chars())
 
 
 def _known_experiments(
@@ -625,70 +685,85 @@ def _known_experiments(
 def _annotations(
     con: duckdb.DuckDBPyConnection, folder: Path, experiments: dict[int, Any],
     structures: dict[int, str], by_acronym: dict[str, list[int]], problems: _Problems,
-) -> list[dict[str, Any]]:
+) -> pa.Table:
+    """Check annotations.csv (vectorised) and return its rows for the loader."""
     name = "annotations.csv"
+    empty = _table("annotations", [])
     if not (folder / name).is_file():
-        return []
-    rows = _read_csv(folder, name, ANNOTATIONS_COLUMNS, problems) or []
-    known = _known_experiments(
-        con, (e for _, r in rows if (e := _parse_int(r["experiment_id"])) is not None),
-        experiments,
+        return empty
+    df = _read_csv_frame(folder, name, ANNOTATIONS_COLUMNS, problems)
+    if df is None or df.height == 0:
+        return empty
+    found: list[tuple[int, int, str]] = []  # (line, order within the line, reason)
+
+    def report(rows: pl.DataFrame, order: int, reason: Callable[[dict[str, Any]], str]) -> None:
+        found.extend((r["line"], order, reason(r)) for r in rows.iter_rows(named=True))
+
+    # Experiments: an integer, listed in sections.csv or already in the warehouse.
+    df = df.with_columns(eid=pl.col("experiment_id").cast(pl.Int64, strict=False))
+    report(df.filter(pl.col("eid").is_null()), 0,
+           lambda r: f"experiment_id {r['experiment_id']!r} is not an integer")
+    known = _known_experiments(con, df["eid"].drop_nulls().unique().to_list(), experiments)
+    unknown = pl.col("eid").is_not_null() & ~pl.col("eid").is_in(list(known))
+    report(df.filter(unknown), 0,
+           lambda r: f"unknown experiment {r['eid']} (not in sections.csv nor the warehouse)")
+    df = df.with_columns(eid=pl.when(unknown).then(None).otherwise(pl.col("eid")))
+
+    # Structures: an id of the ontology or an unambiguous acronym.
+    acronyms = pl.DataFrame(
+        {"structure": list(by_acronym),
+         "acr_id": [ids[0] if len(ids) == 1 else None for ids in by_acronym.values()],
+         "n_ids": [len(ids) for ids in by_acronym.values()]},
+        schema={"structure": pl.String, "acr_id": pl.Int64, "n_ids": pl.Int64},
     )
-    out, lines, seen = [], [], {}
-    for line, row in rows:
-        where = _at(name, line)
-        eid = _parse_int(row["experiment_id"])
-        if eid is None:
-            problems.add(where, f"experiment_id {row['experiment_id']!r} is not an integer")
-        elif eid not in known:
-            problems.add(where, f"unknown experiment {eid} (not in sections.csv nor the "
-                                "warehouse)")
-            eid = None
-        text = row["structure"]
-        sid = _parse_int(text)
-        if sid is not None:
-            if sid not in structures:
-                problems.add(where, f"unknown structure id {sid}")
-                sid = None
-        elif len(by_acronym.get(text, [])) == 1:
-            sid = by_acronym[text][0]
-        elif text in by_acronym:
-            problems.add(where, f"structure acronym {text!r} is ambiguous (ids "
-                                f"{', '.join(map(str, sorted(by_acronym[text])))}); use the id")
-        else:
-            problems.add(where, f"unknown structure {text!r}")
-        values = {}
-        for col, allowed in (("pattern", PATTERNS), ("intensity", LEVELS), ("density", LEVELS)):
-            ok, values[col] = _enum(row[col], allowed)
-            if not ok:
-                problems.add(where, f"bad {col} {row[col]!r} (one of: {', '.join(allowed)}, "
-                                    "or empty for unknown)")
-        if eid is None or sid is None:
-            continue
-        if (eid, sid) in seen:
-            problems.add(where, f"duplicate annotation of experiment {eid} in structure "
-                                f"{structures[sid]} ({sid}); also on line {seen[(eid, sid)]}")
-            continue
-        seen[(eid, sid)] = line
-        out.append({"experiment_id": eid, "structure_id": sid, **values})
-        lines.append(line)
-    if out:
-        new = _table("annotations", out).append_column("line", pa.array(lines, pa.int64()))
-        with _registered(con, "_ishwh_ann", new):
-            clashes = con.execute(
-                """
-                select n.line, n.experiment_id, n.structure_id
-                from _ishwh_ann n join annotations a using (experiment_id, structure_id)
-                where a.pattern is distinct from n.pattern
-                   or a.intensity is distinct from n.intensity
-                   or a.density is distinct from n.density
-                order by n.line
-                """
-            ).fetchall()
-        for line, eid, sid in clashes:
-            problems.add(_at(name, line), f"experiment {eid} is already annotated differently "
-                                          f"in structure {structures[sid]} ({sid})")
-    return out
+    df = df.with_columns(num=pl.col("structure").cast(pl.Int64, strict=False)).join(
+        acronyms, on="structure", how="left", maintain_order="left")
+    by_id = pl.col("num").is_not_null()
+    bad_id = by_id & ~pl.col("num").is_in(list(structures))
+    report(df.filter(bad_id), 1, lambda r: f"unknown structure id {r['num']}")
+    report(df.filter(~by_id & pl.col("n_ids").is_null()), 1,
+           lambda r: f"unknown structure {r['structure']!r}")
+    report(df.filter(~by_id & (pl.col("n_ids") > 1)), 1,
+           lambda r: f"structure acronym {r['structure']!r} is ambiguous (ids "
+                     f"{', '.join(map(str, sorted(by_acronym[r['structure']])))}); use the id")
+    df = df.with_columns(
+        sid=pl.when(by_id).then(pl.when(bad_id).then(None).otherwise(pl.col("num")))
+        .otherwise(pl.col("acr_id")))
+
+    # Calls: one of the enumeration in any case, or empty for unknown (NULL).
+    for order, (col, allowed) in enumerate(
+            (("pattern", PATTERNS), ("intensity", LEVELS), ("density", LEVELS)), start=2):
+        low = pl.col(col).str.to_lowercase()
+        report(df.filter((low != "") & ~low.is_in(list(allowed))), order,
+               lambda r, col=col, allowed=allowed:
+               f"bad {col} {r[col]!r} (one of: {', '.join(allowed)}, or empty for unknown)")
+        df = df.with_columns(pl.when(low.is_in(list(allowed))).then(low).alias(col))
+
+    # Duplicates: the same experiment and structure twice.
+    df = df.filter(pl.col("eid").is_not_null() & pl.col("sid").is_not_null()).with_columns(
+        first=pl.col("line").min().over("eid", "sid"))
+    report(df.filter(pl.col("line") != pl.col("first")), 5,
+           lambda r: f"duplicate annotation of experiment {r['eid']} in structure "
+                     f"{structures[r['sid']]} ({r['sid']}); also on line {r['first']}")
+    df = df.filter(pl.col("line") == pl.col("first"))
+
+    rows = df.select(experiment_id="eid", structure_id="sid", pattern="pattern",
+                     intensity="intensity", density="density", line="line").to_arrow()
+    with _registered(con, "_ishwh_ann", rows):
+        clashes = con.execute(
+            """
+            select n.line, n.experiment_id, n.structure_id
+            from _ishwh_ann n join annotations a using (experiment_id, structure_id)
+            where a.pattern is distinct from n.pattern
+               or a.intensity is distinct from n.intensity
+               or a.density is distinct from n.density
+            """
+        ).fetchall()
+    found.extend((line, 6, f"experiment {eid} is already annotated differently in structure "
+                           f"{structures[sid]} ({sid})") for line, eid, sid in clashes)
+    for line, _, reason in sorted(found, key=lambda f: (f[0], f[1])):
+        problems.add(_at(name, line), reason)
+    return rows.drop_columns(["line"]).cast(_SCHEMAS["annotations"])
 
 
 def _gene_labels(

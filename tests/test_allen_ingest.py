@@ -214,3 +214,56 @@ def test_cli_help_and_offline_run(db_path, allen_data, tmp_path):
                               str(tmp_path / "cache"), "--db", str(db2)])
     assert res.exit_code == 1
     assert "not in the Allen cache" in res.output and "Traceback" not in res.output
+
+
+def test_long_gene_lists_are_queried_in_chunks(db_path, allen_data, tmp_path, monkeypatch):
+    import ishwh.allen.ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "_GENES_PER_QUERY", 2)
+    api = _api(allen_data)
+    client = AllenClient(tmp_path / "c", transport=api.transport(), backoff_s=0)
+    out = ingest_allen(db_path, ["P4"], genes=["Shh", "Pax6", "Gad1", "Shh"], images=False,
+                       client=client, progress=False)
+    assert out["genes"] == 3 and out["missing_genes"] == []
+    assert sum("model::SectionDataSet" in u for u in api.requests) == 2
+    with pytest.raises(InvalidInput, match="not a gene acronym"):
+        ingest_allen(db_path, ["P4"], genes=["it's"], client=client, progress=False)
+
+
+def test_ontology_falls_back_to_flat_structure_rows(allen_data, tmp_path):
+    from ishwh.allen.ingest import fetch_ontology
+
+    api = _api(allen_data)
+    api.fail("structure_graph_download", "404")
+    with AllenClient(tmp_path / "c", transport=api.transport(), backoff_s=0) as client:
+        rows = fetch_ontology(client)
+    assert len(rows) == 2691  # the flat rows (graph 17 without its root), in 2 pages
+    assert sum("model::Structure," in u for u in api.requests) == 2
+    assert {r["level"] for r in rows} == set(range(0, 14))
+
+
+def test_killed_run_resumes_without_refetching(db_path, allen_data, tmp_path):
+    api = _api(allen_data)
+    api.fail("section_image_download/1000071", "kill")
+    client = AllenClient(tmp_path / "c", transport=api.transport(), backoff_s=0,
+                         concurrency=1)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_allen(db_path, ["E11.5", "P4"], client=client, progress=False)
+    partial = _counts(db_path)
+    assert 0 < partial["sections"] < 28 and partial["annotations"] == 0
+    with warehouse.connect(db_path, read_only=True) as con:  # no half-loaded experiment
+        per_exp = dict(con.execute("select experiment_id, count(*) from sections "
+                                   "group by all").fetchall())
+    assert all(n == (2 if eid in (100001, 100002) else 3) for eid, n in per_exp.items())
+    fetched = {u for u in api.requests if "section_image_download" in u}
+    n = len(api.requests)
+    out = ingest_allen(db_path, ["E11.5", "P4"], client=client, progress=False)
+    assert _counts(db_path)["sections"] == 28 and out["failures"]["count"] == 0
+    again = [u for u in api.requests[n:] if "section_image_download" in u]
+    assert not (set(again) & (fetched - {q_url(1000071)}))  # nothing fetched twice
+    assert not list((tmp_path / "c").rglob("*.part"))
+
+
+def q_url(section_image_id: int) -> str:
+    return ("http://api.brain-map.org/api/v2/section_image_download/"
+            f"{section_image_id}?downsample=4")

@@ -147,6 +147,17 @@ def test_graph_json_ontology(db_path, tmp_path):
         (4, "Tel", 2, 3, 4, "AABBCC")]
 
 
+def test_graph_json_root_without_st_level_gets_level_0(db_path, tmp_path):
+    root = _graph(99, "root", None, None, [_graph(1, "Br", 1, 99, [
+        _graph(2, "F", 2, 1, [_graph(4, "Tel", 3, 2)]), _graph(3, "M", 2, 1)])])
+    del root["st_level"]
+    folder = make_manifest(tmp_path / "m", structures_csv=None,
+                           ontology_json=json.dumps({"success": True, "msg": [root]}))
+    manifest.ingest_dir(db_path, folder)
+    assert rows(db_path, "select structure_id, parent_id, level from structures order by 1") == [
+        (1, 99, 1), (2, 1, 2), (3, 1, 2), (4, 2, 3), (99, None, 0)]
+
+
 def test_real_allen_graph17_ontology(db_path, tmp_path, allen_data):
     tree = (allen_data / "ontology/dmba_graph17_tree_from_brainmapr.json").read_text()
     folder = make_manifest(tmp_path / "m", structures_csv=None, ontology_json=tree,
@@ -269,6 +280,18 @@ BAD = [
     ("missing ontology", {"structures_csv": None}, ["no ontology.json or structures.csv"]),
     ("two ontologies", {"ontology_json": "[]"},
      ["ontology.json: give either ontology.json or structures.csv, not both"]),
+    ("graph node without st_level",
+     {"structures_csv": None, "ontology_json": json.dumps(
+         [{"id": 1, "acronym": "Br", "st_level": 1, "children": [
+             {"id": 2, "acronym": "F", "parent_structure_id": 1},
+             {"id": 3, "acronym": "M", "parent_structure_id": 1, "st_level": 2}]}])},
+     ["ontology.json: structure 2 (F): no st_level"]),
+    ("graph nesting disagrees with parent ids",
+     {"structures_csv": None, "ontology_json": json.dumps(
+         [_graph(1, "Br", 1, None, [_graph(2, "F", 2, 1, [_graph(4, "Tel", 3, 1)]),
+                                    _graph(3, "M", 2, 1)])])},
+     ["ontology.json: structure 4 (Tel): parent_structure_id 1 disagrees with its place in "
+      "the tree (inside 2)"]),
     ("ontology not JSON", {"structures_csv": None, "ontology_json": '{"msg": [\n  {oops}\n]}'},
      ["ontology.json:2: not valid JSON"]),
     ("bad gene labels",

@@ -53,7 +53,7 @@ def test_applies_in_order_with_version_rows(tmp_path, migrations):
             "select version, name, checksum, applied_at from schema_migrations order by version"
         ).fetchall()
         assert [r[0] for r in recorded] == [m.version for m in done]
-        for (version, name, checksum, applied_at), m in zip(recorded, done, strict=True):
+        for (_, name, checksum, applied_at), m in zip(recorded, done, strict=True):
             assert name == m.name
             assert checksum == hashlib.sha256(m.path.read_bytes()).hexdigest()
             assert applied_at is not None

@@ -31,8 +31,8 @@ class FakeAllenApi:
 
     ``failures`` maps a substring of the URL to a queue of actions taken (one per matching
     request, first to last) before the normal answer: ``"503"``, ``"404"``,
-    ``"success_false"``, ``"truncate"`` (half the body, full Content-Length) or ``"drop"``
-    (connection error).
+    ``"success_false"``, ``"truncate"`` (half the body, full Content-Length), ``"drop"``
+    (connection error) or ``"kill"`` (KeyboardInterrupt, as from Ctrl-C).
     """
 
     ontology: list[dict[str, Any]] = field(default_factory=list)     # nested nodes
@@ -60,6 +60,8 @@ class FakeAllenApi:
         for part, queue in self.failures.items():
             if part in url and queue:
                 action = queue.pop(0)
+                if action == "kill":  # as if the user pressed Ctrl-C mid-download
+                    raise KeyboardInterrupt
                 if action == "drop":
                     raise httpx.ConnectError("connection refused", request=request)
                 if action in ("503", "404", "500", "429"):
@@ -132,6 +134,13 @@ class FakeAllenApi:
                     continue
                 out.append(ds)
             return out
+        if model == "Structure":
+            flat, stack = [], list(self.ontology)
+            while stack:
+                node = stack.pop()
+                flat.append({k: v for k, v in node.items() if k != "children"})
+                stack.extend(node.get("children") or [])
+            return sorted(flat, key=lambda r: r.get("graph_order") or 0)
         if model == "SectionImage":
             m = re.search(_EQ_RE.format(field="data_set_id"), stmt)
             rows = self.section_images.get(int(m.group(1)), []) if m else []

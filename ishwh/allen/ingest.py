@@ -50,6 +50,7 @@ LEVELS = ("undetected", "low", "medium", "high")
 UNKNOWN_CALLS = ("", "cannot annotate", "n/a", "na", "none", "null")
 
 _LOAD_EVERY = 25  # experiments per transaction in the annotation and grid phases
+_GENES_PER_QUERY = 100  # gene acronyms per SectionDataSet query (keeps URLs short)
 
 
 def normalise_call(value: Any, allowed: tuple[str, ...]) -> tuple[str | None, bool]:
@@ -125,6 +126,19 @@ def _pick_experiments(
     return genes, experiments, n_candidates - len(experiments)
 
 
+def _experiment_records(client: AllenClient, stages: list[str],
+                        genes: list[str] | None) -> list[dict[str, Any]]:
+    """The SectionDataSet rows; a long gene list is asked for in chunks so that no URL
+    grows past what web servers accept (~8 KB)."""
+    if not genes:
+        return client.rma(q.section_data_sets(stages))
+    by_id: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(genes), _GENES_PER_QUERY):
+        for rec in client.rma(q.section_data_sets(stages, genes[i:i + _GENES_PER_QUERY])):
+            by_id.setdefault(int(rec["id"]), rec)
+    return list(by_id.values())
+
+
 def _parallel(
     fn: Callable[[Any], Any], items: Iterable[Any], workers: int
 ) -> Iterator[tuple[Any, Any, BaseException | None]]:
@@ -165,6 +179,24 @@ def _grid_table(rows: list[tuple[int, Any]]) -> pa.Table:
         "spacing_um": pa.array([float(v.spacing_um[0]) for v in vols], pa.float64()),
         "energy": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32())),
     })
+
+
+def fetch_ontology(client: AllenClient, graph_id: int = q.DEVMOUSE_GRAPH_ID
+                   ) -> list[dict[str, Any]]:
+    """Structure rows of an ontology: the nested ``structure_graph_download`` file, or, when
+    that endpoint fails or is missing from an offline cache, the flat RMA ``Structure``
+    rows (same fields, paged)."""
+    try:
+        return read_ontology(client.get_json(q.structure_graph_url(client.base_url, graph_id)))
+    except Unreachable:
+        raise
+    except IshwhError as first:
+        try:
+            return read_ontology(client.rma(q.structures(graph_id)))
+        except Unreachable:
+            raise
+        except IshwhError:
+            raise first from None
 
 
 def fetch_grid_annotation(client: AllenClient, stage: str) -> Volume:
@@ -227,6 +259,8 @@ def ingest_allen(
         raise InvalidInput("--genes and --limit cannot be combined")
     if limit is not None and limit < 1:
         raise InvalidInput("--limit must be at least 1")
+    if concurrency < 1:
+        raise InvalidInput("--concurrency must be at least 1")
     if not 0 <= downsample <= 8:
         raise InvalidInput("--downsample must be between 0 and 8")
     if from_cache is not None and cache_dir is not None:
@@ -234,7 +268,10 @@ def ingest_allen(
                            hint="--from-cache DIR already names the cache folder")
     if from_cache is not None and not Path(from_cache).is_dir():
         raise NotFound(f"no cache folder at {from_cache}")
-    genes = [g.strip() for g in genes or [] if g.strip()] or None
+    genes = list(dict.fromkeys(g.strip() for g in genes or [] if g.strip())) or None
+    bad = [g for g in genes or [] if "'" in g or "," in g]
+    if bad:
+        raise InvalidInput(f"--genes: {bad[0]!r} is not a gene acronym")
 
     own_client = client is None
     if client is None:
@@ -273,8 +310,7 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
 
     # 1. ontology
     with bars.phase("ontology", 1) as advance:
-        obj = client.get_json(q.structure_graph_url(client.base_url))
-        structures = read_ontology(obj)
+        structures = fetch_ontology(client)
         new.update(loader.load(con, loader.Batch(structures=structures)))
         advance(1)
     structure_ids = {r["structure_id"] for r in structures}
@@ -282,7 +318,7 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
 
     # 2. genes and experiments
     with bars.phase("experiments", 1) as advance:
-        records = client.rma(q.section_data_sets(stages, genes))
+        records = _experiment_records(client, stages, genes)
         gene_rows, experiments, dropped = _pick_experiments(records, stages)
         if genes:
             found = {g["acronym"] for g in gene_rows.values()}
@@ -366,6 +402,9 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
             else:
                 seen: set[int] = set()
                 for rec in sorted(recs, key=lambda r: int(r.get("id") or 0)):
+                    if rec.get("structure_id") in (None, ""):
+                        bad_values["structure_id=None"] += 1
+                        continue
                     sid = int(rec["structure_id"])
                     if sid not in structure_ids:
                         unknown_structures[sid] += 1
@@ -426,5 +465,7 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
                 n_grids += len(batch)
     summary["grids_loaded_now"] = n_grids
 
-    summary["new_rows"] = {k: v for k, v in new.items()}
+    tables = ("structures", "genes", "experiments", "sections", "annotations",
+              "expression_grids")
+    summary["new_rows"] = {t: new.get(t, 0) for t in tables}
     summary["failures"] = {"count": len(failures), "examples": failures[:10]}

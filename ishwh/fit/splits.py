@@ -158,8 +158,9 @@ def paper_split(
             b = min(batch, max_tries - tries)
             # b random candidates at once: the first n_test of a random permutation are test.
             keys = rng.random((b, n_units))
-            ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
-            cand = ranks < n_test
+            cand = np.zeros((b, n_units), dtype=bool)
+            np.put_along_axis(cand, np.argpartition(keys, n_test - 1, axis=1)[:, :n_test],
+                              True, axis=1)
             score = _ratio_agreement(pos, neg, cand, checked)
             ok = np.flatnonzero(score >= tau)
             if ok.size:

@@ -36,7 +36,6 @@ EXPERIMENT_BASE = 900_000_000
 # section width in µm per stage (the frame shows the embryo head or the whole brain)
 SECTION_WIDTH_UM = {"E11.5": 5000, "E13.5": 7500, "E15.5": 10000, "E18.5": 10000,
                     "P4": 11000, "P14": 12000, "P28": 12500, "P56": 13000}
-GRID_BLOCK = 4  # grid voxel = 4x4 image-resolution... see _grid
 
 
 @dataclass
@@ -181,7 +180,7 @@ class Atlas:
             lab = anat.labels[k]
             e, d = ex.fields(prof, lab, anat.xx, anat.yy, anat.depth_of_slice(k))
             stats.add(lab, e, d)
-            nz = draw_nuisance(p.image_size, p.nuisance, rng)
+            nz = draw_nuisance(p.image_size, p.nuisance, rng, cells)
             rgb, lab_full = render_section(
                 lab, e, d, anat.tone, cells, p.image_size, nz, rng,
                 contrast=p.stain_contrast, gain=gain, bg_stain=bg_stain, want_labels=want_labels)
@@ -217,11 +216,12 @@ class Atlas:
 _WORKER_ATLAS: Atlas | None = None
 
 
-def _encode_png(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
+def _encode_jpeg(rgb: np.ndarray) -> bytes:
+    # JPEG, as the Allen atlas serves its section images (and 20x faster than PNG here)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 95])
     if not ok:
-        raise InvalidInput("cannot encode a synthetic section as PNG")
+        raise InvalidInput("cannot encode a synthetic section as JPEG")
     return buf.tobytes()
 
 
@@ -235,13 +235,13 @@ def _render_task(task: tuple[str, int, str, str]) -> dict[str, Any]:
     secs = []
     for s in exp.sections:
         if mode == "warehouse":
-            stored = store_array(s.rgb, Path(root))
+            stored = store_array(s.rgb, Path(root), fmt=".jpg")
             path, sha = stored.relpath, stored.sha256
         else:
-            rel = f"images/{stage}/{atlas.gene_symbols[g]}/{exp.experiment_id}_{s.number:02d}.png"
+            rel = f"images/{stage}/{atlas.gene_symbols[g]}/{exp.experiment_id}_{s.number:02d}.jpg"
             dest = Path(root) / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(_encode_png(s.rgb))
+            dest.write_bytes(_encode_jpeg(s.rgb))
             path, sha = rel, None
         secs.append((s.number, s.position, path, sha, w, h))
     return {"stage": stage, "gene": g, "experiment_id": exp.experiment_id, "sections": secs,
@@ -431,7 +431,7 @@ def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo
                    progress: bool = True, **overrides: Any) -> dict[str, Any]:
     """Write the synthetic atlas as a manifest folder (the ``ishwh ingest dir`` contract):
     ``ontology.json``, ``sections.csv``, ``annotations.csv``, ``gene_labels.csv``,
-    ``images/<stage>/<gene>/*.png`` and ``synthetic.json`` (the parameters and seed)."""
+    ``images/<stage>/<gene>/*.jpg`` and ``synthetic.json`` (the parameters and seed)."""
     params = resolve(preset, **overrides)
     t0 = time.perf_counter()
     out = Path(out_dir)

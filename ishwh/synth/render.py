@@ -23,29 +23,34 @@ STAIN_OD = np.array([1.30, 1.55, 1.10], np.float32)       # dark blue-purple pre
 
 @dataclass
 class Cells:
-    """Random cell positions for one image size (shared by many sections, shifted)."""
+    """Random cell positions and noise for one image size (shared by sections, shifted)."""
 
     ys: np.ndarray
     xs: np.ndarray
     u: np.ndarray        # each cell's threshold: stained when u < local density
     big: np.ndarray      # larger cells (drawn with a wider blob)
-    nuclei: np.ndarray   # (h, w) fine texture of unstained cells, about 0..1
+    nuclei: np.ndarray   # (2h, 2w) fine texture of unstained cells, about 0..1 (tiled)
+    noise: np.ndarray    # (2h, 2w, 3) camera noise (tiled)
+    xn: np.ndarray       # (h, w) x / w - 0.5
+    yn: np.ndarray       # (h, w) y / h - 0.5
 
 
 def make_cells(size: tuple[int, int], rng: np.random.Generator) -> Cells:
     w, h = size
-    n = int(w * h / 9)
+    n = int(w * h / 4.5)
     ys = rng.integers(0, h, n)
     xs = rng.integers(0, w, n)
     imp = np.zeros((h, w), np.float32)
-    m = int(w * h / 4)
+    m = int(w * h / 3)
     np.add.at(imp, (rng.integers(0, h, m), rng.integers(0, w, m)), rng.uniform(0.5, 1.0, m))
     nuclei = cv2.GaussianBlur(imp, (0, 0), 0.6)
     nuclei /= np.percentile(nuclei, 99) + 1e-6
+    nuclei = np.clip(nuclei, 0, 1.5).astype(np.float32)
+    noise = rng.normal(0, 2.0, (h, w, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # textures tiled 2x2, so a shifted window is a free slice instead of a copy (np.roll)
     return Cells(ys, xs, rng.random(n).astype(np.float32), rng.random(n) < 0.3,
-                 np.clip(nuclei, 0, 1.5).astype(np.float32))
-
-
+                 np.tile(nuclei, (2, 2)), np.tile(noise, (2, 2, 1)), xx / w - 0.5, yy / h - 0.5)
 @dataclass
 class Nuisance:
     """Per-section nuisance draws (strength 0 gives a clean, aligned section)."""
@@ -59,7 +64,8 @@ class Nuisance:
     bg_tint: np.ndarray
 
 
-def draw_nuisance(size: tuple[int, int], strength: float, rng: np.random.Generator) -> Nuisance:
+def draw_nuisance(size: tuple[int, int], strength: float, rng: np.random.Generator,
+                  cells: Cells) -> Nuisance:
     w, h = size
     s = strength
     angle = rng.normal(0, 5.0 * s)
@@ -67,11 +73,11 @@ def draw_nuisance(size: tuple[int, int], strength: float, rng: np.random.Generat
     shift = rng.normal(0, 0.035 * s, 2) * (w, h)
     mat = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     mat[:, 2] += shift
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     th = rng.uniform(0, 2 * np.pi)
-    ramp = ((xx / w - 0.5) * np.cos(th) + (yy / h - 0.5) * np.sin(th)).astype(np.float32)
-    vign = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2).astype(np.float32)
-    illum = 1.0 - s * (rng.uniform(0.0, 0.10) * (ramp + 0.5) + rng.uniform(0.0, 0.12) * vign)
+    ramp = cells.xn * np.float32(np.cos(th)) + cells.yn * np.float32(np.sin(th)) + 0.5
+    vign = cells.xn**2 + cells.yn**2
+    illum = 1.0 - s * (np.float32(rng.uniform(0.0, 0.10)) * ramp
+                       + np.float32(rng.uniform(0.0, 0.12)) * vign)
 
     def line(n_pts: int) -> list:
         p = np.array([rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h])
@@ -89,7 +95,7 @@ def draw_nuisance(size: tuple[int, int], strength: float, rng: np.random.Generat
         (int(rng.uniform(0, w)), int(rng.uniform(0, h)), int(rng.uniform(0.02, 0.07) * w))
         for _ in range(rng.poisson(0.25 * s))
     ]
-    specks = rng.uniform(0, 1, (rng.poisson(4 * s), 2)) * (w, h)
+    specks = rng.uniform(0, 1, (rng.poisson(1.0 * s), 2)) * (w, h)
     bg_tint = rng.normal(0, 1.5 * s, 3).astype(np.float32)
     return Nuisance(mat, illum.astype(np.float32), tear, fold, bubbles, specks, bg_tint)
 
@@ -112,48 +118,58 @@ def render_section(
     dy, dx = int(rng.integers(h)), int(rng.integers(w))
     cy = (cells.ys + dy) % h
     cx = (cells.xs + dx) % w
-    nuclei = np.roll(cells.nuclei, (dy, dx), axis=(0, 1))
+    nuclei = cells.nuclei[h - dy:2 * h - dy, w - dx:2 * w - dx]
     # granular stain: each cell stained when its threshold is under the local density
     ce, cd = e[cy, cx], d[cy, cx]
     val = np.where(cells.u < cd, ce, 0.0).astype(np.float32)
     stain = np.zeros((h, w), np.float32)
     small = ~cells.big
-    np.maximum.at(stain, (cy[small], cx[small]), val[small])
+    stain[cy[small], cx[small]] = val[small]
     stain = cv2.GaussianBlur(stain, (0, 0), 0.55) * 2.2
     big_img = np.zeros((h, w), np.float32)
-    np.maximum.at(big_img, (cy[cells.big], cx[cells.big]), val[cells.big])
+    big_img[cy[cells.big], cx[cells.big]] = val[cells.big]
     stain += cv2.GaussianBlur(big_img, (0, 0), 0.9) * 4.5
     stain = np.minimum(stain, 1.2) + 0.22 * e * d  # granules over a diffuse haze
-    # optical density
-    base = (1.0 - embryo)[..., None] * TISSUE_OD + embryo[..., None] * EMBRYO_OD
-    tissue_od = base * (tone_map * (0.75 + 0.45 * nuclei))[..., None]
+    # optical density, channel by channel on 2-D maps (fast)
     rim = 4.0 * alpha * (1.0 - alpha)  # sections are a little darker at their cut edge
-    od = tissue_od * (1.0 + 0.5 * rim[..., None])
-    od += (contrast * gain * stain + bg_stain * (0.6 + 0.4 * nuclei))[..., None] * STAIN_OD
+    tt = tone_map * (0.6 + 0.7 * nuclei) * (1.0 + 0.5 * rim)
+    st = contrast * gain * stain + bg_stain * (0.6 + 0.4 * nuclei)
     if nz.fold is not None:  # a fold: two layers of tissue
         band = np.zeros((h, w), np.uint8)
         cv2.polylines(band, nz.fold, False, 1, thickness=max(3, w // 80))
-        od *= (1.0 + 0.9 * band.astype(np.float32))[..., None]
+        thick = 1.0 + 0.9 * band.astype(np.float32)
+        tt *= thick
+        st *= thick
     if nz.tear is not None:  # a tear: the tissue is missing along a jagged line
         cut = np.zeros((h, w), np.uint8)
         cv2.polylines(cut, nz.tear, False, 1, thickness=max(1, w // 200))
         alpha = alpha * (1.0 - cut.astype(np.float32))
-    od *= alpha[..., None]
+    tt *= alpha
+    st *= alpha
+    te = tt * embryo
     bg = BACKGROUND + nz.bg_tint
-    img = bg * np.exp(-od)
+    chans = [
+        -(tt * TISSUE_OD[c] + te * (EMBRYO_OD[c] - TISSUE_OD[c]) + st * STAIN_OD[c])
+        for c in range(3)
+    ]
+    img = cv2.exp(cv2.merge(chans))
+    img *= bg
+    # camera effects are applied in the slide frame before placement; nobody can tell
+    img *= nz.illum[..., None]
+    img += cells.noise[h - dy:2 * h - dy, w - dx:2 * w - dx]
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    bg8 = tuple(int(v) for v in np.clip(np.rint(bg * nz.illum.mean()), 0, 255))
     img = cv2.warpAffine(img, nz.matrix, up, flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in bg))
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=bg8)
     for x, y, r in nz.bubbles:  # air bubbles: bright inside, a thin dark rim
         disk = np.zeros((h, w), np.uint8)
         cv2.circle(disk, (x, y), r, 1, -1)
         inside = disk.astype(bool)
-        img[inside] = 0.55 * img[inside] + 0.45 * bg
-        cv2.circle(img, (x, y), r, (150.0, 150.0, 160.0), 1)
+        img[inside] = (0.55 * img[inside] + 0.45 * np.asarray(bg8)).astype(np.uint8)
+        cv2.circle(img, (x, y), r, (150, 150, 160), 1)
     for x, y in nz.specks:  # dust on the slide
-        cv2.circle(img, (int(x), int(y)), int(rng.integers(1, 3)), (120.0, 110.0, 125.0), -1)
-    img *= nz.illum[..., None]
-    img += rng.normal(0, 2.0, img.shape).astype(np.float32)
-    rgb = np.clip(img, 0, 255).astype(np.uint8)
+        cv2.circle(img, (int(x), int(y)), 1, (120, 110, 125), -1)
+    rgb = img
     lab = None
     if want_labels:
         lab = cv2.resize(labels_half, up, interpolation=cv2.INTER_NEAREST)
