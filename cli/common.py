@@ -12,7 +12,7 @@ from rich.console import Console
 from ishwh.warehouse import default_db_path
 
 console = Console()                  # results: stdout
-err_console = Console(stderr=True)   # progress and messages: stderr, so piped stdout stays clean
+err_console = Console(stderr=True, soft_wrap=True)  # messages: stderr, piped stdout stays clean
 
 DbOption = Annotated[
     Path,

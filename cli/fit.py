@@ -13,7 +13,9 @@ from .common import DbOption, JsonOption, console, db_default, print_json
 
 
 def fit(
-    features: Annotated[str, typer.Option("--features", help="Feature set name (see `ishwh status`).")],
+    features: Annotated[
+        str, typer.Option("--features", help="Feature set name (see `ishwh status`).")
+    ],
     stage: Annotated[str, typer.Option("--stage", help="Developmental stage, e.g. E11.5.")],
     levels: Annotated[
         str | None,

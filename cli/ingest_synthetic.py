@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ishwh import warehouse
 from ishwh.synth import ingest_synthetic as ingest
 
 from .common import DbOption, JsonOption, console, db_default, print_json
@@ -33,10 +32,9 @@ def synthetic(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate the synthetic ISH atlas (known truth) into the warehouse; creates the
-    warehouse if needed; re-running adds nothing and resumes an interrupted run."""
+    """Generate the synthetic ISH atlas (known truth) into the warehouse (`ishwh init`
+    first); re-running adds nothing and resumes an interrupted run."""
     db = db or db_default()
-    warehouse.init(db)  # idempotent: creates or migrates
     result = ingest(db, preset, seed=seed, progress=not as_json, genes=genes,
                     stages=parse_stages(stages), image_size=parse_size(image_size),
                     ontology=ontology, workers=workers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def content_relpath(src: str | os.PathLike, digest: str) -> str:
     return f"{digest[:2]}/{digest}{suffix}"
 
 
+def _temp_name(dest: Path) -> Path:
+    """A temp name beside ``dest`` unique to this process and thread, so concurrent writers
+    of the same content never share a half-written file (the final rename is atomic)."""
+    return dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+
+
 def place_image(
     src: str | os.PathLike, images_root: Path, digest: str, *, link: bool = False
 ) -> str:
@@ -89,8 +96,7 @@ def place_image(
     dest = images_root / rel
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.unlink(missing_ok=True)  # left over from a killed run
+        tmp = _temp_name(dest)
         if link:
             try:
                 os.link(src, tmp)
@@ -121,7 +127,7 @@ def store_array(img: np.ndarray, images_root: Path, fmt: str = ".png") -> Stored
     dest = images_root / rel
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
+        tmp = _temp_name(dest)
         tmp.write_bytes(data)
         os.replace(tmp, dest)
     return StoredImage(rel, digest, int(img.shape[1]), int(img.shape[0]))

@@ -460,19 +460,19 @@ def plan(
             g = genes.get(gene)
             if g is None:
                 old = wh.genes.get(gene)
-                gid = old[0] if old else next_gene_id
                 if old is None:
+                    g = {"gene_id": next_gene_id, "name": None}
                     next_gene_id += 1
-                g = genes[gene] = {"gene_id": gid, "acronym": gene, "name": gname, "line": line}
-                if old and old[1] and gname and old[1] != gname:
-                    problems.add(where, f"gene {gene} is named {gname!r} here but "
-                                        f"{old[1]!r} in the warehouse")
-            elif gname:
+                else:  # a known gene keeps its id; its name is the one to agree with
+                    g = {"gene_id": old[0], "name": old[1]}
+                g = genes[gene] = {**g, "acronym": gene, "line": None}
+            if gname:
                 if g["name"] is None:
                     g["name"], g["line"] = gname, line
                 elif g["name"] != gname:
+                    seen = "in the warehouse" if g["line"] is None else f"on line {g['line']}"
                     problems.add(where, f"gene {gene} is named {gname!r} here but "
-                                        f"{g['name']!r} on line {g['line']}")
+                                        f"{g['name']!r} {seen}")
         # experiment
         if eid is not None and gene and stage:
             e = experiments.get(eid)

@@ -184,7 +184,7 @@ def test_misspelt_table_lists_the_tables(filled):
     line, = res.stderr.splitlines()
     assert line.startswith("Error: Table with name gene does not exist")
     assert 'Did you mean "genes"' in line
-    assert "tables and views: annotations," in line and "labels" in line
+    assert "tables and views: " in line and " annotations," in line and " labels," in line
     assert "Traceback" not in res.output
 
 

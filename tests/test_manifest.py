@@ -160,12 +160,17 @@ def test_graph_json_root_without_st_level_gets_level_0(db_path, tmp_path):
 
 def test_real_allen_graph17_ontology(db_path, tmp_path, allen_data):
     tree = (allen_data / "ontology/dmba_graph17_tree_from_brainmapr.json").read_text()
+    # A real ISH section (Prox1, P56), named by an absolute path (read in place, copied in).
+    real = allen_data / "images/Prox1_P56_sagittal_ISH_downsample2.jpg"
     folder = make_manifest(tmp_path / "m", structures_csv=None, ontology_json=tree,
+                           sections_csv=SECTIONS + f"Prox1,P56,69289763,1,{real},,\n",
                            annotations_csv="experiment_id,structure,pattern,intensity,density\n"
                            "100,15566,full,high,high\n200,M,regional,low,low\n")
     result = manifest.ingest_dir(db_path, folder)
     assert result["new"]["structures"] == 2691
     assert rows(db_path, "select structure_id from annotations order by 1") == [(15566,), (16649,)]
+    assert rows(db_path, "select width, height, sha256 from sections where experiment_id = "
+                         "69289763") == [(2980, 1888, images.sha256_file(real))]
     # The design card's counts of non-ventricle structures per st_level 1..10.
     per_level = dict(rows(db_path, "select level, count(*) from structures "
                                    "where acronym not like 'v\\_%' escape '\\' group by 1"))
@@ -340,7 +345,8 @@ def test_clashes_with_the_warehouse_are_problems(db_path, tmp_path):
     m2 = make_manifest(
         tmp_path / "m2",
         structures_csv=STRUCTURES.replace("4,Tel,telencephalon,2,3", "4,Tel,telencephalon,2,4"),
-        sections_csv=SECTIONS.replace("sonic hedgehog", "Sonic").replace("Pax6,p4", "Pax6,P14")
+        sections_csv=SECTIONS.replace("sonic hedgehog", "").replace("Pax6,p4", "Pax6,P14")
+        .replace("img/rgb.jpg,,", "img/rgb.jpg,,Sonic")
         .replace("img/rgb.jpg", "img/gray.png"),
         annotations_csv=ANNOTATIONS.replace("regional,low", "full,low"),
         gene_labels_csv=GENE_LABELS.replace("Pax6,GO:0007420,0", "Pax6,GO:0007420,1"),
@@ -350,7 +356,7 @@ def test_clashes_with_the_warehouse_are_problems(db_path, tmp_path):
     problems = err.value.problems
     expected = [
         "structures.csv:5: structure 4 is already in the warehouse as Tel (parent 2, level 3)",
-        "sections.csv:2: gene Shh is named 'Sonic' here but 'sonic hedgehog' in the warehouse",
+        "sections.csv:3: gene Shh is named 'Sonic' here but 'sonic hedgehog' in the warehouse",
         "sections.csv:4: experiment 200 is already in the warehouse as Pax6 P4",
         "sections.csv:3: experiment 100 section 2 is already in the warehouse with a different "
         "image",

@@ -161,3 +161,17 @@ def test_views_are_recreated_on_init(db_path):
         assert cols == ["experiment_id", "structure_id", "detected"]
         cols = [r[0] for r in con.execute("describe structure_auc").fetchall()]
         assert "auc" in cols and "x" not in cols
+
+
+@pytest.mark.parametrize("table,row", [
+    ("experiments", "(1, 1, 'E12.5', 'sagittal', null)"),
+    ("experiments", "(1, 1, 'P4', 'diagonal', null)"),
+    ("annotations", "(1, 1, 'spotty', null, null)"),
+    ("annotations", "(1, 1, null, 'huge', null)"),
+    ("annotations", "(1, 1, null, null, 'Low')"),
+])
+def test_enumerations_are_checked_by_the_database(db_path, table, row):
+    with duckdb.connect(str(db_path)) as con:
+        with pytest.raises(duckdb.ConstraintException, match="CHECK constraint"):
+            con.execute(f"insert into {table} values {row}").fetchall()
+        assert con.execute(f"select count(*) from {table}").fetchall()[0][0] == 0

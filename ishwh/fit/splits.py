@@ -63,7 +63,6 @@ def iterative_stratification(
     ratios = np.asarray(ratios, dtype=np.float64)
     ratios = ratios / ratios.sum()
     n_units, _ = counts.shape
-    k = len(ratios)
     want = np.outer(ratios, counts.sum(0))           # (k, L) examples each subset still wants
     want_units = ratios * n_units                     # (k,) units each subset still wants
     has = counts > 0
@@ -165,7 +164,7 @@ def paper_split(
             ok = np.flatnonzero(score >= tau)
             if ok.size:
                 i = ok[0]
-                tries_total += tries + i + 1
+                tries_total += tries + int(i) + 1
                 return SplitResult(test=cand[i], params={
                     "method": "paper", "test_size": test_size, "seed": seed,
                     "threshold": round(tau, 6), "start_threshold": threshold, "step": step,

@@ -138,16 +138,13 @@ def solve_batched(
         return c[0] * loss + 0.5 * (pen * th * th).sum(0)
 
     active = torch.ones(t, dtype=torch.bool, device=z.device)
-    it = 0
-    for it in range(1, max_iter + 1):
+    n_steps = 0
+    for n_steps in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         eta = za @ theta
         p = torch.sigmoid(eta)
         g = c * (za.T @ ((p - y) * mask)) + pen * theta
         w = p * (1 - p) * mask                        # Hessian weights
         diag = c * (za_sq.T @ w) + pen + 1e-12        # exact Hessian diagonal: Jacobi PCG
-
-        def hess_vec(v: torch.Tensor) -> torch.Tensor:
-            return c * (za.T @ (w * (za @ v))) + pen * v
 
         # Preconditioned CG on H d = -g, all tasks at once (done tasks frozen).
         gnorm = g.norm(dim=0)
@@ -159,7 +156,7 @@ def solve_batched(
         rz = (res * zr).sum(0)
         cg_live = active.clone()
         for _ in range(cg_max):
-            hp = hess_vec(pdir)
+            hp = c * (za.T @ (w * (za @ pdir))) + pen * pdir   # Hessian-vector product
             php = (pdir * hp).sum(0)
             alpha = torch.where(cg_live & (php > 0), rz / php.clamp(min=1e-300),
                                 torch.zeros_like(rz))
@@ -193,7 +190,7 @@ def solve_batched(
         step = torch.where(todo, torch.zeros_like(step), step)  # no descent: stop that task
         active &= ~todo
         theta = theta + step * d
-    return theta, it
+    return theta, n_steps
 
 
 class BatchedLogisticRegression:

@@ -415,8 +415,10 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
             "table1", "Table 1: mean AUC per stage, ontology level and feature set",
             "Mean test-set AUC ± standard deviation across the structures of each level "
             "(structures whose test set lacks a class are excluded). The best feature set of "
-            "each row is emphasised; the last row is the overall mean ± std of the cells of "
-            "each column. Numbers come from the level_auc view (named query table1).",
+            "each row is emphasised. The last row is the all-stages number (the paper's "
+            "'0.894 ± 0.014' form): mean ± std across stages of each stage's mean AUC over "
+            "all its structures. Numbers come from the level_auc and stage_auc views (named "
+            "queries table1 and table1_overall).",
             tables=[(data.table1_wide, "best"), (data.table1_overall, None)],
         ),
         _Section(
@@ -436,11 +438,12 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
         ),
         _Section(
             "splits", "Split balance",
-            "One row per train/test split. worst_dev_pos / mean_dev_pos: largest and mean "
-            "deviation, over the split's structures, of the share of a structure's positives "
-            "that fell in the test set from the split's test fraction (0 = perfectly "
-            "balanced); n_test_one_class: structures whose test set lacks positives or "
-            "negatives, so they have no AUC.",
+            "One row per train/test split (the split_balance view, over the structures the "
+            "runs trained on). worst_dev_pos / mean_dev_pos: largest and mean deviation of "
+            "the share of a structure's positives that fell in the test set from the split's "
+            "test fraction (0 = perfectly balanced); min / median_ratio_agreement: the "
+            "paper's train-vs-test class-ratio agreement (1 = identical ratios); "
+            "n_test_one_class: structures whose test set lacks a class, so they have no AUC.",
             tables=[(data.split_balance, None)],
         ),
         _Section(

@@ -91,7 +91,7 @@ def table1_wide(long: pl.DataFrame, overall: pl.DataFrame) -> pl.DataFrame:
     """Table 1 for reading: one row per stage x level, one ``mean ± std`` column per feature set.
 
     The column ``best`` names the true-label feature set with the highest mean AUC of the
-    row (shuffled-label controls never win); the last row is the overall mean ± std per
+    row (shuffled-label controls never win); the last row is the all-stages mean ± std per
     feature set (see ``sql/queries/table1_overall.sql``).
     """
     cols = _columns(long, overall)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from ishwh.synth.ontology import Ontology
 from ishwh.synth.params import EMBRYO_STAGES
@@ -137,6 +138,8 @@ def build(ontology: Ontology, stage: str, size: tuple[int, int], n_slices: int,
     flat = labels.ravel()
     flat[idx] = (lab + 2).astype(np.int16)
     labels = flat.reshape(shape)
+    _merge_fragments(labels)
+    lab = labels.ravel()[idx].astype(np.int64) - 2
     # per-structure geometry over each subtree (unwarped coordinates)
     S = ontology.size
     raw = np.stack([np.broadcast_to(x, shape).ravel()[idx], np.broadcast_to(y, shape).ravel()[idx],
@@ -175,6 +178,33 @@ def build(ontology: Ontology, stage: str, size: tuple[int, int], n_slices: int,
         tone=tone, centroid=centroid.astype(np.float32), radius=radius.astype(np.float32),
         samples=samples.astype(np.float32), voxels=cnt.astype(np.int64), has_embryo=embryo,
     )
+
+
+def _merge_fragments(labels: np.ndarray) -> None:
+    """Give the stray specks of a structure (left by the warp and the non-convex parent) to
+    the neighbouring structure they touch most, so every structure is one piece."""
+    objs = ndimage.find_objects(labels)
+    for v in range(2, len(objs) + 1):
+        sl = objs[v - 1]
+        if sl is None:
+            continue
+        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+        sub = labels[sl]
+        comp, n = ndimage.label(sub == v)
+        if n <= 1:
+            continue
+        sizes = np.bincount(comp.ravel())
+        sizes[0] = 0
+        keep = int(np.argmax(sizes))
+        for c in range(1, n + 1):
+            if c == keep:
+                continue
+            frag = comp == c
+            ring = ndimage.binary_dilation(frag) & ~frag
+            near = sub[ring]
+            near = near[(near >= 2) & (near != v)]
+            if near.size:
+                sub[frag] = np.bincount(near).argmax()
 
 
 def _tones(ontology: Ontology, rng: np.random.Generator) -> np.ndarray:

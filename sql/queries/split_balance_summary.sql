@@ -1,31 +1,32 @@
--- split_balance_summary: how evenly each train/test split spreads every structure's
--- positives and negatives.
+-- split_balance_summary: how evenly each train/test split spreads the classes of the
+-- structures its runs trained on.
 -- Grain: one row per split used by a finished run.
--- Inputs: splits, split_defs, runs, run_tasks (the structure tasks of the runs), labels.
--- For a structure, test_share_pos = test positives / all positives of the split's
--- experiments; a perfectly balanced split gives every structure the split's test fraction.
--- worst_dev_pos / mean_dev_pos: largest and mean |test_share_pos - test fraction| over
--- structures; n_test_one_class: structures whose test set lacks positives or negatives
--- (their AUC is undefined).
+-- Inputs: split_balance (per split x structure), splits, runs, run_tasks.
+-- worst_dev_pos / mean_dev_pos: largest and mean |test_share_pos - test_fraction| over the
+-- structures (0 = every structure's positives split like the experiments);
+-- min_ratio_agreement / median_ratio_agreement: the paper's train-vs-test class-ratio
+-- agreement (1 = identical ratios); n_test_one_class: structures whose test set lacks
+-- positives or negatives (they get no AUC).
 -- Optional filter: `set variable report_runs = [1, 2]`.
 with runs as (
-    select run_id, split_id, stage
+    select run_id, split_id
     from main.runs
     where status = 'finished'
         and (getvariable('report_runs') is null
             or list_contains(getvariable('report_runs'), run_id))
 ),
 
-split_structures as (
-    select distinct r.split_id, r.stage, try_cast(t.task as bigint) as structure_id
+run_structures as (
+    select distinct r.split_id, try_cast(t.task as bigint) as structure_id
     from runs r
     join main.run_tasks t using (run_id)
     where t.task_kind = 'structure'
 ),
 
-splits as (
-    select split_id, experiment_id, subset from main.splits
-    where split_id in (select split_id from runs)
+split_balance as (
+    select b.*
+    from main.split_balance b
+    join run_structures using (split_id, structure_id)
 ),
 
 sizes as (
@@ -33,52 +34,35 @@ sizes as (
         split_id,
         count(*) filter (where subset = 'train') as n_train,
         count(*) filter (where subset = 'test') as n_test
-    from splits
+    from main.splits
+    where split_id in (select split_id from runs)
     group by split_id
 ),
 
-counts as (
+per_split as (
     select
-        ss.split_id,
-        ss.structure_id,
-        count(*) filter (where sp.subset = 'train' and l.detected) as train_pos,
-        count(*) filter (where sp.subset = 'test' and l.detected) as test_pos,
-        count(*) filter (where sp.subset = 'train' and not l.detected) as train_neg,
-        count(*) filter (where sp.subset = 'test' and not l.detected) as test_neg
-    from split_structures ss
-    join splits sp using (split_id)
-    join main.labels l
-        on l.experiment_id = sp.experiment_id and l.structure_id = ss.structure_id
+        split_id,
+        stage,
+        method,
+        seed,
+        repeat_index,
+        count(*) as n_structures,
+        max(abs(test_share_pos - test_fraction)) as worst_dev_pos,
+        avg(abs(test_share_pos - test_fraction)) as mean_dev_pos,
+        min(ratio_agreement) as min_ratio_agreement,
+        median(ratio_agreement) as median_ratio_agreement,
+        count(*) filter (where n_test_pos = 0 or n_test_neg = 0) as n_test_one_class
+    from split_balance
     group by all
-),
-
-per_structure as (
-    select
-        c.*,
-        z.n_test::double / (z.n_train + z.n_test) as test_fraction,
-        case when c.train_pos + c.test_pos > 0
-            then c.test_pos::double / (c.train_pos + c.test_pos) end as test_share_pos
-    from counts c
-    join sizes z using (split_id)
 ),
 
 final as (
     select
-        d.split_id,
-        d.stage,
-        d.method,
-        d.seed,
-        d.repeat_index,
-        z.n_train,
-        z.n_test,
-        count(p.structure_id) as n_structures,
-        max(abs(p.test_share_pos - p.test_fraction)) as worst_dev_pos,
-        avg(abs(p.test_share_pos - p.test_fraction)) as mean_dev_pos,
-        count(*) filter (where p.test_pos = 0 or p.test_neg = 0) as n_test_one_class
-    from main.split_defs d
+        p.split_id, p.stage, p.method, p.seed, p.repeat_index, z.n_train, z.n_test,
+        p.n_structures, p.worst_dev_pos, p.mean_dev_pos, p.min_ratio_agreement,
+        p.median_ratio_agreement, p.n_test_one_class
+    from per_split p
     join sizes z using (split_id)
-    left join per_structure p using (split_id)
-    group by all
 )
 
 select * from final
