@@ -34,7 +34,8 @@ def demo(
     start = time.perf_counter()
 
     def on_step(name: str, seconds: float, note: str) -> None:
-        err_console.print(f"[green]✓[/] {name:<24} {seconds:7.1f} s  [dim]{note}[/]")
+        err_console.print(f"[green]✓[/] {name:<24} {seconds:7.1f} s  [dim]{note}[/]",
+                          soft_wrap=True)
 
     result = run_demo(out, db, device=device, on_step=on_step)
     console.print(rich_table1(result.table1, title="Table 1 analogue: mean test AUC ± std"))

@@ -29,11 +29,19 @@ def _parse_runs(text: str | None) -> list[int] | None:
 
 
 def rich_table1(wide: pl.DataFrame, title: str = "Table 1") -> Table:
-    """Table 1 (wide form) for the terminal, the best feature set of each row in bold green."""
+    """Table 1 (wide form) for the terminal, the best feature set of each row in bold green.
+
+    AUC cells never wrap; long feature-set names fold in the header instead, so the table
+    stays readable in an 80-column terminal.
+    """
     cols = [c for c in wide.columns if c != "best"]
     t = Table(title=title, header_style="bold")
     for c in cols:
-        t.add_column(c, justify="left" if c == "stage" else "right")
+        if c in ("stage", "level", "n_structures"):
+            t.add_column("n" if c == "n_structures" else c, no_wrap=True,
+                         justify="left" if c == "stage" else "right")
+        else:
+            t.add_column(c, justify="right", overflow="fold", min_width=13)
     for row in wide.iter_rows(named=True):
         if row["stage"] == "all stages":
             t.add_section()

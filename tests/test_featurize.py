@@ -56,7 +56,7 @@ def make_warehouse(db: Path, n_exp: int = 4, n_sec: int = 3, size: tuple[int, in
     genes, exps, secs, grid_rows = [], [], [], []
     eid = 100
     for stage in stages:
-        for g in range(n_exp):
+        for _ in range(n_exp):
             eid += 1
             genes.append({"gene_id": eid, "acronym": f"G{eid}", "name": None, "entrez_id": None})
             exps.append({"experiment_id": eid, "gene_id": eid, "stage": stage,

@@ -29,7 +29,7 @@ RARE = 999   # a structure with 2 positives at E11.5: must be skipped with a rea
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fit") / "wh.duckdb"
-    atlas = make_toy_warehouse(path, n_genes=300, structures_per_level=(8, 12, 20),
+    atlas = make_toy_warehouse(path, n_genes=300, structures_per_level=(12, 20, 30),
                                n_gene_tasks=3, dim=48, label_noise=0.5)
     ids = atlas.experiment_ids["E11.5"]
     rng = np.random.default_rng(9)
@@ -64,7 +64,7 @@ def test_informative_features_learn_at_every_level_and_rerun_reuses(toy):
     status, label_mode, params = _q(toy, "select status, label_mode, params from runs "
                                          "where run_id = ?", [run])[0]
     assert (status, label_mode) == ("finished", "true")
-    assert json.loads(params)["n_tasks_fitted"] == 43
+    assert json.loads(params)["n_tasks_fitted"] == 65
     # predictions are test-set rows only, with the truth from `labels`
     bad = _q(toy, "select count(*) from predictions p join runs r using (run_id) "
                   "join splits s on s.split_id = r.split_id and s.experiment_id = p.experiment_id "
@@ -92,8 +92,10 @@ def test_informative_features_learn_at_every_level_and_rerun_reuses(toy):
 
 
 def test_shuffled_training_labels_give_chance(toy):
-    runs = fit(toy, "grid.toy", "E11.5", shuffle_labels=True, repeats=2, progress=False)
-    assert len(runs) == 2
+    # 3 splits x 62 structures: per-task null AUCs spread widely (a random direction in a
+    # space where labels are predictable), so the mean needs many tasks to sit near 0.5.
+    runs = fit(toy, "grid.toy", "E11.5", shuffle_labels=True, repeats=3, progress=False)
+    assert len(runs) == 3
     assert _q(toy, "select distinct label_mode from runs where list_contains(?, run_id)",
               [runs]) == [("shuffled",)]
     (mean,) = _q(toy, "select avg(auc) from structure_auc where list_contains(?, run_id)",

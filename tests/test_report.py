@@ -226,6 +226,7 @@ def test_report_files_and_content(report, wh):
         assert title in html and title in md
     assert "fewer than 3 positives in train" in html
     assert "GO:0007420" in html and "GO:0007420" in md
+    assert "P4 · efficientnet_lite0.blocks.3.max" in html and "mean over tasks" in md
     # the unfinished run 99 is left out
     assert report.runs == [1, 2, 3, 4, 5]
     # Table 1 cells as printed in both documents

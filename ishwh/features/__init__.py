@@ -3,26 +3,36 @@
 ``featurize(db_path, extractor=...)`` fills ``feature_sets`` / ``experiment_features``;
 the extractors themselves (:class:`CNNFeatures`, :class:`BowFeatures`, :class:`GridFeatures`)
 are plain scikit-learn-style transformers that know nothing about the warehouse.
+
+Names are imported lazily: worker processes import ``ishwh.features.imageio`` / ``.bow``
+without paying for torch.
 """
 
-from ishwh.features.backbone import DEFAULT_BACKBONE, LayerTap, load_backbone
-from ishwh.features.bow import BowFeatures, bow_dim
-from ishwh.features.cnn import DEFAULT_IMAGE_SIZE, DEFAULT_LAYERS, CNNFeatures
-from ishwh.features.grid import GridFeatures
-from ishwh.features.pipeline import FeaturizeResult, cnn_set_name, featurize, featurize_report
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "DEFAULT_IMAGE_SIZE",
-    "DEFAULT_LAYERS",
-    "BowFeatures",
-    "CNNFeatures",
-    "FeaturizeResult",
-    "GridFeatures",
-    "LayerTap",
-    "bow_dim",
-    "cnn_set_name",
-    "featurize",
-    "featurize_report",
-    "load_backbone",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "DEFAULT_BACKBONE": "backbone",
+    "LayerTap": "backbone",
+    "load_backbone": "backbone",
+    "BowFeatures": "bow",
+    "bow_dim": "bow",
+    "DEFAULT_IMAGE_SIZE": "cnn",
+    "DEFAULT_LAYERS": "cnn",
+    "CNNFeatures": "cnn",
+    "GridFeatures": "grid",
+    "FeaturizeResult": "pipeline",
+    "cnn_set_name": "pipeline",
+    "featurize": "pipeline",
+    "featurize_report": "pipeline",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ishwh.features' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ishwh.features.{_WHERE[name]}"), name)

@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import MiniBatchKMeans
 
 from ishwh.errors import InvalidInput
-from ishwh.features.cnn import looks_truncated
+from ishwh.features.imageio import read_bytes
 
 N_WORDS = 500
 SIFT_SIZES: tuple[int, ...] = (8, 16, 32)
@@ -50,9 +50,7 @@ def bow_dim(n_words: int = N_WORDS, n_scales: int = len(SIFT_SIZES),
 
 def read_gray(path: str, downsample: int = DOWNSAMPLE) -> np.ndarray:
     """A section as a gray uint8 image reduced ``downsample`` times (JPEG: while decoding)."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0 or looks_truncated(data):
-        raise InvalidInput(f"cannot read image {path}: empty or truncated file")
+    data = read_bytes(path)
     flag = _REDUCED_GRAY.get(downsample)
     img = cv2.imdecode(data, flag if flag is not None else cv2.IMREAD_GRAYSCALE)
     if img is None:
@@ -211,3 +209,46 @@ class BowFeatures(BaseEstimator, TransformerMixin):
                                                                  self.n_intervals),
                                           self.n_intervals))
         return np.stack(rows)
+
+
+# --------------------------------------------------------------------------- worker functions
+# Run in spawned worker processes (see imageio.ordered_map); module state set by bow_setup.
+
+_WORKER: dict = {}
+
+
+def bow_setup(params: dict, centers: list[np.ndarray] | None) -> None:
+    """Worker initialiser: the SIFT parameters and (for counting) the stage's codebooks."""
+    _WORKER.clear()
+    _WORKER.update(params=params, centers=centers)
+
+
+def sample_job(job: tuple[str, int, int]):
+    """Worker: up to ``cap`` random non-zero descriptors per scale of one section.
+
+    The sample is seeded by (seed, section id), so it does not depend on the worker or order.
+    """
+    path, section_id, cap = job
+    p = _WORKER["params"]
+    try:
+        descs = dense_sift(read_gray(path, p["downsample"]), p["sizes"], p["step"])
+    except Exception as exc:  # noqa: BLE001 - reported per section by the caller
+        return None, str(getattr(exc, "message", exc))
+    rng = np.random.default_rng([p["seed"], section_id])
+    out = []
+    for d in descs:
+        d = nonzero(d)
+        if len(d) > cap:
+            d = d[np.sort(rng.choice(len(d), cap, replace=False))]
+        out.append(d)
+    return out, None
+
+
+def count_job(path: str):
+    """Worker: the (n_words+1)*n_scales counts of one section."""
+    p = _WORKER["params"]
+    try:
+        descs = dense_sift(read_gray(path, p["downsample"]), p["sizes"], p["step"])
+    except Exception as exc:  # noqa: BLE001
+        return None, str(getattr(exc, "message", exc))
+    return section_counts(descs, _WORKER["centers"]), None

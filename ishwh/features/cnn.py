@@ -21,7 +21,6 @@ blocks.6 = 320x8x8 (20,480), conv_head = 1280x8x8 (81,920).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import cv2
@@ -37,52 +36,12 @@ from ishwh.features.backbone import (
     LayerTap,
     load_backbone,
 )
+from ishwh.features.imageio import decode_for_cnn, looks_truncated  # noqa: F401 (re-export)
 
 # The one place the default layers are defined (see docs/benchmarks_featurize.md).
 DEFAULT_LAYERS: tuple[str, ...] = ("blocks.3", "blocks.5")
 DEFAULT_IMAGE_SIZE = 231
 POOLS = ("max", "mean")
-
-_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-            8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def looks_truncated(data: np.ndarray) -> bool:
-    """True for a PNG without its IEND chunk or a JPEG without its end marker.
-
-    Decoders often return a partly grey image for a cut-off file instead of failing.
-    """
-    head = data[:8].tobytes()
-    if head.startswith(b"\x89PNG"):
-        return b"IEND" not in data[-16:].tobytes()
-    if head.startswith(b"\xff\xd8"):
-        return b"\xff\xd9" not in data[-64:].tobytes()
-    return False
-
-
-def decode_for_cnn(path: str | os.PathLike, size: int, width: int | None = None,
-                   height: int | None = None) -> np.ndarray:
-    """Read one section as a (size, size, 3) uint8 RGB array ready for the network.
-
-    ``width``/``height`` (from the warehouse) let large files be decoded at a reduced
-    resolution. Raises :class:`InvalidInput` for an unreadable or truncated file.
-    """
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0 or looks_truncated(data):
-        raise InvalidInput(f"cannot read image {path}: empty or truncated file")
-    factor = 1
-    if width and height:
-        for f in (8, 4, 2):
-            if min(width, height) // f >= size:
-                factor = f
-                break
-    # IMREAD_COLOR: 8-bit BGR whatever the file (gray repeated, 16-bit scaled, alpha dropped).
-    img = cv2.imdecode(data, _REDUCED.get(factor, cv2.IMREAD_COLOR))
-    if img is None:
-        raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
 
 def prepare_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     """An in-memory (H, W) or (H, W, 3) image as the network's (size, size, 3) uint8 input."""

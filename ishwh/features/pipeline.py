@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,11 @@ from ishwh.features.cnn import (
     DEFAULT_LAYERS,
     POOLS,
     CNNFeatures,
-    decode_for_cnn,
     pool_sections,
     resolve_device,
 )
 from ishwh.features.grid import GridFeatures
+from ishwh.features.imageio import decode_batch, ordered_map
 from ishwh.resources import sql_text
 
 EXTRACTORS = ("cnn", "bow", "grid")
@@ -233,37 +232,6 @@ def _problem(sec: _Section, message: str) -> str:
 # --------------------------------------------------------------------------- CNN
 
 
-class _SectionImages:
-    """A map-style dataset of decoded sections; a bad file yields its error, not an exception."""
-
-    def __init__(self, sections: Sequence[_Section], size: int):
-        self.items = [(s.path, s.width, s.height) for s in sections]
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        path, w, h = self.items[i]
-        try:
-            return i, decode_for_cnn(path, self.size, w, h), None
-        except Exception as exc:  # noqa: BLE001 - reported per section by the caller
-            return i, None, str(getattr(exc, "message", exc))
-
-
-def _collate(items):
-    idx = np.array([i for i, img, _ in items if img is not None], dtype=np.int64)
-    imgs = [img for _, img, _ in items if img is not None]
-    errors = [(i, msg) for i, img, msg in items if img is None]
-    return idx, (np.stack(imgs) if imgs else None), errors
-
-
-def _worker_init(_worker_id: int) -> None:
-    import cv2  # noqa: PLC0415
-
-    cv2.setNumThreads(1)  # one decode per worker process; the workers are the parallelism
-
-
 def _cnn_batches(sections: Sequence[_Section], chunk_of: dict[int, int], batch_size: int
                  ) -> tuple[list[list[int]], list[int]]:
     """Batches of section indices that never cross a chunk; and each batch's chunk."""
@@ -338,47 +306,38 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
 
 def _cnn_loop(con, ext: CNNFeatures, sections: list[_Section], chunks, todo, chunk_of, fsids,
               opts, result: FeaturizeResult, failed: set[int]) -> None:
-    import torch  # noqa: PLC0415
-
     batches, owner = _cnn_batches(sections, chunk_of, ext.batch_size)
     last_batch_of = {c: i for i, c in enumerate(owner)}
     workers = _default_workers() if opts["workers"] is None else opts["workers"]
-    loader = torch.utils.data.DataLoader(
-        _SectionImages(sections, ext.image_size), batch_sampler=batches, collate_fn=_collate,
-        num_workers=workers, worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=4 if workers else None,
-        pin_memory=ext.device_.type == "cuda",
-        multiprocessing_context="fork" if workers else None,
-    )
+    jobs = (([(i, sections[i].path, sections[i].width, sections[i].height) for i in batch],
+             ext.image_size) for batch in batches)
     # Per experiment: the rows of each layer (section order), filled batch by batch.
     rows: dict[int, dict[str, list[np.ndarray]]] = {}
-    it = iter(loader)
-    try:
-        with _progress(opts["progress"], "featurize cnn", len(sections)) as advance:
-            for b, (idx, imgs, errors) in enumerate(it):
-                for i, msg in errors:
-                    text = _problem(sections[i], msg)
-                    if opts["on_error"] == "fail":
-                        raise InvalidInput(
-                            f"unreadable image: {text}",
-                            hint="fix or remove the file, or re-run with --on-error skip "
-                                 "(chunks already written are kept)")
-                    result.problems.append(text)
-                    _say(opts["progress"], f"skipped: {text}")
-                if imgs is not None:
-                    feats = ext.section_features(imgs)
-                    for j, i in enumerate(idx):
-                        per = rows.setdefault(sections[i].experiment_id, {})
-                        for lay, v in feats.items():
-                            per.setdefault(lay, []).append(v[j])
-                advance(len(idx) + len(errors))
-                c = owner[b]
-                if last_batch_of[c] == b:
-                    _write_cnn_chunk(con, ext, chunks[c], todo[c], fsids, rows, result, failed)
-                    for e in chunks[c]:
-                        rows.pop(e, None)
-    finally:
-        del it  # shuts the decoding workers down
+    # Decoding runs ahead in worker processes while the network works on this batch.
+    with _progress(opts["progress"], "featurize cnn", len(sections)) as advance, \
+            closing(ordered_map(decode_batch, jobs, workers)) as decoded:
+        for b, (idx, imgs, errors) in enumerate(decoded):
+            for i, msg in errors:
+                text = _problem(sections[i], msg)
+                if opts["on_error"] == "fail":
+                    raise InvalidInput(
+                        f"unreadable image: {text}",
+                        hint="fix or remove the file, or re-run with --on-error skip "
+                             "(chunks already written are kept)")
+                result.problems.append(text)
+                _say(opts["progress"], f"skipped: {text}")
+            if imgs is not None:
+                feats = ext.section_features(imgs)
+                for j, i in enumerate(idx):
+                    per = rows.setdefault(sections[i].experiment_id, {})
+                    for lay, v in feats.items():
+                        per.setdefault(lay, []).append(v[j])
+            advance(len(idx) + len(errors))
+            c = owner[b]
+            if last_batch_of[c] == b:
+                _write_cnn_chunk(con, ext, chunks[c], todo[c], fsids, rows, result, failed)
+                for e in chunks[c]:
+                    rows.pop(e, None)
 
 
 def _write_cnn_chunk(con, ext: CNNFeatures, ids: list[int], need: dict[str, set[int]],
@@ -408,59 +367,6 @@ def _layer_pool_names(ext: CNNFeatures, fsids: dict[str, int]) -> dict[tuple[str
 
 
 # --------------------------------------------------------------------------- bag of words
-
-_BOW: dict[str, Any] = {}
-
-
-def _bow_init(params: dict, centers: list[np.ndarray] | None) -> None:
-    import cv2  # noqa: PLC0415
-
-    cv2.setNumThreads(1)
-    _BOW.clear()
-    _BOW.update(params=params, centers=centers)
-
-
-def _bow_sample(job: tuple[str, int, int]):
-    """Worker: up to ``cap`` random non-zero descriptors per scale of one section."""
-    path, section_id, cap = job
-    p = _BOW["params"]
-    try:
-        descs = bowmod.dense_sift(bowmod.read_gray(path, p["downsample"]), p["sizes"], p["step"])
-    except Exception as exc:  # noqa: BLE001 - reported by the caller
-        return None, str(getattr(exc, "message", exc))
-    rng = np.random.default_rng([p["seed"], section_id])
-    out = []
-    for d in descs:
-        d = bowmod.nonzero(d)
-        if len(d) > cap:
-            d = d[np.sort(rng.choice(len(d), cap, replace=False))]
-        out.append(d)
-    return out, None
-
-
-def _bow_count(path: str):
-    """Worker: the (n_words+1)*n_scales counts of one section."""
-    p = _BOW["params"]
-    try:
-        descs = bowmod.dense_sift(bowmod.read_gray(path, p["downsample"]), p["sizes"], p["step"])
-    except Exception as exc:  # noqa: BLE001
-        return None, str(getattr(exc, "message", exc))
-    return bowmod.section_counts(descs, _BOW["centers"]), None
-
-
-def _pmap(fn, jobs: Iterable, workers: int, initargs: tuple) -> Iterator:
-    """Ordered map over worker processes (or in this process when ``workers`` is 0)."""
-    jobs = list(jobs)
-    if workers == 0:
-        _bow_init(*initargs)
-        yield from (fn(j) for j in jobs)
-        return
-    import multiprocessing as mp  # noqa: PLC0415
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
-                             initializer=_bow_init, initargs=initargs) as ex:
-        yield from ex.map(fn, jobs, chunksize=2)
-
 
 def _bow_params(opts: dict) -> dict:
     p = {"n_words": bowmod.N_WORDS, "sizes": list(bowmod.SIFT_SIZES), "step": bowmod.STEP,
@@ -495,25 +401,23 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
     cap = max(64, -(-4 * p["max_descriptors"] // max(1, len(order))))
     pools: list[list[np.ndarray]] = [[] for _ in p["sizes"]]
     have = [0] * len(p["sizes"])
-    step = max(8, 4 * max(1, workers))
-    with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance:
-        for start in range(0, len(order), step):
-            part = order[start:start + step]
-            jobs = [(s.path, s.section_id, cap) for s in part]
-            for sec, (descs, err) in zip(part, _pmap(_bow_sample, jobs, workers, (p, None)),
-                                         strict=True):
-                if err is not None:
-                    if opts["on_error"] == "fail":
-                        raise InvalidInput(f"unreadable image: {_problem(sec, err)}",
-                                           hint="fix the file or re-run with --on-error skip")
-                    result.problems.append(_problem(sec, err))
-                    continue
-                for s, d in enumerate(descs):
-                    pools[s].append(d)
-                    have[s] += len(d)
-            advance(len(part))
+    jobs = [(s.path, s.section_id, cap) for s in order]
+    with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance, \
+            closing(ordered_map(bowmod.sample_job, jobs, workers, bowmod.bow_setup,
+                                (p, None))) as got:
+        for sec, (descs, err) in zip(order, got, strict=True):
+            advance(1)
+            if err is not None:
+                if opts["on_error"] == "fail":
+                    raise InvalidInput(f"unreadable image: {_problem(sec, err)}",
+                                       hint="fix the file or re-run with --on-error skip")
+                result.problems.append(_problem(sec, err))
+                continue
+            for s, d in enumerate(descs):
+                pools[s].append(d)
+                have[s] += len(d)
             if min(have) >= p["max_descriptors"]:
-                break
+                break  # enough (closing the generator stops the workers)
     centers = []
     rows = []
     for s, parts in enumerate(pools):
@@ -566,11 +470,14 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
             for s in sections:
                 by_exp.setdefault(s.experiment_id, []).append(s)
             with _progress(opts["progress"], f"featurize bow {stage}", len(sections)) as adv:
-                for c in chunks:
-                    secs = [s for e in c for s in by_exp.get(e, [])]
-                    counts = list(_pmap(_bow_count, [s.path for s in secs], workers, (p, centers)))
-                    _write_bow_chunk(con, fsid, c, done, secs, counts, p, opts, result, failed)
-                    adv(len(secs))
+                # One worker pool for the stage; results come back in section order.
+                with closing(ordered_map(bowmod.count_job, [s.path for s in sections], workers,
+                                         bowmod.bow_setup, (p, centers))) as counts:
+                    for c in chunks:
+                        secs = [s for e in c for s in by_exp.get(e, [])]
+                        got = [next(counts) for _ in secs]
+                        _write_bow_chunk(con, fsid, c, done, secs, got, p, opts, result, failed)
+                        adv(len(secs))
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()

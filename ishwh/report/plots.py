@@ -79,7 +79,7 @@ def level_comparison(long: pl.DataFrame) -> Figure:
             if mode == "true":
                 color = _COLORS[true_sets.index(fs) % len(_COLORS)]
                 (line,) = ax.plot(x, y, "o-", color=color, lw=1.6, ms=4, label=label)
-                ax.fill_between(x, y - sd, np.minimum(y + sd, 1.0), color=color, alpha=0.12)
+                ax.fill_between(x, y - sd, np.minimum(y + sd, 1.0), color=color, alpha=0.07)
             else:
                 (line,) = ax.plot(x, y, "s--", color="0.55", lw=1.0, ms=3, label=label)
             handles.setdefault(label, line)

@@ -26,7 +26,7 @@ import polars as pl
 from ishwh import __version__
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.report import plots
-from ishwh.report.tables import run_named, table1_wide
+from ishwh.report.tables import gene_tasks_wide, run_named, table1_wide
 from ishwh.warehouse import connect
 
 STAGES = ["E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56"]
@@ -456,8 +456,10 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
     if not data.gene_task_auc.is_empty():
         secs.append(_Section(
             "genes", "Gene-level task AUCs",
-            "Test-set AUC of the gene-level (GO-like) tasks, rank form as for structures.",
-            tables=[(data.gene_task_auc, None)],
+            "Test-set AUC of the gene-level (GO-like) tasks (the gene_task_auc view), one "
+            "column per stage and feature set, the best of each row emphasised; counts of "
+            "positives and negatives per run are in tables/gene_task_auc.csv.",
+            tables=[(gene_tasks_wide(data.gene_task_auc), "best")],
         ))
     runs = data.runs_df
     pre = []

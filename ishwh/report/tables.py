@@ -147,3 +147,37 @@ def table1(
         long = run_named(con, "table1", runs=runs)
         overall = run_named(con, "table1_overall", runs=runs)
     return table1_wide(long, overall), long, overall
+
+
+def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
+    """Gene-level task AUCs for reading: one row per task, one column per stage x feature set.
+
+    Repeated runs of a column are averaged; ``best`` names the true-label column with the
+    highest AUC of the row; the last row is each column's mean over tasks.
+    """
+    stage_order = ["E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56"]
+    g = gene_auc.with_columns(
+        pl.col("stage").replace_strict(
+            {s: i for i, s in enumerate(stage_order)}, default=len(stage_order),
+            return_dtype=pl.Int64).alias("_order"),
+        (pl.col("stage") + " · " + pl.struct("feature_set", "label_mode").map_elements(
+            lambda s: column_label(s["feature_set"], s["label_mode"]), return_dtype=pl.Utf8
+        )).alias("_col"),
+    ).sort("_order", "label_mode", "feature_set", descending=[False, True, False])
+    cols = g["_col"].unique(maintain_order=True).to_list()
+    true_cols = set(g.filter(pl.col("label_mode") == "true")["_col"].to_list())
+    cells = g.group_by("task", "_col").agg(pl.col("auc").mean())
+    lookup = {(t, c): a for t, c, a in cells.rows()}
+    rows = []
+    for task in sorted(g["task"].unique().to_list()):
+        rows.append({"task": task, **{c: lookup.get((task, c)) for c in cols}})
+    means = {"task": "mean over tasks"}
+    for c in cols:
+        vals = [r[c] for r in rows if r[c] is not None]
+        means[c] = sum(vals) / len(vals) if vals else None
+    rows.append(means)
+    for r in rows:
+        scored = [(r[c], c) for c in cols if c in true_cols and r[c] is not None]
+        r["best"] = max(scored)[1] if scored else None
+    schema = {"task": pl.Utf8, **{c: pl.Float64 for c in cols}, "best": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema, orient="row")
