@@ -215,7 +215,7 @@ runner = CliRunner()
 
 
 def test_cli_help():
-    from ishwh.cli.app import app
+    from cli.app import app
 
     for args in (["synth", "write", "--help"], ["ingest", "synthetic", "--help"],
                  ["synth", "--help"]):
@@ -227,7 +227,7 @@ def test_cli_help():
 def test_cli_ingest_synthetic_json(db_path):
     import json
 
-    from ishwh.cli.app import app
+    from cli.app import app
 
     res = runner.invoke(app, ["ingest", "synthetic", "--genes", "2", "--stages", "E18.5",
                               "--db", str(db_path), "--json"])

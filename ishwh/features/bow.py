@@ -9,7 +9,8 @@ Following the paper's baseline:
   counted in an extra bin;
 * codebooks: per stage and per scale, k-means with ``n_words`` = 500 words on up to 100,000
   sampled non-zero descriptors, ``n_init`` = 3 random restarts, the lowest inertia kept
-  (mini-batch k-means, seeded; the warehouse stores the centres so features are reproducible);
+  (mini-batch k-means for pools above 20,000 descriptors, Lloyd's below; seeded; the
+  warehouse stores the centres so features are reproducible);
 * per section: 501 counts per scale (500 words + zero descriptors) -> 1,503 numbers;
 * per experiment: sections are put into 7 sagittal intervals by their position (0..1,
   lateral to medial: interval = floor(7 * position), 1.0 in the last), or, when any position
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from ishwh.errors import InvalidInput
 from ishwh.features.imageio import read_bytes
@@ -98,8 +99,11 @@ def fit_codebook(desc: np.ndarray, n_words: int = N_WORDS, n_init: int = N_INIT,
         )
     best: tuple[np.ndarray, float] | None = None
     for r in range(n_init):
-        km = MiniBatchKMeans(n_clusters=n_words, n_init=1, random_state=seed + r,
-                             batch_size=min(len(x), 4096), max_iter=100, max_no_improvement=10)
+        if len(x) <= 20_000:  # small pools: exact Lloyd k-means is fast enough
+            km = KMeans(n_clusters=n_words, n_init=1, random_state=seed + r, max_iter=100)
+        else:
+            km = MiniBatchKMeans(n_clusters=n_words, n_init=1, random_state=seed + r,
+                                 batch_size=4096, max_iter=100, max_no_improvement=10)
         km.fit(x)
         inertia = float(km.inertia_)
         if best is None or inertia < best[1]:

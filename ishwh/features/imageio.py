@@ -8,10 +8,13 @@ process that has used OpenMP/oneDNN threads can deadlock the child).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import cv2
@@ -102,6 +105,23 @@ def worker_init(ppid: int, setup: Callable[..., None] | None = None, args: tuple
         setup(*args)
 
 
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start spawned workers without re-running the caller's ``__main__`` script.
+
+    ``spawn`` normally imports the parent's main module in every child, which re-runs an
+    unguarded user script (and refuses to start at all). Our workers need only ishwh
+    modules, so for the instant a worker is started the main module looks empty.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int,
                 setup: Callable[..., None] | None = None, args: tuple = (),
                 window: int | None = None) -> Iterator[Any]:
@@ -125,13 +145,15 @@ def ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int,
     try:
         it = iter(jobs)
         for job in it:
-            pending.append(ex.submit(fn, job))
+            with _main_not_reimported():  # a submit may start a worker
+                pending.append(ex.submit(fn, job))
             if len(pending) >= window:
                 break
         while pending:
             fut = pending.popleft()
             for job in it:  # keep the window full
-                pending.append(ex.submit(fn, job))
+                with _main_not_reimported():
+                    pending.append(ex.submit(fn, job))
                 break
             yield fut.result()
     finally:

@@ -51,9 +51,9 @@ def _cpu_threads(device: torch.device, work: float):
 
     Measured here: on a busy 2-core machine, torch's thread pool turns a 0.2 s fit of a few
     hundred experiments into 10 s (threads spin on tiny matrix products); for big products
-    the pool pays off, so it is only switched off below ~1e8 multiply-adds per product.
+    the pool pays off, so it is only switched off below ~1e9 multiply-adds (n^2 T).
     """
-    if device.type != "cpu" or work >= 1e8:
+    if device.type != "cpu" or work >= 1e9:
         yield
         return
     before = torch.get_num_threads()

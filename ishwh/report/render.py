@@ -348,11 +348,10 @@ def _html_table(df: pl.DataFrame, best: str | None = None, cls: str = "") -> str
         cells = []
         for c in cols:
             text = html.escape(_cell(row[c]))
-            if best is not None and row[best] == c:
-                cells.append(f'<td class="best">{text}</td>')
-            else:
-                num = isinstance(row[c], int | float) and not isinstance(row[c], bool)
-                cells.append(f'<td class="num">{text}</td>' if num else f"<td>{text}</td>")
+            num = isinstance(row[c], int | float) and not isinstance(row[c], bool)
+            classes = " ".join(k for k, on in (("num", num),
+                                              ("best", best is not None and row[best] == c)) if on)
+            cells.append(f'<td class="{classes}">{text}</td>' if classes else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = ""
     if df.height > MAX_HTML_ROWS:
@@ -457,8 +456,8 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
         secs.append(_Section(
             "genes", "Gene-level task AUCs",
             "Test-set AUC of the gene-level (GO-like) tasks (the gene_task_auc view), one "
-            "column per stage and feature set, the best of each row emphasised; counts of "
-            "positives and negatives per run are in tables/gene_task_auc.csv.",
+            "column per feature set, the best of each row emphasised; counts of positives "
+            "and negatives per run are in tables/gene_task_auc.csv.",
             tables=[(gene_tasks_wide(data.gene_task_auc), "best")],
         ))
     runs = data.runs_df

@@ -150,34 +150,37 @@ def table1(
 
 
 def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
-    """Gene-level task AUCs for reading: one row per task, one column per stage x feature set.
+    """Gene-level task AUCs for reading, laid out like Table 1.
 
-    Repeated runs of a column are averaged; ``best`` names the true-label column with the
-    highest AUC of the row; the last row is each column's mean over tasks.
+    One row per stage x task, one column per feature set (repeated runs averaged); ``best``
+    names the true-label feature set with the highest AUC of the row; each stage ends with
+    a ``mean over tasks`` row.
     """
     stage_order = ["E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56"]
-    g = gene_auc.with_columns(
-        pl.col("stage").replace_strict(
-            {s: i for i, s in enumerate(stage_order)}, default=len(stage_order),
-            return_dtype=pl.Int64).alias("_order"),
-        (pl.col("stage") + " · " + pl.struct("feature_set", "label_mode").map_elements(
-            lambda s: column_label(s["feature_set"], s["label_mode"]), return_dtype=pl.Utf8
-        )).alias("_col"),
-    ).sort("_order", "label_mode", "feature_set", descending=[False, True, False])
-    cols = g["_col"].unique(maintain_order=True).to_list()
-    true_cols = set(g.filter(pl.col("label_mode") == "true")["_col"].to_list())
-    cells = g.group_by("task", "_col").agg(pl.col("auc").mean())
-    lookup = {(t, c): a for t, c, a in cells.rows()}
+    labels = [column_label(fs, mode) for fs, mode in
+              gene_auc.select("feature_set", "label_mode").rows()]
+    g = gene_auc.with_columns(pl.Series("_col", labels, dtype=pl.Utf8))
+    order = g.select("_col", "label_mode").unique().sort(
+        "label_mode", "_col", descending=[True, False])
+    cols = order["_col"].to_list()
+    true_cols = set(order.filter(pl.col("label_mode") == "true")["_col"].to_list())
+    cells = g.group_by("stage", "task", "_col").agg(pl.col("auc").mean())
+    lookup = {(st, t, c): a for st, t, c, a in cells.rows()}
+    stages = sorted(g["stage"].unique().to_list(),
+                    key=lambda s: stage_order.index(s) if s in stage_order else 99)
     rows = []
-    for task in sorted(g["task"].unique().to_list()):
-        rows.append({"task": task, **{c: lookup.get((task, c)) for c in cols}})
-    means = {"task": "mean over tasks"}
-    for c in cols:
-        vals = [r[c] for r in rows if r[c] is not None]
-        means[c] = sum(vals) / len(vals) if vals else None
-    rows.append(means)
+    for stage in stages:
+        tasks = sorted(g.filter(pl.col("stage") == stage)["task"].unique().to_list())
+        block = [{"stage": stage, "task": t, **{c: lookup.get((stage, t, c)) for c in cols}}
+                 for t in tasks]
+        mean = {"stage": stage, "task": "mean over tasks"}
+        for c in cols:
+            vals = [r[c] for r in block if r[c] is not None]
+            mean[c] = sum(vals) / len(vals) if vals else None
+        rows += [*block, mean]
     for r in rows:
         scored = [(r[c], c) for c in cols if c in true_cols and r[c] is not None]
         r["best"] = max(scored)[1] if scored else None
-    schema = {"task": pl.Utf8, **{c: pl.Float64 for c in cols}, "best": pl.Utf8}
+    schema = {"stage": pl.Utf8, "task": pl.Utf8, **{c: pl.Float64 for c in cols},
+              "best": pl.Utf8}
     return pl.DataFrame(rows, schema=schema, orient="row")

@@ -273,7 +273,11 @@ def _split(pts, members, kids, lab, own, rng, n_leaves) -> None:
     spread = float(np.sqrt(((sub - sub.mean(0)) ** 2).sum(1).mean()))
     # Target shares grow with the number of leaves under each cell, so deep subtrees get
     # room for all their structures; a few rounds adjust the additive weights towards them.
-    leaves = np.asarray([n_leaves[c] for c in kids] + [1] * (m - len(kids)), dtype=float)
+    if len(seeds) < m:  # a parent with fewer voxels than children: the last ones get none
+        cells = cells[: len(seeds)]
+        m = len(seeds)
+    leaves = np.asarray([n_leaves[c] for c in kids] + [1] * (len(cells) - len(kids)),
+                        dtype=float)[:m]
     target = leaves ** 0.85 * rng.uniform(0.75, 1.25, size=len(seeds))
     target /= target.sum()
     scale = spread / m ** (1 / 3)
@@ -289,5 +293,4 @@ def _split(pts, members, kids, lab, own, rng, n_leaves) -> None:
     for k in np.flatnonzero(counts == 0):  # never leave a structure without tissue
         n_take = max(1, int(target[k] * len(sub)))
         which[np.argsort(d[:, k])[:n_take]] = k
-    lab[members] = np.asarray(cells)[which] if len(seeds) == m else np.asarray(cells)[
-        np.minimum(which, m - 1)]
+    lab[members] = np.asarray(cells)[which]

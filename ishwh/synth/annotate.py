@@ -4,8 +4,9 @@ The annotator looks at the sections of an experiment (only structures that appea
 present section can be annotated; the others are unknown, NULL, like Allen's empty calls).
 Per structure (its whole subtree) she judges the stained area fraction, how dark and how
 dense the stained cells are, and the pattern. Noise: faint expression is often called
-"undetected", a few percent of calls flip, and the calls are made consistent up the
-hierarchy (a parent is expressed when any child is), as in the real annotations.
+"undetected", a few percent of calls are missed, the calls are made consistent up the
+hierarchy (a parent is expressed when any child is), as in the real annotations, and a few
+percent of the sub-structures of an expressed structure are over-called.
 """
 
 from __future__ import annotations
@@ -62,20 +63,24 @@ def annotate(stats: SectionStats, subtree: sp.csr_matrix, parent: np.ndarray,
     u = rng.random((3, S))
     called &= ~((mean_e < FAINT) & (u[0] < faint_dropout))   # faint -> undetected
     called &= ~(u[1] < flip_rate)                              # missed
-    called |= seen & ~truth & (u[2] < flip_rate / 3)           # spurious call
-    # perceived levels (spurious calls look weak)
+    # perceived levels
     inten = np.where(mean_e < 0.35, 1, np.where(mean_e < 0.65, 2, 3))
     dval = mean_d * np.minimum(1.0, frac / 0.5)
     dens = np.where(dval < 0.3, 1, np.where(dval < 0.6, 2, 3))
     pat = np.where((frac >= 0.7) & (kind == FULL), 1, np.where(kind == GRADIENT, 3, 2))
-    spurious = called & ~truth
-    inten[spurious], dens[spurious], pat[spurious] = 1, 1, 2
     # hierarchy: a parent is expressed when a child is (children come after parents)
     for s in range(S - 1, -1, -1):
         p = parent[s]
         if p >= 0 and called[s] and not called[p] and seen[p]:
             called[p] = True
             inten[p], dens[p], pat[p] = inten[s], 1, 2
+    # spurious calls, after the roll-up so they stay consistent with it: a sub-region of an
+    # expressed parent over-called (or, rarely, a top-level structure)
+    parent_called = np.array([called[p] if p >= 0 else False for p in parent])
+    rate = np.where(parent_called, flip_rate, np.where(parent < 0, flip_rate / 3, 0.0))
+    spurious = seen & ~called & (u[2] < rate)
+    called |= spurious
+    inten[spurious], dens[spurious], pat[spurious] = 1, 1, 2
     pattern = np.where(called, pat, 0)
     intensity = np.where(called, inten, 0)
     density = np.where(called, dens, 0)

@@ -249,24 +249,29 @@ def _render_task(task: tuple[str, int, str, str]) -> dict[str, Any]:
             "grid_shape": exp.grid_shape, "energy": exp.energy}
 
 
-def _pool_init() -> None:
-    cv2.setNumThreads(1)
+def _pool_init(atlas: Atlas) -> None:
+    global _WORKER_ATLAS
+    _WORKER_ATLAS = atlas
+    cv2.setNumThreads(1)  # one process per core already
 
 
 def _render_all(atlas: Atlas, tasks: list[tuple[str, int, str, str]]) -> Iterator[dict]:
-    """Results in task order; with workers > 1 a fork pool shares the built anatomy."""
+    """Results in task order; with workers > 1, a process pool renders in parallel.
+
+    The pool is started with "spawn" (a forked child can deadlock on locks that OpenCV or
+    DuckDB threads held in the parent) and receives the built atlas, anatomy included."""
     global _WORKER_ATLAS
     _WORKER_ATLAS = atlas
     for stage in sorted({t[0] for t in tasks}, key=ALL_STAGES.index):
-        atlas.anatomy(stage)  # built once here, inherited by forked workers
+        atlas.anatomy(stage)  # built once here and handed to the workers
     atlas.cells()
     workers = max(1, int(atlas.params.workers))
-    if workers == 1 or len(tasks) < 8 or "fork" not in mp.get_all_start_methods():
+    if workers == 1 or len(tasks) < 8:
         for t in tasks:
             yield _render_task(t)
         return
-    ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_pool_init) as pool:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_pool_init, initargs=(atlas,)) as pool:
         # imap keeps order and bounds memory: results are small, images go straight to disk
         yield from pool.imap(_render_task, tasks, chunksize=2)
 
