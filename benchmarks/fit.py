@@ -157,7 +157,10 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=400)
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--dim", type=int, default=4096)
-    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--tasks", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads for BOTH sides (torch and the BLAS under numpy/sklearn); "
+                         "1 keeps timings stable on a shared machine")
     ap.add_argument("--C", type=float, default=1e-3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--structures", type=int, default=1071)
@@ -169,6 +172,12 @@ def main() -> None:
     ap.add_argument("--stage-dim", type=int, default=4096)
     ap.add_argument("--skip-auc", action="store_true")
     args = ap.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    print(f"threads: {args.threads} (torch and BLAS)")
     if not args.skip_trainer:
         r = bench_trainer(args.n_train, args.n_test, args.dim, args.tasks, args.C, args.device)
         print(f"trainer: n_train={r['n_train']} n_test={r['n_test']} d={r['dim']} "

@@ -39,7 +39,7 @@ def featurize(
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Image-decoding processes (0 = none; "
-                                 "default: CPU cores - 1, at most 8).")
+                                 "default: a quarter of the CPU cores, 1 to 8).")
     ] = None,
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Weights file of the backbone (default: "

@@ -65,6 +65,7 @@ def run_demo(
     progress: bool = True,
     on_step: StepCallback | None = None,
     synth_overrides: dict[str, Any] | None = None,
+    featurize_options: dict[str, dict[str, Any]] | None = None,
 ) -> DemoResult:
     """Run the whole pipeline on the synthetic demo atlas into ``out_dir``.
 
@@ -80,6 +81,9 @@ def run_demo(
     synth_overrides:
         Parameters of the synthetic atlas to change (e.g. ``{"n_genes": 30}`` for a quick
         check); the demo preset otherwise.
+    featurize_options:
+        Extra keyword arguments of :func:`ishwh.features.featurize` per extractor, e.g.
+        ``{"bow": {"bow": {"n_words": 32}}}`` (tests); the defaults otherwise.
     """
     # Imported here: the pipeline packages load torch & co., which `ishwh report` never needs.
     from ishwh.features import featurize
@@ -90,6 +94,7 @@ def run_demo(
     db = Path(db_path) if db_path is not None else out / DB_NAME
     timings: dict[str, float] = {}
     note: list[str] = []
+    options = featurize_options or {}
 
     def said(text: str) -> None:
         note[:] = [text]
@@ -107,11 +112,13 @@ def run_demo(
              f"{counts['structures']} structures")
 
     with _step("features: CNN", timings, on_step, note):
-        cnn = featurize(db, extractor="cnn", device=device, progress=progress)
+        cnn = featurize(db, extractor="cnn", device=device, progress=progress,
+                        **options.get("cnn", {}))
         said(", ".join(cnn))
 
     with _step("features: bag of words", timings, on_step, note):
-        bow = featurize(db, extractor="bow", device=device, progress=progress)
+        bow = featurize(db, extractor="bow", device=device, progress=progress,
+                        **options.get("bow", {}))
         said(", ".join(bow))
 
     feature_sets = [*cnn, *bow]

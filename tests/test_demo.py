@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
 
-# The demo preset shrunk so the end-to-end test stays well under a minute on 2 cores.
-SMALL = {"n_genes": 36, "stages": ("E13.5",), "sections": (4, 5)}
+# The demo shrunk so the end-to-end test stays around a minute on 2 cores: fewer genes and
+# sections, one stage, a small bag-of-words codebook (its k-means dominates a tiny atlas).
+SMALL = {
+    "synth_overrides": {"n_genes": 45, "stages": ("E18.5",), "sections": (3, 3)},
+    "featurize_options": {"bow": {"bow": {"n_words": 24, "n_init": 1}}},
+}
 
 
 def test_demo_help():
@@ -21,51 +23,37 @@ def test_demo_help():
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_and_rerun(tmp_path):
+def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     from ishwh.demo import run_demo
 
-    steps: list[str] = []
-    first = run_demo(tmp_path / "demo", synth_overrides=SMALL, progress=False,
-                     on_step=lambda name, s, note: steps.append(name))
-    assert steps == ["init", "synthetic atlas", "features: CNN", "features: bag of words",
-                     "fit", "table 1", "report"]
-    assert first.db_path == tmp_path / "demo" / "ishwh.duckdb"
-    assert first.report.html.is_file() and first.report.html.parent == tmp_path / "demo/report"
-    html = first.report.html.read_text(encoding="utf-8")
-    assert html.count('<img src="data:image/png;base64,') == len(first.report.figures) >= 3
-    # CNN and bag-of-words columns, every (stage, level) row, and the overall row
-    cnn = [f for f in first.feature_sets if not f.startswith("bow")]
-    bow = [f for f in first.feature_sets if f.startswith("bow")]
-    assert cnn and bow
-    wide = first.table1
-    assert set(first.feature_sets) <= set(wide.columns)
-    assert wide["stage"][-1] == "all stages"
-    overall = wide.row(wide.height - 1, named=True)
-    assert float(overall[wide["best"][-1]].split(" ")[0]) > 0.6  # it learns something
-    assert first.run_ids and len(first.run_ids) == len(first.feature_sets)  # one stage
-
-    # running it again reuses the warehouse: same runs, no new work
-    again = run_demo(tmp_path / "demo", synth_overrides=SMALL, progress=False)
-    assert again.run_ids == first.run_ids
-    assert again.feature_sets == first.feature_sets
-    assert again.table1.equals(first.table1)
-    assert sum(again.timings.values()) < sum(first.timings.values())
-    assert pl.read_csv(again.report.html.parent / "tables/runs.csv").height == len(first.run_ids)
-
-
-@pytest.mark.slow
-def test_demo_cli_prints_table_and_report_path(tmp_path, monkeypatch):
-    """The CLI: Table 1 on stdout, then the report path as the last line."""
-    import ishwh.demo as demo_mod
-
-    real = demo_mod.run_demo
-    start = time.perf_counter()
-    monkeypatch.setattr(  # the CLI calls ishwh.demo.run_demo; shrink its atlas the same way
-        "cli.demo.run_demo", lambda out, db, **kw: real(out, db, synth_overrides=SMALL, **kw)
-    )
-    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d")])
+    # The CLI calls ishwh.demo.run_demo: shrink the atlas it asks for, change nothing else.
+    monkeypatch.setattr("cli.demo.run_demo", lambda out, db, **kw: run_demo(out, db, **SMALL, **kw))
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(app, ["demo", "--out", str(out)])
     assert res.exit_code == 0, res.output
+    # stdout: Table 1, then the report path as the last line; step timings on stderr
     lines = res.stdout.strip().splitlines()
-    assert lines[-1] == str(tmp_path / "d" / "report" / "report.html")
+    assert lines[-1] == str(out / "report" / "report.html")
     assert "Table 1" in res.stdout and "all stages" in res.stdout
-    assert time.perf_counter() - start < 120
+    for step in ("init", "synthetic atlas", "features: CNN", "features: bag of words", "fit",
+                 "report"):
+        assert step in res.stderr
+    html = (out / "report" / "report.html").read_text(encoding="utf-8")
+    runs = pl.read_csv(out / "report" / "tables" / "runs.csv")
+    cnn = [f for f in runs["feature_set"].unique().to_list() if not f.startswith("bow")]
+    assert cnn and "bow" in runs["feature_set"].to_list()
+    assert runs["stage"].unique().to_list() == ["E18.5"]
+    assert html.count('<img src="data:image/png;base64,') >= 3
+    first_runs = sorted(runs["run_id"].to_list())
+
+    # Running it again reuses the warehouse: the same runs, no new work, the same Table 1.
+    steps: list[tuple[str, float]] = []
+    again = run_demo(out, **SMALL, progress=False, on_step=lambda n, s, _: steps.append((n, s)))
+    assert [n for n, _ in steps] == ["init", "synthetic atlas", "features: CNN",
+                                     "features: bag of words", "fit", "table 1", "report"]
+    assert again.db_path == out / "ishwh.duckdb"
+    assert sorted(again.run_ids) == first_runs
+    assert set(again.feature_sets) == set(runs["feature_set"].to_list())
+    wide = again.table1
+    assert wide["stage"][-1] == "all stages" and set(again.feature_sets) <= set(wide.columns)
+    assert dict(steps)["features: bag of words"] < 5 and dict(steps)["fit"] < 10

@@ -276,7 +276,7 @@ def test_featurize_bow_small_codebook_resumes_with_stored_codebooks(db_path):
     res = featurize_report(db_path, **opts)
     assert res.written == {"bow": 1}
     np.testing.assert_array_equal(read_set(db_path, "bow")[1], x1)
-    with pytest.raises(InvalidInput, match="different n_words"):
+    with pytest.raises(InvalidInput, match=r"other parameters: .*n_words 16 \(now 8\)"):
         featurize(db_path, extractor="bow", progress=False, bow={"n_words": 8})
 
 
@@ -298,15 +298,14 @@ def test_bad_images_fail_or_skip(db_path):
     ids = make_warehouse(db_path, n_exp=4, n_sec=2)
     root = warehouse.images_dir(db_path)
     with warehouse.connect(db_path, read_only=True) as con:
-        p_trunc, p_garbage, p_third = [r[0] for r in con.execute(
-            "select image_path from sections where section_id in (10400, 10300, 10301) "
-            "order by section_id desc").fetchall()]
+        path = dict(con.execute("select section_id, image_path from sections").fetchall())
+    p_trunc, p_garbage, p_third = path[10400], path[10300], path[10301]
     data = (root / p_trunc).read_bytes()
     (root / p_trunc).write_bytes(data[: len(data) // 2])  # truncated PNG, experiment 104
     (root / p_garbage).write_bytes(b"not an image at all")  # experiment 103, section 10300
     (root / p_third).write_bytes(b"")  # experiment 103 has no readable section left
     opts = dict(layers=["blocks.1"], device="cpu", workers=1, progress=False, chunk_size=1)
-    with pytest.raises(InvalidInput, match=r"experiment 103, section 10300.*not a readable"):
+    with pytest.raises(InvalidInput, match=r"experiment 103, section 10300 .*: not a readable PNG"):
         featurize(db_path, **opts)
     # the chunks before the bad image were committed and stay
     got, _, _, finished = read_set(db_path, "efficientnet_lite0.blocks.1.max")

@@ -166,8 +166,6 @@ class LayerTap:
         self.model = model
         self.layers = list(dict.fromkeys(layers))
         self._out: dict[str, torch.Tensor] = {}
-        self._stop_after: str | None = None  # found by the first call (execution order)
-        self._order: list[str] = []
         self._handles = [
             modules[name].register_forward_hook(self._hook(name)) for name in self.layers
         ]
@@ -177,10 +175,8 @@ class LayerTap:
             if isinstance(output, (tuple, list)):
                 output = output[0]
             self._out[name] = output
-            if self._stop_after is None:
-                self._order.append(name)
-            elif name == self._stop_after:
-                raise _StopForward
+            if len(self._out) == len(self.layers):
+                raise _StopForward  # every requested layer has run: skip the rest
 
         return hook
 
@@ -191,13 +187,10 @@ class LayerTap:
             self.model(x)
         except _StopForward:
             pass
-        if self._stop_after is None:
-            # The first pass runs the whole model to learn which requested layer runs last.
-            missing = [n for n in self.layers if n not in self._out]
-            if missing:
-                raise InvalidInput(f"layer(s) {', '.join(missing)} never ran in a forward pass")
-            self._stop_after = self._order[-1]
         out, self._out = self._out, {}
+        missing = [n for n in self.layers if n not in out]
+        if missing:
+            raise InvalidInput(f"layer(s) {', '.join(missing)} never ran in a forward pass")
         return {name: out[name] for name in self.layers}
 
     def close(self) -> None:

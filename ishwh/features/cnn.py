@@ -198,4 +198,3 @@ class CNNFeatures(BaseEstimator, TransformerMixin):
                 return self.model_(x).float().softmax(1).cpu().numpy()
         finally:
             self.tap_ = LayerTap(self.model_, self.layers_)
-            self.tap_(x[:1])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class FeaturizeResult:
     written: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    # seconds: "setup" (loading the network, codebooks...) and "compute" (the section loop)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -72,7 +75,9 @@ def cnn_set_name(backbone: str, layer: str, pool: str, image_size: int = DEFAULT
 
 
 def _default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    # Decoding at reduced resolution is cheap next to the network: a quarter of the cores
+    # (at least one, at most 8) keeps the network fed.
+    return max(1, min(8, (os.cpu_count() or 2) // 4))
 
 
 def _scope(con: duckdb.DuckDBPyConnection, stages: Sequence[str] | None) -> tuple[list[str], Any]:
@@ -111,8 +116,8 @@ def _ensure_set(con: duckdb.DuckDBPyConnection, name: str, extractor: str, dim: 
         diff = sorted(k for k in params if old.get(k) != params[k])
         if diff:
             raise InvalidInput(
-                f"feature set {name} exists with different {', '.join(diff)} "
-                f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)})",
+                f"feature set {name} was made with other parameters: "
+                + ", ".join(f"{k} {old.get(k)!r} (now {params[k]!r})" for k in diff),
                 hint="re-run with the same options, or choose options that give another name",
             )
         return fsid
@@ -225,6 +230,7 @@ def _sections(con: duckdb.DuckDBPyConnection, images_root: Path,
 
 
 def _problem(sec: _Section, message: str) -> str:
+    message = message.replace(f"cannot read image {sec.path}: ", "")
     return (f"experiment {sec.experiment_id}, section {sec.section_id} "
             f"(number {sec.section_number}), file {sec.path}: {message}")
 
@@ -270,6 +276,7 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
             result.finished = [n for n, v in existing.items() if v[2] is not None]
             return
 
+    t0 = time.perf_counter()
     device = opts["device"]
     resolve_device(device)
     digest = weights_digest(weights if weights is not None else bundled_weights_path())
@@ -297,18 +304,38 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
         chunk_of = {e: c for c in todo for e in chunks[c]}
         sections = _sections(con, warehouse.images_dir(db_path),
                              [e for c in sorted(todo) for e in chunks[c]])
-        _cnn_loop(con, ext, sections, chunks, todo, chunk_of, fsids, opts, result, failed)
+        workers = _default_workers() if opts["workers"] is None else opts["workers"]
+        result.timings["setup"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        with _cpu_threads(ext.device_.type, workers):
+            _cnn_loop(con, ext, sections, chunks, todo, chunk_of, fsids, opts, result, failed,
+                      workers)
+        result.timings["compute"] = time.perf_counter() - t1
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()
     result.finished = _finish(con, fsids, eligible, failed)
 
 
+@contextmanager
+def _cpu_threads(device_type: str, workers: int) -> Iterator[None]:
+    """On CPU, leave one core per decoding worker: torch's OpenMP threads slow down by orders
+    of magnitude when they outnumber the free cores (they spin at every barrier)."""
+    import torch  # noqa: PLC0415
+
+    before = torch.get_num_threads()
+    if device_type == "cpu":
+        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _cnn_loop(con, ext: CNNFeatures, sections: list[_Section], chunks, todo, chunk_of, fsids,
-              opts, result: FeaturizeResult, failed: set[int]) -> None:
+              opts, result: FeaturizeResult, failed: set[int], workers: int) -> None:
     batches, owner = _cnn_batches(sections, chunk_of, ext.batch_size)
     last_batch_of = {c: i for i, c in enumerate(owner)}
-    workers = _default_workers() if opts["workers"] is None else opts["workers"]
     jobs = (([(i, sections[i].path, sections[i].width, sections[i].height) for i in batch],
              ext.image_size) for batch in batches)
     # Per experiment: the rows of each layer (section order), filled batch by batch.
@@ -447,7 +474,8 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     dim = bowmod.bow_dim(p["n_words"], len(p["sizes"]), p["n_intervals"])
     fsid = _ensure_set(con, name, "bow", dim, p)
     stages, scope = _scope(con, opts["stages"])
-    workers = _default_workers() if opts["workers"] is None else opts["workers"]
+    # SIFT is the heavy part here: one worker per core.
+    workers = (os.cpu_count() or 1) if opts["workers"] is None else opts["workers"]
     chunk_size = opts["chunk_size"] or DEFAULT_CHUNK
     failed: set[int] = set()
     done = _done(con, [fsid])[fsid]

@@ -108,7 +108,7 @@ def stage_comparison(long: pl.DataFrame, feature_set: str) -> Figure:
         (pl.col("feature_set") == feature_set) & (pl.col("label_mode") == "true")
         & pl.col("mean_auc").is_not_null()
     )
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
     cmap = plt.get_cmap("viridis")
     stages = part["stage"].unique(maintain_order=True).to_list()
     for i, stage in enumerate(stages):

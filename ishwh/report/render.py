@@ -150,7 +150,7 @@ def _roc_panels(con, sauc: pl.DataFrame, best: pl.DataFrame, level: int) -> list
         for r, what in chosen:
             p = preds.filter(pl.col("structure_id") == r["structure_id"])
             curves.append(plots.RocCurve(
-                label=f"{what}: {r['acronym']}", auc=float(r["auc"]),
+                label=f"{what}: {r['acronym']}, {r['n_pos']}+/{r['n_neg']}−", auc=float(r["auc"]),
                 truth=p["detected"].to_numpy(), score=p["score"].to_numpy(),
             ))
         panels.append(plots.RocPanel(f"{stage} · {fs} (run {run_id})", curves))

@@ -10,7 +10,7 @@ jittered strength. Programs switch on and off between stages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Anchor:
     density: float       # 0..1 fraction of cells stained
     blob: int            # which interior sample point centres a regional blob
     direction: tuple[float, float, float]  # gradient direction (unit)
-    silent: int = -1     # a descendant structure excluded from the anchor (-1: none)
+    silent: tuple[int, ...] = ()  # descendant structures (with subtrees) left unexpressed
 
 
 @dataclass
@@ -53,14 +53,15 @@ def _random_anchor(rng: np.random.Generator, structure: int) -> Anchor:
     )
 
 
-def make_programs(ontology: Ontology, n_programs: int, rng: np.random.Generator) -> list[list[Anchor]]:
+def make_programs(ontology: Ontology, n_programs: int,
+                  rng: np.random.Generator) -> list[list[Anchor]]:
     """Programs: 1-3 anchors each, anchored at any level (coarse levels less often)."""
     levels = np.unique(ontology.level)
     lw = np.array([0.35 if lv == levels.min() else 1.0 for lv in levels])
     programs = []
     for _ in range(n_programs):
         anchors = []
-        for _ in range(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))):
+        for _ in range(int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))):
             lv = rng.choice(levels, p=lw / lw.sum())
             pool = np.flatnonzero(ontology.level == lv)
             anchors.append(_random_anchor(rng, int(rng.choice(pool))))
@@ -71,7 +72,7 @@ def make_programs(ontology: Ontology, n_programs: int, rng: np.random.Generator)
 def make_gene(ontology: Ontology, programs: list[list[Anchor]], stages: tuple[str, ...],
               noise: float, rng: np.random.Generator, children: list[list[int]]) -> GeneModel:
     """One gene: its programs and, per stage, its noisy anchors."""
-    n = int(rng.choice(4, p=[0.22, 0.42, 0.25, 0.11]))
+    n = int(rng.choice(4, p=[0.12, 0.38, 0.30, 0.20]))
     chosen = sorted(int(p) for p in rng.choice(len(programs), size=n, replace=False)) if n else []
     anchors: dict[str, list[Anchor]] = {}
     embryo: dict[str, float] = {}
@@ -96,16 +97,32 @@ def make_gene(ontology: Ontology, programs: list[list[Anchor]], stages: tuple[st
                     blob=a.blob if rng.random() > 0.5 * noise else int(rng.integers(4)),
                     direction=a.direction,
                 )
-                kids = children[a.structure]
-                if kids and rng.random() < 0.35 * noise:
-                    b.silent = int(rng.choice(kids))
+                b.silent = _holes(a.structure, children, noise, rng)
                 out.append(b)
         for a in extra_base:
             if rng.random() < 0.7:
-                out.append(a)
+                out.append(replace(a, silent=_holes(a.structure, children, noise, rng)))
         anchors[stage] = out
         embryo[stage] = float(rng.beta(1.2, 3.0)) if (chosen and rng.random() < 0.5) else 0.0
     return GeneModel(programs=chosen, anchors=anchors, embryo=embryo)
+
+
+def _holes(anchor: int, children: list[list[int]], noise: float,
+           rng: np.random.Generator) -> tuple[int, ...]:
+    """Sub-structures of an anchor this gene leaves unexpressed: more likely the deeper they
+    lie below the anchor, so fine levels are harder to predict than coarse ones."""
+    holes = []
+    kids = children[anchor]
+    if kids and rng.random() < 0.35 * noise:
+        holes.append(int(rng.choice(kids)))
+    stack = [(c, 1) for c in kids if c not in holes]
+    while stack:
+        t, depth = stack.pop()
+        if rng.random() < min(0.5, 0.08 * noise * depth):
+            holes.append(t)
+            continue
+        stack.extend((c, depth + 1) for c in children[t])
+    return tuple(sorted(holes))
 
 
 @dataclass
@@ -133,8 +150,8 @@ def profile(gene: GeneModel, stage: str, anat: StageAnatomy, subtrees: list[np.n
     owner = np.full(n, -1, np.int32)
     for a in gene.anchors[stage]:
         labs = subtrees[a.structure] + 2
-        if a.silent >= 0:
-            labs = np.setdiff1d(labs, subtrees[a.silent] + 2)
+        if a.silent:
+            labs = np.setdiff1d(labs, np.concatenate([subtrees[s] for s in a.silent]) + 2)
         stronger = labs[inten[labs] < a.intensity]
         inten[stronger] = a.intensity
         dens[stronger] = a.density

@@ -279,7 +279,12 @@ def _render_all(atlas: Atlas, tasks: list[tuple[str, int, str, str]]) -> Iterato
 def _progress(enabled: bool, total: int, what: str):
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import (  # noqa: PLC0415
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), disable=not enabled, transient=False)

@@ -146,7 +146,8 @@ def generate(level_counts: tuple[int, ...], rng: np.random.Generator) -> Ontolog
         depth.append(0 if par < 0 else depth[par] + 1)
         for j, (clvl, child) in enumerate(kids.get((lvl, k), [])):
             code = _code(j, depth[me] + 1)
-            visit(clvl, child, me, prefix + code, f"synthetic {title} subdivision {prefix + code}", title)
+            name = f"synthetic {title} subdivision {prefix + code}"
+            visit(clvl, child, me, prefix + code, name, title)
 
     for k in range(level_counts[0]):
         stem = _LEVEL1[k] if k < len(_LEVEL1) else f"R{k}"
