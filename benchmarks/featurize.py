@@ -19,17 +19,20 @@ peak memory (max RSS, its workers included) is its own.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import resource
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
+START = time.perf_counter()  # "total" times are measured from the start of each process
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ALLEN_IMAGE = REPO.parent / "shared" / "data" / "allen" / "images" / \
@@ -100,10 +103,9 @@ def run_ishwh(db: Path, layers: list[str], device: str, workers: int | None,
               batch_size: int | None) -> dict:
     from ishwh.features import featurize_report
 
-    t0 = time.perf_counter()
     res = featurize_report(db, layers=layers, pools=("max",), device=device, workers=workers,
                            batch_size=batch_size, progress=False)
-    return {"seconds": time.perf_counter() - t0, "loop_seconds": res.timings["compute"],
+    return {"seconds": time.perf_counter() - START, "loop_seconds": res.timings["compute"],
             "written": res.written}
 
 
@@ -117,7 +119,6 @@ def run_naive(db: Path, layers: list[str], device: str) -> dict:
     from ishwh import warehouse
     from ishwh.features.backbone import bundled_weights_path
 
-    t0 = time.perf_counter()
     dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     sd = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
@@ -146,7 +147,7 @@ def run_naive(db: Path, layers: list[str], device: str) -> dict:
                 key = (eid, name)
                 pooled[key] = v if key not in pooled else np.maximum(pooled[key], v)
     t2 = time.perf_counter()
-    return {"seconds": t2 - t0, "loop_seconds": t2 - t1, "n_vectors": len(pooled)}
+    return {"seconds": t2 - START, "loop_seconds": t2 - t1, "n_vectors": len(pooled)}
 
 
 def child(args: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ def featurize(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Images per forward pass "
-                                 "(default 16 on CPU, 128 on CUDA).")
+                                 "(default 4 on CPU, 128 on CUDA).")
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Image-decoding processes (0 = none; "

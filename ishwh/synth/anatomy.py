@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from ishwh.synth.ontology import Ontology
 from ishwh.synth.params import EMBRYO_STAGES
@@ -183,6 +182,8 @@ def build(ontology: Ontology, stage: str, size: tuple[int, int], n_slices: int,
 def _merge_fragments(labels: np.ndarray) -> None:
     """Give the stray specks of a structure (left by the warp and the non-convex parent) to
     the neighbouring structure they touch most, so every structure is one piece."""
+    from scipy import ndimage  # noqa: PLC0415  (slow import; rendering workers skip it)
+
     objs = ndimage.find_objects(labels)
     for v in range(2, len(objs) + 1):
         sl = objs[v - 1]

@@ -21,6 +21,8 @@ LEVELS = ("undetected", "low", "medium", "high")
 VISIBLE = 0.03      # expected stain per pixel below which nothing is seen
 MIN_AREA = 0.04     # stained area fraction needed to call a structure expressed
 FAINT = 0.25        # perceived intensity below which a call is "faint"
+SMALL_MISS = 0.25   # extra chance to miss a structure seen in very few pixels ...
+SMALL_PIXELS = 300  # ... decaying with the pixels seen (at half image resolution)
 
 
 class SectionStats:
@@ -62,7 +64,9 @@ def annotate(stats: SectionStats, subtree: sp.csr_matrix, parent: np.ndarray,
     called = truth.copy()
     u = rng.random((3, S))
     called &= ~((mean_e < FAINT) & (u[0] < faint_dropout))   # faint -> undetected
-    called &= ~(u[1] < flip_rate)                              # missed
+    # missed: a few percent, more often in small structures (few pixels to look at), so
+    # fine levels are noisier than coarse ones, as in real annotations
+    called &= ~(u[1] < flip_rate + SMALL_MISS * np.exp(-npix / SMALL_PIXELS))
     # perceived levels
     inten = np.where(mean_e < 0.35, 1, np.where(mean_e < 0.65, 2, 3))
     dval = mean_d * np.minimum(1.0, frac / 0.5)

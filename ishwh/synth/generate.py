@@ -19,9 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow as pa
 
-from ishwh import loader, warehouse
 from ishwh.errors import InvalidInput
 from ishwh.images import store_array
 from ishwh.synth import anatomy as anatomy_mod
@@ -296,7 +294,9 @@ _PATTERN_LUT = np.array(list(ann.PATTERNS) + [None], dtype=object)
 _LEVEL_LUT = np.array(list(ann.LEVELS) + [None], dtype=object)
 
 
-def _annotation_columns(atlas: Atlas, results: list[dict]) -> pa.Table:
+def _annotation_columns(atlas: Atlas, results: list[dict]):
+    import pyarrow as pa  # noqa: PLC0415  (main process only; workers stay light)
+
     ids, sids, pat, inten, dens = [], [], [], [], []
     for r in results:
         seen = r["pattern"] >= 0
@@ -315,7 +315,11 @@ def _annotation_columns(atlas: Atlas, results: list[dict]) -> pa.Table:
     })
 
 
-def _batch(atlas: Atlas, results: list[dict]) -> loader.Batch:
+def _batch(atlas: Atlas, results: list[dict]):
+    import pyarrow as pa  # noqa: PLC0415
+
+    from ishwh import loader  # noqa: PLC0415
+
     exps, secs, grids = [], [], []
     for r in results:
         exps.append({"experiment_id": r["experiment_id"], "gene_id": atlas.gene_id(r["gene"]),
@@ -394,6 +398,8 @@ def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "de
     and an interrupted run resumes where it stopped (experiments already loaded are skipped).
     Running it twice adds nothing. Returns counts of new rows and timing.
     """
+    from ishwh import loader, warehouse  # noqa: PLC0415  (workers never import DuckDB)
+
     params = resolve(preset, **overrides)
     t0 = time.perf_counter()
     atlas = Atlas(params, seed)
