@@ -167,9 +167,11 @@ def main() -> None:
     ap.add_argument("--experiments", type=int, default=430)
     ap.add_argument("--skip-trainer", action="store_true")
     ap.add_argument("--stage", action="store_true",
-                    help="also time ishwh alone on a full stage: 1,300 train x 650 test, "
-                         "1,071 tasks, C by inner CV (--stage-dim features)")
+                    help="also time ishwh alone on a stage: --stage-train x half as many "
+                         "test experiments, --stage-tasks tasks, C by inner CV")
     ap.add_argument("--stage-dim", type=int, default=4096)
+    ap.add_argument("--stage-train", type=int, default=1300)
+    ap.add_argument("--stage-tasks", type=int, default=1071)
     ap.add_argument("--skip-auc", action="store_true")
     args = ap.parse_args()
     import torch
@@ -188,8 +190,9 @@ def main() -> None:
               f"speedup {r['speedup']:.1f}x | max |AUC diff| {r['max_auc_diff']:.5f} | "
               f"mean test AUC {r['mean_auc']:.3f}")
     if args.stage:
-        r = bench_stage(1300, 650, args.stage_dim, 1071, args.device)
-        print(f"full stage: n_train={r['n_train']} n_test={r['n_test']} d={r['dim']} "
+        r = bench_stage(args.stage_train, args.stage_train // 2, args.stage_dim,
+                        args.stage_tasks, args.device)
+        print(f"stage: n_train={r['n_train']} n_test={r['n_test']} d={r['dim']} "
               f"tasks={r['n_tasks']} device={r['device']}, C by 3-fold CV over "
               f"{len(r['grid'])} values per level")
         print(f"  ishwh fit + test scores {r['seconds']:.1f} s | mean test AUC "
