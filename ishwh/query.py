@@ -95,22 +95,55 @@ def _message(exc: Exception) -> str:
     return " ".join(lines)
 
 
+def _interval_text(v) -> str | None:
+    """DuckDB-like text for an Arrow month-day-nano interval: '1 month 3 days 00:00:01.5'."""
+    if v is None:
+        return None
+    parts = []
+    if v.months:
+        parts.append(f"{v.months} month{'s' if abs(v.months) != 1 else ''}")
+    if v.days:
+        parts.append(f"{v.days} day{'s' if abs(v.days) != 1 else ''}")
+    if v.nanoseconds or not parts:
+        secs = v.nanoseconds / 1e9
+        h, rem = divmod(abs(secs), 3600)
+        m, sec = divmod(rem, 60)
+        parts.append(f"{'-' if secs < 0 else ''}{int(h):02d}:{int(m):02d}:{sec:06.3f}".rstrip("0").rstrip("."))
+    return " ".join(parts)
+
+
+def _text_safe(table: pa.Table, *, nested: bool) -> pa.Table:
+    """Make a result writable by polars: intervals become text; with ``nested`` (CSV),
+    list / struct / map columns become JSON text too."""
+    import json
+
+    cols = []
+    for col in table.columns:
+        t = col.type
+        if pa.types.is_interval(t):
+            col = pa.array([_interval_text(v) for v in col.to_pylist()], pa.string())
+        elif nested and (pa.types.is_list(t) or pa.types.is_large_list(t)
+                         or pa.types.is_fixed_size_list(t) or pa.types.is_struct(t)
+                         or pa.types.is_map(t)):
+            col = pa.array([None if v is None else json.dumps(v, default=str)
+                            for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
 def write_table(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> str | None:
     """Write a result as csv / json / parquet to ``out`` (or return the text if no file)."""
     import polars as pl
 
-    frame = pl.from_arrow(table)
+    if fmt not in ("csv", "json", "parquet"):
+        raise InvalidInput(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    frame = pl.from_arrow(_text_safe(table, nested=fmt == "csv"))
     if fmt == "parquet":
         if out is None:
             raise InvalidInput("--format parquet needs --out FILE")
         frame.write_parquet(out)
         return None
-    if fmt == "csv":
-        text = frame.write_csv()
-    elif fmt == "json":
-        text = frame.write_json()
-    else:
-        raise InvalidInput(f"--format must be table, csv, json or parquet, not {fmt!r}")
+    text = frame.write_csv() if fmt == "csv" else frame.write_json()
     if out is not None:
         Path(out).write_text(text, encoding="utf-8")
         return None

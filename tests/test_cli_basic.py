@@ -234,3 +234,16 @@ def test_real_duckdb_file_is_left_intact_by_refusals(filled):
     with pytest.raises(duckdb.Error):
         with warehouse.connect(filled, read_only=True) as con:
             con.execute("drop table genes").fetchall()
+
+
+def test_sql_csv_and_json_handle_lists_and_intervals(db_path):
+    from ishwh import query
+
+    table = query.run_query(
+        db_path, "select [1.5, 2.0]::float[] as vec, interval 3 day as gap, 7 as n"
+    )
+    csv = query.write_table(table, "csv", None)
+    assert csv.splitlines()[0] == "vec,gap,n"
+    assert "[1.5, 2.0]" in csv and "3 days" in csv
+    js = query.write_table(table, "json", None)
+    assert '"n":7' in js.replace(" ", "")

@@ -353,3 +353,15 @@ def test_repeated_runs_are_averaged_per_cell(tmp_path):
         lv = r["level"]
         assert r["mean_auc"] == pytest.approx((view[1, lv][0] + view[6, lv][0]) / 2)
         assert r["std_auc"] == pytest.approx((view[1, lv][1] + view[6, lv][1]) / 2)
+
+
+def test_report_of_gene_task_runs_only(tmp_path):
+    """Runs without structure predictions: no Table 1 numbers or figures, still a report."""
+    wh = build_warehouse(tmp_path / "wh.duckdb", seed=2)
+    with warehouse.connect(wh) as con:
+        con.execute("delete from predictions").fetchall()
+    res = build_report(wh, tmp_path / "r")
+    html = res.html.read_text(encoding="utf-8")
+    assert res.level is None and res.figures == []
+    assert "No structure AUCs to draw" in html and "GO:0007420" in html
+    assert 'data:image/png' not in html
