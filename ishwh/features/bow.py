@@ -228,7 +228,8 @@ def bow_setup(params: dict, centers: list[np.ndarray] | None) -> None:
 
 
 def sample_job(job: tuple[str, int, int]):
-    """Worker: up to ``cap`` random non-zero descriptors per scale of one section.
+    """Worker: up to ``cap`` random non-zero descriptors per scale of one section, and all
+    its descriptors (the caller may keep them to count words without a second SIFT pass).
 
     The sample is seeded by (seed, section id), so it does not depend on the worker or order.
     """
@@ -245,7 +246,7 @@ def sample_job(job: tuple[str, int, int]):
         if len(d) > cap:
             d = d[np.sort(rng.choice(len(d), cap, replace=False))]
         out.append(d)
-    return out, None
+    return (out, descs), None
 
 
 def count_job(path: str):

@@ -422,19 +422,30 @@ def _load_codebooks(con, fsid: int, stage: str, n_scales: int) -> list[np.ndarra
     return out
 
 
+# Descriptors computed for the codebook are kept (up to this size) so that those sections
+# need no second SIFT pass when their words are counted.
+_DESCRIPTOR_CACHE_BYTES = 256 * 2**20
+
+
 def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: dict,
-                     workers: int, opts: dict, result: FeaturizeResult) -> list[np.ndarray]:
-    """Sample descriptors from the stage's sections (seeded order) and run k-means per scale."""
+                     workers: int, opts: dict, result: FeaturizeResult
+                     ) -> tuple[list[np.ndarray], dict[int, list[np.ndarray]]]:
+    """Sample descriptors from the stage's sections (seeded order) and run k-means per scale.
+
+    Returns the centres per scale and the descriptors kept per section id.
+    """
     rng = np.random.default_rng([p["seed"], 7])
     order = [sections[i] for i in rng.permutation(len(sections))]
     cap = max(64, -(-4 * p["max_descriptors"] // max(1, len(order))))
     pools: list[list[np.ndarray]] = [[] for _ in p["sizes"]]
     have = [0] * len(p["sizes"])
     jobs = [(s.path, s.section_id, cap) for s in order]
+    cache: dict[int, list[np.ndarray]] = {}
+    kept_bytes = 0
     with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance, \
             closing(ordered_map(bowmod.sample_job, jobs, workers, bowmod.bow_setup,
                                 (p, None))) as got:
-        for sec, (descs, err) in zip(order, got, strict=True):
+        for sec, (res, err) in zip(order, got, strict=True):
             advance(1)
             if err is not None:
                 if opts["on_error"] == "fail":
@@ -442,6 +453,10 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
                                        hint="fix the file or re-run with --on-error skip")
                 result.problems.append(_problem(sec, err))
                 continue
+            descs, full = res
+            if kept_bytes < _DESCRIPTOR_CACHE_BYTES:
+                cache[sec.section_id] = full
+                kept_bytes += sum(d.nbytes for d in full)
             for s, d in enumerate(descs):
                 pools[s].append(d)
                 have[s] += len(d)
@@ -466,7 +481,7 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
             con.execute("insert into codebooks (feature_set_id, stage, scale, n_words, centers, "
                         "inertia) values (?, ?, ?, ?, ?, ?)",
                         [fsid, stage, s, len(c), c.reshape(-1).tolist(), inertia]).fetchall()
-    return centers
+    return centers, cache
 
 
 def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
@@ -491,23 +506,27 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
             if not chunks:
                 continue
             centers = _load_codebooks(con, fsid, stage, len(p["sizes"]))
+            cache: dict[int, list[np.ndarray]] = {}
             if centers is None:
-                centers = _build_codebooks(con, fsid, stage, _sections(con, images_root, ids),
-                                           p, workers, opts, result)
+                centers, cache = _build_codebooks(con, fsid, stage,
+                                                  _sections(con, images_root, ids), p, workers,
+                                                  opts, result)
             todo_ids = [e for c in chunks for e in c]
             sections = _sections(con, images_root, todo_ids)
             by_exp: dict[int, list[_Section]] = {}
             for s in sections:
                 by_exp.setdefault(s.experiment_id, []).append(s)
-            with _progress(opts["progress"], f"featurize bow {stage}", len(sections)) as adv:
+            fresh = [s.path for s in sections if s.section_id not in cache]
+            with _progress(opts["progress"], f"featurize bow {stage}", len(sections)) as adv, \
+                    closing(ordered_map(bowmod.count_job, fresh, workers, bowmod.bow_setup,
+                                        (p, centers))) as counts:
                 # One worker pool for the stage; results come back in section order.
-                with closing(ordered_map(bowmod.count_job, [s.path for s in sections], workers,
-                                         bowmod.bow_setup, (p, centers))) as counts:
-                    for c in chunks:
-                        secs = [s for e in c for s in by_exp.get(e, [])]
-                        got = [next(counts) for _ in secs]
-                        _write_bow_chunk(con, fsid, c, done, secs, got, p, opts, result, failed)
-                        adv(len(secs))
+                for c in chunks:
+                    secs = [s for e in c for s in by_exp.get(e, [])]
+                    got = [(bowmod.section_counts(cache.pop(s.section_id), centers), None)
+                           if s.section_id in cache else next(counts) for s in secs]
+                    _write_bow_chunk(con, fsid, c, done, secs, got, p, opts, result, failed)
+                    adv(len(secs))
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()
