@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ishwh.demo import DEFAULT_OUT, run_demo
-
 from .common import console, err_console
 from .report import rich_table1
 
@@ -17,7 +15,7 @@ from .report import rich_table1
 def demo(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the demo warehouse and its report.")
-    ] = Path(DEFAULT_OUT),
+    ] = Path("ishwh-demo"),
     # Deliberately no $ISHWH_DB: the demo must never write synthetic data into the warehouse
     # a user points ISHWH_DB at.
     db: Annotated[
@@ -31,6 +29,8 @@ def demo(
 
     Running it again reuses what exists and finishes in seconds.
     """
+    from ishwh.demo import run_demo  # heavy (torch): imported when the command runs
+
     start = time.perf_counter()
 
     def on_step(name: str, seconds: float, note: str) -> None:

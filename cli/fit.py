@@ -7,8 +7,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ishwh.fit import runner
-
 from .common import DbOption, JsonOption, console, db_default, print_json
 
 
@@ -45,6 +43,8 @@ def fit(
     as_json: JsonOption = False,
 ) -> None:
     """Fit a classifier per structure of a stage; test-set scores go to `predictions`."""
+    from ishwh.fit import runner  # heavy (torch): imported when the command runs
+
     db = db or db_default()
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,

@@ -9,8 +9,6 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from ishwh.report import build_report
-
 from .common import DbOption, db_default, err_console
 
 
@@ -70,6 +68,8 @@ def report(
 ) -> None:
     """Write the report of a warehouse (read-only) and print the path of its HTML page."""
     run_ids = _parse_runs(runs)
+    from ishwh.report import build_report  # matplotlib: imported when the command runs
+
     result = build_report(db or db_default(), out, runs=run_ids, level=level)
     err_console.print(
         f"report of run(s) {', '.join(map(str, result.runs))}: {len(result.figures)} figure(s), "

@@ -27,7 +27,8 @@ def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     from ishwh.demo import run_demo
 
     # The CLI calls ishwh.demo.run_demo: shrink the atlas it asks for, change nothing else.
-    monkeypatch.setattr("cli.demo.run_demo", lambda out, db, **kw: run_demo(out, db, **SMALL, **kw))
+    monkeypatch.setattr("ishwh.demo.run_demo",
+                        lambda out, db, **kw: run_demo(out, db, **SMALL, **kw))
     out = tmp_path / "demo"
     res = CliRunner().invoke(app, ["demo", "--out", str(out)])
     assert res.exit_code == 0, res.output
