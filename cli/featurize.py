@@ -23,7 +23,7 @@ def featurize(
     layers: Annotated[
         str | None,
         typer.Option("--layers", help="CNN layers (module names), comma-separated, e.g. "
-                     "blocks.2,blocks.3,conv_head. Default: blocks.3,blocks.5."),
+                     "blocks.2,blocks.3,conv_head. Default: blocks.5."),
     ] = None,
     pool: Annotated[
         str, typer.Option("--pool", help="Pooling over an experiment's sections: max, mean "
