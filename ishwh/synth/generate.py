@@ -187,12 +187,20 @@ class Atlas:
         pattern, inten, dens = ann.annotate(
             stats, self.subtree, self.ontology.parent, kind, gain, p.flip_rate, p.faint_dropout,
             rng)
-        shape, energy = self._grid(prof, anat, gain)
+        shape, energy = self._grid(prof, anat, gain, rng, pos[missing])
         return SynthExperiment(self.experiment_id(stage, g), g, stage, sections, pattern, inten,
                                dens, shape, energy, gain)
 
-    def _grid(self, prof: ex.Profile, anat: anatomy_mod.StageAnatomy, gain: float):
-        """Coarse 3-D energy: mean expected stain per block of the anatomy (-1 = no brain)."""
+    def _grid(self, prof: ex.Profile, anat: anatomy_mod.StageAnatomy, gain: float,
+              rng: np.random.Generator, missing_pos: np.ndarray):
+        """Coarse 3-D energy: mean expected stain per block of the anatomy (-1 = no data).
+
+        Like Allen's grid data it is a *measurement*, not the truth: with ``grid_noise`` > 0
+        the volume is misregistered (shifted up to a voxel per axis, as each experiment's
+        3-D alignment to the reference is imperfect), blurred (section thickness and
+        segmentation), measured with multiplicative noise and a detection floor, and the
+        slabs of missing sections have no data (-1).
+        """
         lab = anat.labels[1::2, 1::2, 1::2]
         d = ((1.0 - anat.positions[1::2]) * anatomy_mod.HALF_WIDTH)[:, None, None]
         e, dd = ex.fields(prof, lab, anat.xx[1::2, 1::2], anat.yy[1::2, 1::2], d)
@@ -201,7 +209,21 @@ class Atlas:
         brain = (lab >= 2)[:, : 2 * y2, : 2 * x2].reshape(z, y2, 2, x2, 2)
         sig = (e * dd * gain)[:, : 2 * y2, : 2 * x2].reshape(z, y2, 2, x2, 2)
         n = brain.sum((2, 4))
-        mean = np.where(n > 0, (sig * brain).sum((2, 4)) / np.maximum(n, 1), -1.0)
+        valid = n > 0
+        mean = np.where(valid, (sig * brain).sum((2, 4)) / np.maximum(n, 1), 0.0)
+        q = self.params.grid_noise
+        if q > 0:
+            shift = rng.integers(-1, 2, size=3) * (rng.random(3) < min(1.0, q))
+            mean = np.roll(mean, tuple(int(v) for v in shift), axis=(0, 1, 2))
+            mean = np.stack([cv2.GaussianBlur(m.astype(np.float32), (0, 0), 0.8 * q)
+                             for m in mean])
+            mean = mean * rng.lognormal(0.0, 0.6 * q, mean.shape)
+            floor = 0.15 * q * float(mean[valid].max(initial=0.0))
+            mean = np.where(mean < floor * rng.random(mean.shape) * 2, 0.0, mean)
+            slabs = np.clip(np.asarray(missing_pos) * z, 0, z - 1).astype(int)  # slice k at ~k/z
+            valid = valid.copy()
+            valid[slabs] = False
+        mean = np.where(valid, mean, -1.0)
         return (x2, y2, z), mean.astype(np.float32).ravel()  # (nz, ny, nx): x fastest
 
     def spacing_um(self, stage: str) -> float:
