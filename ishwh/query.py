@@ -108,7 +108,8 @@ def _interval_text(v) -> str | None:
         secs = v.nanoseconds / 1e9
         h, rem = divmod(abs(secs), 3600)
         m, sec = divmod(rem, 60)
-        parts.append(f"{'-' if secs < 0 else ''}{int(h):02d}:{int(m):02d}:{sec:06.3f}".rstrip("0").rstrip("."))
+        clock = f"{'-' if secs < 0 else ''}{int(h):02d}:{int(m):02d}:{sec:06.3f}"
+        parts.append(clock.rstrip("0").rstrip("."))
     return " ".join(parts)
 
 

@@ -82,7 +82,8 @@ def feature_set_id(con: duckdb.DuckDBPyConnection, name: str) -> int:
     rows = con.execute("select feature_set_id from feature_sets where name = ?", [name]).fetchall()
     row = rows[0] if rows else None
     if row is None:
-        names = [r[0] for r in con.execute("select name from feature_sets order by name").fetchall()]
+        listed = con.execute("select name from feature_sets order by name").fetchall()
+        names = [r[0] for r in listed]
         raise NotFound(
             f"no feature set {name!r}",
             hint=("feature sets: " + ", ".join(names)) if names else "run `ishwh featurize` first",
