@@ -40,7 +40,7 @@ class SynthParams:
     background_stain: float = 0.12  # max non-specific diffuse stain (per experiment)
     gain_sd: float = 0.3           # experiment-to-experiment staining variability (log sd)
     missing_section_rate: float = 0.04  # chance a section is missing (lost / damaged)
-    grid_noise: float = 1.5        # misregistration/blur/noise of the 3-D grid data (0 = truth)
+    grid_noise: float = 1.65       # misregistration/blur/noise of the 3-D grid data (0 = truth)
     workers: int = 2               # rendering processes (1 = in-process); not part of the data
 
     def __post_init__(self) -> None:
