@@ -1,14 +1,11 @@
 -- report_gene_task_auc: the gene_task_auc view (test-set AUC per run x gene-level task)
 -- restricted to finished runs.
 -- Grain: one row per run x gene task.
--- Inputs: gene_task_auc, runs.
+-- Inputs: gene_task_auc, selected_runs.
 -- Optional filter: `set variable report_runs = [1, 2]`.
 with runs as (
     select run_id
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 gene_task_auc as (

@@ -1,15 +1,12 @@
 -- report_predictions: test-set scores with the truth and the names of gene and structure,
 -- the input of the ROC curves and of the manual-vs-predicted figure.
 -- Grain: one row per run x structure x test experiment (finished runs only).
--- Inputs: predictions, runs, experiments, genes, structures.
+-- Inputs: predictions, selected_runs, experiments, genes, structures.
 -- Optional filters: `set variable report_runs = [1]`, `set variable report_level = 5`,
 -- `set variable report_structures = [15565, 15566]`.
 with runs as (
     select run_id, stage
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 predictions as (

@@ -1,13 +1,10 @@
 -- report_runs: every parameter and version that defines a run, for the report's appendix.
 -- Grain: one row per finished run.
--- Inputs: runs, feature_sets, split_defs, run_tasks.
+-- Inputs: selected_runs, feature_sets, split_defs, run_tasks.
 -- Optional filter: `set variable report_runs = [1, 2]`.
 with runs as (
     select *
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 task_counts as (

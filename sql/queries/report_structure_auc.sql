@@ -1,13 +1,10 @@
 -- report_structure_auc: structure_auc with the names a reader needs.
 -- Grain: one row per run x structure with predictions (finished runs only).
--- Inputs: structure_auc, runs, structures, feature_sets.
+-- Inputs: structure_auc, selected_runs, structures, feature_sets.
 -- Optional filters: `set variable report_runs = [1, 2]`, `set variable report_level = 5`.
 with runs as (
     select run_id, label_mode
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 structure_auc as (

@@ -1,14 +1,11 @@
 -- skipped_tasks: the tasks fit did not train, grouped by the reason it gave.
 -- Grain: one row per run x task kind x reason (finished runs only).
--- Inputs: run_tasks, runs, feature_sets, structures.
+-- Inputs: run_tasks, selected_runs, feature_sets, structures.
 -- examples lists up to eight of the skipped tasks (structure acronyms or gene-task names).
 -- Optional filter: `set variable report_runs = [1, 2]`.
 with runs as (
     select run_id, stage, feature_set_id, label_mode
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 run_tasks as (

@@ -1,7 +1,7 @@
 -- split_balance_summary: how evenly each train/test split spreads the classes of the
 -- structures its runs trained on.
 -- Grain: one row per split used by a finished run.
--- Inputs: split_balance (per split x structure), splits, runs, run_tasks.
+-- Inputs: split_balance (per split x structure), splits, selected_runs, run_tasks.
 -- worst_dev_pos / mean_dev_pos: largest and mean |test_share_pos - test_fraction| over the
 -- structures (0 = every structure's positives split like the experiments);
 -- min_ratio_agreement / median_ratio_agreement: the paper's train-vs-test class-ratio
@@ -10,10 +10,7 @@
 -- Optional filter: `set variable report_runs = [1, 2]`.
 with runs as (
     select run_id, split_id
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 run_structures as (

@@ -1,16 +1,13 @@
 -- table1: the paper's Table 1 analogue, in long form.
 -- Grain: one row per stage x ontology level x feature set x label mode.
--- Inputs: level_auc, runs (finished runs only).
+-- Inputs: level_auc, selected_runs (finished runs).
 -- Several runs of one cell (repeated splits, `fit --repeats`) are averaged: mean_auc is the
 -- mean of the runs' level means and std_auc the mean of their standard deviations; n_runs
 -- says how many. With one run per cell the numbers are level_auc's own.
 -- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
 with runs as (
     select run_id
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 level_auc as (

@@ -1,6 +1,6 @@
 -- table1_overall: the bottom line of Table 1, one number per feature set.
 -- Grain: one row per feature set x label mode.
--- Inputs: stage_auc, runs (finished runs only).
+-- Inputs: stage_auc, selected_runs (finished runs).
 -- The all_stages_auc definition (the paper's "0.894 +- 0.014" form) over the chosen runs:
 -- a stage's number is the mean AUC over all its structures (stage_auc.mean_auc; repeated
 -- runs of a stage averaged), and overall_mean / overall_std are the mean and sample std of
@@ -8,10 +8,7 @@
 -- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
 with runs as (
     select run_id
-    from main.runs
-    where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
+    from main.selected_runs  -- finished runs, filtered by report_runs
 ),
 
 stage_auc as (
