@@ -160,8 +160,41 @@ def view_files() -> list[Path]:
     return sorted(resource_dir("sql").glob("*.sql"))
 
 
+_VIEWS_TABLE = """
+create table if not exists schema_views (
+    checksum   varchar not null,
+    created_at timestamp not null
+)
+"""
+
+
+def views_checksum() -> str:
+    """sha256 over the view files shipped with this ishwh (names and contents)."""
+    h = hashlib.sha256()
+    for path in view_files():
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def views_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the warehouse's views were made from this ishwh's ``sql/`` files."""
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'main' and table_name = 'schema_views'"
+    ).fetchall()[0][0]
+    if not exists:
+        return False
+    rows = con.execute("select checksum from schema_views").fetchall()
+    return [r[0] for r in rows] == [views_checksum()]
+
+
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re-)create every view in ``sql/``; files may depend on each other in any order."""
+    """(Re-)create every view in ``sql/``; files may depend on each other in any order.
+
+    Records the checksum of the view files, so that opening a warehouse made by another
+    ishwh version notices views that are missing or out of date.
+    """
     pending = view_files()
     while pending:
         failed, last_error = [], None
@@ -176,6 +209,12 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
         if len(failed) == len(pending):
             raise SchemaError(f"cannot create view {failed[0].name}: {last_error}")
         pending = failed
+    con.execute(_VIEWS_TABLE)
+    con.execute("delete from schema_views").fetchall()
+    con.execute(
+        "insert into schema_views values (?, ?)",
+        [views_checksum(), datetime.now(UTC).replace(tzinfo=None)],
+    ).fetchall()
 
 
 # --------------------------------------------------------------------------- connecting
@@ -233,6 +272,14 @@ def connect(
                 f"warehouse {path} needs migrating ({len(pending)} pending migration(s))",
                 hint=f"run `ishwh init --db {path}`",
             )
+        if not views_current(con):
+            # Views are code: a newer ishwh may ship new or changed ones without a migration.
+            if read_only:
+                raise SchemaError(
+                    f"the views of warehouse {path} are from another ishwh version",
+                    hint=f"run `ishwh init --db {path}`",
+                )
+            create_views(con)
         yield con
     finally:
         con.close()

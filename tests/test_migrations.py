@@ -175,3 +175,25 @@ def test_enumerations_are_checked_by_the_database(db_path, table, row):
         with pytest.raises(duckdb.ConstraintException, match="CHECK constraint"):
             con.execute(f"insert into {table} values {row}").fetchall()
         assert con.execute(f"select count(*) from {table}").fetchall()[0][0] == 0
+
+
+def test_outdated_views_are_noticed_and_remade(db_path):
+    """A warehouse whose views predate this ishwh: read-only use is refused with the fix,
+    read-write use re-creates the views."""
+    import duckdb
+    import pytest
+
+    from ishwh import warehouse
+    from ishwh.errors import SchemaError
+
+    con = duckdb.connect(str(db_path))
+    con.execute("drop view level_auc").fetchall()
+    con.execute("update schema_views set checksum = 'old'").fetchall()
+    con.close()
+    with pytest.raises(SchemaError, match="views .* another ishwh version"):
+        with warehouse.connect(db_path, read_only=True):
+            pass
+    with warehouse.connect(db_path) as con:
+        assert con.execute("select count(*) from level_auc").fetchall()[0][0] == 0
+    with warehouse.connect(db_path, read_only=True) as con:
+        assert warehouse.views_current(con)
