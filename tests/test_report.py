@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
-from polars.testing import assert_frame_equal
 import pytest
+from polars.testing import assert_frame_equal
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
