@@ -21,7 +21,6 @@ run resumes where it stopped and a repeated run changes nothing and asks the net
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -347,8 +346,6 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
     images_root.mkdir(parents=True, exist_ok=True)
     n_sections = 0
     if images:
-        place_lock = threading.Lock()
-
         def fetch_sections(eid: int) -> list[dict[str, Any]]:
             rows, seen = [], set()
             for im in client.rma(q.section_images(eid)):
@@ -359,10 +356,8 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
                     q.section_image_url(im["id"], downsample, client.base_url), "image")
                 width, height = image_size(path)  # decodes: proves it is readable
                 digest = sha256_file(path)
-                # place_image uses one fixed temp name per digest: serialise the (fast)
-                # copies so two threads storing identical bytes cannot collide.
-                with place_lock:
-                    rel = place_image(path, images_root, digest)
+                # safe from several threads: place_image writes to a per-thread temp name
+                rel = place_image(path, images_root, digest)
                 rows.append({
                     "section_id": int(im["id"]), "experiment_id": eid,
                     "section_number": int(im["section_number"]),
