@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from ishwh.synth import ingest_synthetic as ingest
+from ishwh.synth.params import parse_knobs
 
 from .common import DbOption, JsonOption, console, db_default, print_json
 from .synth import (
@@ -13,6 +14,7 @@ from .synth import (
     OntologyOption,
     PresetOption,
     SeedOption,
+    SetOption,
     StagesOption,
     WorkersOption,
     parse_size,
@@ -29,6 +31,7 @@ def synthetic(
         None, "--image-size", help="Section image size WIDTHxHEIGHT."),
     ontology: OntologyOption = None,
     workers: WorkersOption = None,
+    knobs: SetOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -37,7 +40,7 @@ def synthetic(
     db = db or db_default()
     result = ingest(db, preset, seed=seed, progress=not as_json, genes=genes,
                     stages=parse_stages(stages), image_size=parse_size(image_size),
-                    ontology=ontology, workers=workers)
+                    ontology=ontology, workers=workers, **parse_knobs(knobs))
     if as_json:
         print_json(result)
         return

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ishwh.synth import PRESETS, write_manifest
+from ishwh.synth.params import parse_knobs
 
 from .common import JsonOption, err_console, print_json
 
@@ -33,6 +34,12 @@ OntologyOption = Annotated[
 ]
 WorkersOption = Annotated[
     int | None, typer.Option("--workers", min=1, help="Rendering processes (default 2).")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE",
+                 help="Turn a knob of the preset, e.g. --set grid_noise=1.8 (repeatable; the "
+                      "knobs are listed in docs/synthetic.md)."),
 ]
 
 
@@ -65,6 +72,7 @@ def write(
     ] = None,
     ontology: OntologyOption = None,
     workers: WorkersOption = None,
+    knobs: SetOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write the synthetic atlas as a manifest folder (ontology.json, sections.csv,
@@ -72,7 +80,7 @@ def write(
     result = write_manifest(
         out_dir, preset, seed=seed, progress=not as_json, genes=genes,
         stages=parse_stages(stages), image_size=parse_size(image_size), ontology=ontology,
-        workers=workers,
+        workers=workers, **parse_knobs(knobs),
     )
     if as_json:
         print_json(result)

@@ -153,6 +153,12 @@ def test_refuses_to_mix_two_atlases(db_path):
     ingest_synthetic(db_path, "demo", seed=0, progress=False, **TINY)
     with pytest.raises(InvalidInput, match="another synthetic atlas"):
         ingest_synthetic(db_path, "demo", seed=1, progress=False, **TINY)
+    # a turned knob makes another atlas too; more genes of the same one do not
+    with pytest.raises(InvalidInput, match="another synthetic atlas"):
+        ingest_synthetic(db_path, "demo", seed=0, progress=False, grid_noise=0.5, **TINY)
+    more = ingest_synthetic(db_path, "demo", seed=0, progress=False,
+                            **{**TINY, "genes": 4})
+    assert more["experiments_rendered"] == 1 and more["experiments_skipped"] == 3
 
 
 def test_manifest_ingests_through_ingest_dir(db_path, tmp_path):
@@ -204,6 +210,43 @@ def test_truth_is_learnable_from_images_and_masks():
     assert wrong < 0.7, wrong
 
 
+def test_specimens_differ_by_a_smooth_warp_when_asked():
+    stage, kw = "E18.5", {"genes": 2, "stages": ("E18.5",), "workers": 1}
+    still = Atlas(resolve("demo", **kw), 0)
+    warped = Atlas(resolve("demo", specimen_warp=0.03, **kw), 0)
+    a = still.experiment(stage, 0, want_labels=True)
+    b = warped.experiment(stage, 0, want_labels=True)
+    # same draws otherwise: the same sections at the same positions
+    assert [s.position for s in a.sections] == [s.position for s in b.sections]
+    la, lb = a.sections[5].labels, b.sections[5].labels
+    moved = (la != lb).mean()
+    assert 0.02 < moved < 0.5, moved  # anatomy moved, but the brain is still the brain
+    assert abs((la >= 2).mean() - (lb >= 2).mean()) < 0.1
+    # two specimens of one stage differ from each other too
+    c = warped.experiment(stage, 1, want_labels=True)
+    assert not np.array_equal(b.sections[5].labels, c.sections[5].labels)
+    # the grid is registered to the reference: the warp leaves it alone
+    assert np.array_equal(a.energy, b.energy)
+
+
+def test_truth_is_learnable_with_warped_specimens():
+    atlas = Atlas(resolve("demo", genes=30, flip_rate=0.0, faint_dropout=0.0,
+                          specimen_warp=0.03), 0)
+    right, wrong = _oracle(atlas, "E18.5", 30)
+    assert right > 0.95, right  # the annotator sees the specimen's own anatomy
+    assert wrong < 0.7, wrong
+
+
+def test_knobs_are_parsed_and_checked():
+    from ishwh.synth.params import parse_knobs
+
+    assert parse_knobs(["grid_noise=1.8", "n_programs=32", "specimen-warp=0.03"]) == {
+        "grid_noise": 1.8, "n_programs": 32, "specimen_warp": 0.03}
+    for bad in (["colour=red"], ["grid_noise"], ["grid_noise=lots"], ["stages=E11.5"]):
+        with pytest.raises(InvalidInput):
+            parse_knobs(bad)
+
+
 def test_real_graph17_ontology(allen_data):
     path = allen_data / "ontology" / "dmba_graph17_tree_from_brainmapr.json"
     onto = from_graph_file(path)
@@ -249,6 +292,14 @@ def test_cli_synth_write(tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["experiments"] == 1 and (out / "sections.csv").exists()
+    knob = runner.invoke(app, ["synth", "write", str(tmp_path / "k"), "--genes", "1",
+                               "--stages", "E18.5", "--set", "grid_noise=0", "--json"])
+    assert knob.exit_code == 0, knob.output
+    meta = json.loads((tmp_path / "k" / "synthetic.json").read_text())
+    assert meta["params"]["grid_noise"] == 0
+    assert meta["source"].startswith("synthetic:demo~")  # not the shipped demo atlas
+    bad_knob = runner.invoke(app, ["synth", "write", str(tmp_path / "k2"), "--set", "x=1"])
+    assert bad_knob.exit_code != 0 and "cannot set" in bad_knob.output
     assert read_rgb(next((out / "images").rglob("*.jpg"))).shape == (100, 160, 3)
     bad = runner.invoke(app, ["synth", "write", str(tmp_path / "x"), "--image-size", "big"])
     assert bad.exit_code != 0

@@ -96,6 +96,42 @@ def _smooth_noise(rng: np.random.Generator, shape, coarse=(4, 6, 8)) -> np.ndarr
     return planes[i0] * (1 - f)[:, None, None] + planes[i0 + 1] * f[:, None, None]
 
 
+def specimen_warp(anat: StageAnatomy, amplitude: float, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """A smooth 2-D displacement of one specimen's anatomy against the stage's (in pixels of
+    the label maps), or None for ``amplitude`` 0.
+
+    Each experiment is another animal: brains differ in shape, and sections are cut at a
+    slightly different angle, so a small structure sits a little elsewhere in every specimen
+    while large ones still overlap. The displacement is low-frequency noise (a coarse 3x5
+    grid, bicubic) with standard deviation ``amplitude`` section widths.
+    """
+    if amplitude <= 0:
+        return None
+    h, w = anat.xx.shape
+    disp = []
+    for _ in range(2):
+        g = rng.standard_normal((3, 5)).astype(np.float32)
+        disp.append(cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC) * (amplitude * w))
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return gx + disp[0], gy + disp[1]
+
+
+def warp_slice(anat: StageAnatomy, k: int, maps: tuple[np.ndarray, np.ndarray] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and (x, y) coordinates of slice ``k`` as found in a warped specimen."""
+    lab = anat.labels[k]
+    if maps is None:
+        return lab, anat.xx, anat.yy
+    mx, my = maps
+    h, w = lab.shape
+    lab = cv2.remap(lab, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # the expression pattern (blob centres, gradients) moves with the anatomy
+    xx = (mx + 0.5) / w
+    yy = (my + 0.5) / w  # y is in section widths too
+    return lab, xx.astype(np.float32), yy.astype(np.float32)
+
+
 def build(ontology: Ontology, stage: str, size: tuple[int, int], n_slices: int,
           rng: np.random.Generator) -> StageAnatomy:
     """The label volume of ``stage`` at (n_slices, h, w) with ``size`` = (w, h)."""

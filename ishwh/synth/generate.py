@@ -102,7 +102,7 @@ class Atlas:
     # ---------------------------------------------------------------- ids and names
     @property
     def source(self) -> str:
-        return f"synthetic:{self.params.name}:seed{self.seed}"
+        return f"synthetic:{self.params.variant()}:seed{self.seed}"
 
     @property
     def half_size(self) -> tuple[int, int]:
@@ -168,6 +168,9 @@ class Atlas:
             missing[:] = False
         gain = float(np.exp(rng.normal(0.0, p.gain_sd)))
         bg_stain = float(rng.uniform(0.0, p.background_stain))
+        # the specimen's own anatomy (its own stream: the other draws do not depend on it)
+        warp_rng = np.random.default_rng([self.seed, 11, ALL_STAGES.index(stage), g])
+        warp = anatomy_mod.specimen_warp(anat, p.specimen_warp, warp_rng)
         stats = ann.SectionStats(len(anat.tone))
         cells = self.cells()
         sections = []
@@ -175,8 +178,8 @@ class Atlas:
             if missing[i]:
                 continue
             k = anat.slice_index(float(pos[i]))
-            lab = anat.labels[k]
-            e, d = ex.fields(prof, lab, anat.xx, anat.yy, anat.depth_of_slice(k))
+            lab, xx, yy = anatomy_mod.warp_slice(anat, k, warp)
+            e, d = ex.fields(prof, lab, xx, yy, anat.depth_of_slice(k))
             stats.add(lab, e, d)
             nz = draw_nuisance(p.image_size, p.nuisance, rng, cells)
             rgb, lab_full = render_section(

@@ -6,6 +6,8 @@ record the value (see ``docs/synthetic.md``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -41,6 +43,7 @@ class SynthParams:
     gain_sd: float = 0.3           # experiment-to-experiment staining variability (log sd)
     missing_section_rate: float = 0.04  # chance a section is missing (lost / damaged)
     grid_noise: float = 1.65       # misregistration/blur/noise of the 3-D grid data (0 = truth)
+    specimen_warp: float = 0.0     # anatomy of each specimen vs the stage's (section widths, sd)
     workers: int = 2               # rendering processes (1 = in-process); not part of the data
 
     def __post_init__(self) -> None:
@@ -74,6 +77,20 @@ class SynthParams:
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
+
+    def variant(self) -> str:
+        """``name`` for a preset as shipped, ``name~<hash>`` when a knob that changes the data
+        of an experiment was turned (genes and stages only add experiments)."""
+        def identity(p: SynthParams) -> str:
+            d = p.data_dict()
+            for k in ("n_genes", "stages"):
+                d.pop(k)
+            return json.dumps(d, sort_keys=True)
+
+        base = PRESETS.get(self.name)
+        if base is not None and identity(base) == identity(self):
+            return self.name
+        return f"{self.name}~{hashlib.sha256(identity(self).encode()).hexdigest()[:8]}"
 
 
 PRESETS: dict[str, SynthParams] = {
@@ -132,3 +149,27 @@ def resolve(preset: str | SynthParams = "demo", **overrides: Any) -> SynthParams
             value = str(value)
         clean[key] = value
     return replace(base, **clean) if clean else base
+
+
+# The knobs ``--set KEY=VALUE`` may turn (numbers only; sizes and stages have options).
+KNOBS = ("gene_noise", "flip_rate", "faint_dropout", "nuisance", "stain_contrast",
+         "background_stain", "gain_sd", "missing_section_rate", "grid_noise", "specimen_warp",
+         "n_programs", "n_gene_tasks", "n_slices")
+
+
+def parse_knobs(items: list[str] | None) -> dict[str, float | int]:
+    """``["grid_noise=1.8", "n_programs=32"]`` -> ``{"grid_noise": 1.8, "n_programs": 32}``."""
+    types = {f.name: f.type for f in fields(SynthParams)}
+    out: dict[str, float | int] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in KNOBS:
+            raise InvalidInput(f"cannot set {item!r}",
+                               hint=f"use KEY=NUMBER with KEY one of {', '.join(KNOBS)}")
+        try:
+            out[key] = int(value) if types[key] in (int, "int") else float(value)
+        except ValueError:
+            raise InvalidInput(f"cannot set {item!r}: {value.strip()!r} is not a number") from None
+    return out
+
