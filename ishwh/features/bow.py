@@ -4,7 +4,8 @@ Following the paper's baseline:
 
 * each section is read in gray at 1/4 resolution (``downsample=4``) and SIFT descriptors are
   computed on a dense grid (one keypoint every ``step`` = 16 px of the reduced image) at 3
-  scales (keypoint sizes 8, 16 and 32 px), with OpenCV;
+  scales (keypoint sizes 8, 16 and 32 px), upright (angle 0): with OpenCV on the CPU, or with
+  :mod:`.sift_torch` (the same descriptors up to float rounding) on a GPU;
 * a descriptor that is all zeros (a flat patch, e.g. empty background) is not a word: it is
   counted in an extra bin;
 * codebooks: per stage and per scale, k-means with ``n_words`` = 500 words on up to 100,000
@@ -65,7 +66,11 @@ def read_gray(path: str, downsample: int = DOWNSAMPLE) -> np.ndarray:
 
 def dense_sift(gray: np.ndarray, sizes: Sequence[int] = SIFT_SIZES, step: int = STEP
                ) -> list[np.ndarray]:
-    """SIFT descriptors on a dense grid, one (n, 128) uint8 array per keypoint size."""
+    """SIFT descriptors on a dense grid, one (n, 128) uint8 array per keypoint size.
+
+    Keypoints are row by row, upright (angle 0; OpenCV's default angle -1 would turn every
+    descriptor by 361 degrees).
+    """
     h, w = gray.shape[:2]
     ys = np.arange(step // 2, h, step, dtype=np.float32)
     xs = np.arange(step // 2, w, step, dtype=np.float32)
@@ -74,7 +79,7 @@ def dense_sift(gray: np.ndarray, sizes: Sequence[int] = SIFT_SIZES, step: int = 
     sift = cv2.SIFT_create()
     out = []
     for size in sizes:
-        kps = [cv2.KeyPoint(float(x), float(y), float(size)) for y in ys for x in xs]
+        kps = [cv2.KeyPoint(float(x), float(y), float(size), 0.0) for y in ys for x in xs]
         _, desc = sift.compute(gray, kps)
         if desc is None:
             desc = np.zeros((0, 128), np.float32)
@@ -227,26 +232,38 @@ def bow_setup(params: dict, centers: list[np.ndarray] | None) -> None:
     _WORKER.update(params=params, centers=centers)
 
 
-def sample_job(job: tuple[str, int, int]):
-    """Worker: up to ``cap`` random non-zero descriptors per scale of one section, and all
-    its descriptors (the caller may keep them to count words without a second SIFT pass).
-
-    The sample is seeded by (seed, section id), so it does not depend on the worker or order.
-    """
-    path, section_id, cap = job
-    p = _WORKER["params"]
-    try:
-        descs = dense_sift(read_gray(path, p["downsample"]), p["sizes"], p["step"])
-    except Exception as exc:  # noqa: BLE001 - reported per section by the caller
-        return None, str(getattr(exc, "message", exc))
-    rng = np.random.default_rng([p["seed"], section_id])
+def sample_nonzero(descs: Sequence[np.ndarray], seed: int, section_id: int, cap: int
+                   ) -> list[np.ndarray]:
+    """Up to ``cap`` random non-zero descriptors per scale of one section, seeded by
+    (seed, section id) so that the sample depends neither on the worker nor on the order."""
+    rng = np.random.default_rng([seed, section_id])
     out = []
     for d in descs:
         d = nonzero(d)
         if len(d) > cap:
             d = d[np.sort(rng.choice(len(d), cap, replace=False))]
         out.append(d)
-    return (out, descs), None
+    return out
+
+
+def sample_job(job: tuple[str, int, int]):
+    """Worker: :func:`sample_nonzero` of one section, and all its descriptors (the caller may
+    keep them to count words without a second SIFT pass)."""
+    path, section_id, cap = job
+    p = _WORKER["params"]
+    try:
+        descs = dense_sift(read_gray(path, p["downsample"]), p["sizes"], p["step"])
+    except Exception as exc:  # noqa: BLE001 - reported per section by the caller
+        return None, str(getattr(exc, "message", exc))
+    return (sample_nonzero(descs, p["seed"], section_id, cap), descs), None
+
+
+def gray_job(path: str):
+    """Worker: one section decoded in gray at reduced size (SIFT runs in the caller)."""
+    try:
+        return read_gray(path, _WORKER["params"]["downsample"]), None
+    except Exception as exc:  # noqa: BLE001
+        return None, str(getattr(exc, "message", exc))
 
 
 def count_job(path: str):

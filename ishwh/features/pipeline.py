@@ -15,6 +15,7 @@ that can have it does; running it again then does nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -41,6 +42,7 @@ from ishwh.features.cnn import (
 )
 from ishwh.features.grid import GridFeatures
 from ishwh.features.imageio import decode_batch, ordered_map
+from ishwh.features.sift_torch import TorchDenseSift
 from ishwh.resources import sql_text
 
 EXTRACTORS = ("cnn", "bow", "grid")
@@ -108,17 +110,20 @@ def _existing_set(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, dict,
 
 
 def _ensure_set(con: duckdb.DuckDBPyConnection, name: str, extractor: str, dim: int,
-                params: dict) -> int:
-    """The id of feature set ``name``, created if new; refuses one made with other params."""
+                params: dict, hints: dict[str, str] | None = None) -> int:
+    """The id of feature set ``name``, created if new; refuses one made with other params
+    (``hints``: a more precise hint when a given parameter differs)."""
     found = _existing_set(con, name)
     if found is not None:
         fsid, old, _ = found
         diff = sorted(k for k in params if old.get(k) != params[k])
         if diff:
+            hint = next((h for k, h in (hints or {}).items() if k in diff),
+                        "re-run with the same options, or choose options that give another name")
             raise InvalidInput(
                 f"feature set {name} was made with other parameters: "
                 + ", ".join(f"{k} {old.get(k)!r} (now {params[k]!r})" for k in diff),
-                hint="re-run with the same options, or choose options that give another name",
+                hint=hint,
             )
         return fsid
     with warehouse.transaction(con):
@@ -397,15 +402,45 @@ def _layer_pool_names(ext: CNNFeatures, fsids: dict[str, int]) -> dict[tuple[str
 
 # --------------------------------------------------------------------------- bag of words
 
-def _bow_params(opts: dict) -> dict:
+SIFT_IMPLS = ("opencv", "torch")
+
+# Why a bow set refuses to continue, and what to do.
+_BOW_HINTS = {
+    "upright": "the set was made by an older ishwh (SIFT keypoints turned by 361 degrees): "
+               "make the bag of words in a new warehouse",
+    "sift": "its SIFT implementation is fixed when it is started: OpenCV sets continue with "
+            "--device cpu or auto, torch (GPU) sets with --device cuda or auto",
+}
+
+
+def _bow_params(opts: dict, old: dict | None = None) -> dict:
+    """The parameters of set ``bow``. ``sift``: the implementation of dense SIFT (they differ
+    in the last float bits): a new set uses torch when the device resolves to CUDA and OpenCV
+    otherwise; an existing set (``old`` params) keeps its own, unless ``bow["sift"]`` forces
+    one (a hidden option, used by the tests to run the torch path on the CPU)."""
     p = {"n_words": bowmod.N_WORDS, "sizes": list(bowmod.SIFT_SIZES), "step": bowmod.STEP,
          "downsample": bowmod.DOWNSAMPLE, "n_intervals": bowmod.N_INTERVALS,
-         "max_descriptors": bowmod.MAX_DESCRIPTORS, "n_init": bowmod.N_INIT, "seed": 0}
+         "max_descriptors": bowmod.MAX_DESCRIPTORS, "n_init": bowmod.N_INIT, "seed": 0,
+         "sift": None}
     unknown = set(opts.get("bow") or {}) - set(p)
     if unknown:
         raise InvalidInput(f"unknown bag-of-words parameter(s) {sorted(unknown)}")
     p.update(opts.get("bow") or {})
     p["sizes"] = [int(s) for s in p["sizes"]]
+    on_gpu = resolve_device(opts["device"]).type == "cuda"
+    gpu_asked = str(opts["device"]).startswith("cuda")
+    if p["sift"] is None:
+        kept = (old or {}).get("sift")
+        if kept in SIFT_IMPLS and (kept == "torch" or not gpu_asked):
+            p["sift"] = kept
+        else:
+            p["sift"] = "torch" if on_gpu else "opencv"
+    if p["sift"] not in SIFT_IMPLS:
+        raise InvalidInput(f"bow sift must be opencv or torch, got {p['sift']!r}")
+    if p["sift"] == "opencv" and gpu_asked:
+        raise InvalidInput("OpenCV SIFT runs on the CPU only", hint="use --device cpu or auto")
+    # Keypoints are upright (angle 0); sets made before that have no "upright" and refuse.
+    p["upright"] = True
     return p
 
 
@@ -427,8 +462,45 @@ def _load_codebooks(con, fsid: int, stage: str, n_scales: int) -> list[np.ndarra
 _DESCRIPTOR_CACHE_BYTES = 256 * 2**20
 
 
+def _sampled(order: list[_Section], cap: int, p: dict, workers: int,
+             sift: TorchDenseSift | None) -> Iterator[tuple[Any, str | None]]:
+    """Per section, in order: ((sampled descriptors, all descriptors), error). OpenCV: SIFT in
+    the workers; torch: the workers decode, SIFT runs here (on the GPU)."""
+    if sift is None:
+        jobs = [(s.path, s.section_id, cap) for s in order]
+        with closing(ordered_map(bowmod.sample_job, jobs, workers, bowmod.bow_setup,
+                                 (p, None))) as got:
+            yield from got
+        return
+    with closing(ordered_map(bowmod.gray_job, [s.path for s in order], workers,
+                             bowmod.bow_setup, (p, None))) as got:
+        for sec, (gray, err) in zip(order, got, strict=True):
+            if err is not None:
+                yield None, err
+                continue
+            descs = sift.descriptors(gray)
+            yield (bowmod.sample_nonzero(descs, p["seed"], sec.section_id, cap), descs), None
+
+
+def _counted(paths: list[str], p: dict, centers: list[np.ndarray], workers: int,
+             sift: TorchDenseSift | None) -> Iterator[tuple[np.ndarray | None, str | None]]:
+    """Per section, in order: (word counts, error); SIFT in the workers or here, as above."""
+    if sift is None:
+        with closing(ordered_map(bowmod.count_job, paths, workers, bowmod.bow_setup,
+                                 (p, centers))) as got:
+            yield from got
+        return
+    on_device = sift.codebooks(centers)
+    with closing(ordered_map(bowmod.gray_job, paths, workers, bowmod.bow_setup,
+                             (p, None))) as got:
+        for gray, err in got:
+            yield (None, err) if err is not None else (sift.section_counts(gray, on_device),
+                                                       None)
+
+
 def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: dict,
-                     workers: int, opts: dict, result: FeaturizeResult
+                     workers: int, opts: dict, result: FeaturizeResult,
+                     sift: TorchDenseSift | None = None
                      ) -> tuple[list[np.ndarray], dict[int, list[np.ndarray]]]:
     """Sample descriptors from the stage's sections (seeded order) and run k-means per scale.
 
@@ -439,12 +511,10 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
     cap = max(64, -(-4 * p["max_descriptors"] // max(1, len(order))))
     pools: list[list[np.ndarray]] = [[] for _ in p["sizes"]]
     have = [0] * len(p["sizes"])
-    jobs = [(s.path, s.section_id, cap) for s in order]
     cache: dict[int, list[np.ndarray]] = {}
     kept_bytes = 0
     with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance, \
-            closing(ordered_map(bowmod.sample_job, jobs, workers, bowmod.bow_setup,
-                                (p, None))) as got:
+            closing(_sampled(order, cap, p, workers, sift)) as got:
         for sec, (res, err) in zip(order, got, strict=True):
             advance(1)
             if err is not None:
@@ -485,14 +555,25 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
 
 
 def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
-    p = _bow_params(opts)
     name = "bow"
+    found = _existing_set(con, name)
+    p = _bow_params(opts, found[1] if found else None)
     result.names = [name]
     dim = bowmod.bow_dim(p["n_words"], len(p["sizes"]), p["n_intervals"])
-    fsid = _ensure_set(con, name, "bow", dim, p)
+    fsid = _ensure_set(con, name, "bow", dim, p, _BOW_HINTS)
     stages, scope = _scope(con, opts["stages"])
-    # SIFT is the heavy part here: one worker per core.
-    workers = (os.cpu_count() or 1) if opts["workers"] is None else opts["workers"]
+    sift = None
+    if p["sift"] == "torch":
+        # Workers only decode; SIFT and word counts run here, on the device.
+        sift = TorchDenseSift(p["sizes"], p["step"], resolve_device(opts["device"]))
+        workers = _default_workers() if opts["workers"] is None else opts["workers"]
+    else:
+        # SIFT is the heavy part here: one worker per core.
+        workers = (os.cpu_count() or 1) if opts["workers"] is None else opts["workers"]
+    if found is not None and p["sift"] == "opencv" and sift is None and \
+            resolve_device(opts["device"]).type == "cuda":
+        _say(opts["progress"], "bow: this set was started with OpenCV SIFT, so it goes on "
+                               "with OpenCV on the CPU (a new set would use the GPU)")
     chunk_size = opts["chunk_size"] or DEFAULT_CHUNK
     failed: set[int] = set()
     done = _done(con, [fsid])[fsid]
@@ -500,37 +581,47 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     if scope is not None:
         ids_all = [int(e) for e in scope.column("experiment_id").to_pylist()]
         stage_of = dict(zip(ids_all, scope.column("stage").to_pylist(), strict=True))
-        for stage in stages:
-            ids = [e for e in ids_all if stage_of[e] == stage]
-            chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
-            if not chunks:
-                continue
-            centers = _load_codebooks(con, fsid, stage, len(p["sizes"]))
-            cache: dict[int, list[np.ndarray]] = {}
-            if centers is None:
-                centers, cache = _build_codebooks(con, fsid, stage,
-                                                  _sections(con, images_root, ids), p, workers,
-                                                  opts, result)
-            todo_ids = [e for c in chunks for e in c]
-            sections = _sections(con, images_root, todo_ids)
-            by_exp: dict[int, list[_Section]] = {}
-            for s in sections:
-                by_exp.setdefault(s.experiment_id, []).append(s)
-            fresh = [s.path for s in sections if s.section_id not in cache]
-            with _progress(opts["progress"], f"featurize bow {stage}", len(sections)) as adv, \
-                    closing(ordered_map(bowmod.count_job, fresh, workers, bowmod.bow_setup,
-                                        (p, centers))) as counts:
-                # One worker pool for the stage; results come back in section order.
-                for c in chunks:
-                    secs = [s for e in c for s in by_exp.get(e, [])]
-                    got = [(bowmod.section_counts(cache.pop(s.section_id), centers), None)
-                           if s.section_id in cache else next(counts) for s in secs]
-                    _write_bow_chunk(con, fsid, c, done, secs, got, p, opts, result, failed)
-                    adv(len(secs))
+        with _cpu_threads("cpu" if sift is None else sift.device.type, workers):
+            for stage in stages:
+                ids = [e for e in ids_all if stage_of[e] == stage]
+                chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
+                if chunks:
+                    _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers,
+                               sift, opts, result, failed)
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()
     result.finished = _finish(con, {name: fsid}, eligible, failed)
+
+
+def _bow_stage(con, fsid: int, stage: str, ids: list[int], chunks: list[list[int]],
+               done: set[int], images_root: Path, p: dict, workers: int,
+               sift: TorchDenseSift | None, opts: dict, result: FeaturizeResult,
+               failed: set[int]) -> None:
+    """Codebooks (built or loaded) and word counts of the chunks of one stage."""
+    centers = _load_codebooks(con, fsid, stage, len(p["sizes"]))
+    cache: dict[int, list[np.ndarray]] = {}
+    if centers is None:
+        centers, cache = _build_codebooks(con, fsid, stage, _sections(con, images_root, ids),
+                                          p, workers, opts, result, sift)
+    sections = _sections(con, images_root, [e for c in chunks for e in c])
+    by_exp: dict[int, list[_Section]] = {}
+    for s in sections:
+        by_exp.setdefault(s.experiment_id, []).append(s)
+    fresh = [s.path for s in sections if s.section_id not in cache]
+    if sift is None:
+        from_cache = functools.partial(bowmod.section_counts, centers_per_scale=centers)
+    else:
+        from_cache = functools.partial(sift.section_counts, None, sift.codebooks(centers))
+    with _progress(opts["progress"], f"featurize bow {stage}", len(sections)) as adv, \
+            closing(_counted(fresh, p, centers, workers, sift)) as counts:
+        # One worker pool for the stage; results come back in section order.
+        for c in chunks:
+            secs = [s for e in c for s in by_exp.get(e, [])]
+            got = [(from_cache(cache.pop(s.section_id)), None)
+                   if s.section_id in cache else next(counts) for s in secs]
+            _write_bow_chunk(con, fsid, c, done, secs, got, p, opts, result, failed)
+            adv(len(secs))
 
 
 def _write_bow_chunk(con, fsid, ids, done, secs, counts, p, opts, result, failed) -> None:
@@ -681,7 +772,7 @@ def featurize_report(
         raise InvalidInput(f"image_size must be >= 32, got {image_size}")
     if spatial is not None and spatial < 1:
         raise InvalidInput(f"spatial must be >= 1, got {spatial}")
-    if extractor == "cnn":
+    if extractor in ("cnn", "bow"):
         resolve_device(device)  # reject --device cuda without a GPU before any work
     opts = dict(layers=layers, pools=pools, stages=stages, device=device, batch_size=batch_size,
                 workers=workers, weights=weights, image_size=image_size, on_error=on_error,
