@@ -32,7 +32,11 @@ def featurize(
     stage: Annotated[
         str | None, typer.Option("--stage", help="Only these stages (comma-separated).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu or cuda. For bow, cuda (or auto with a "
+                          "GPU) computes dense SIFT with torch on the GPU, else OpenCV; an "
+                          "existing bow set keeps the SIFT it was made with.")
+    ] = "auto",
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Images per forward pass "
                                  "(default 4 on CPU, 128 on CUDA).")

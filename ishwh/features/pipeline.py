@@ -472,8 +472,10 @@ def _sampled(order: list[_Section], cap: int, p: dict, workers: int,
                                  (p, None))) as got:
             yield from got
         return
-    with closing(ordered_map(bowmod.gray_job, [s.path for s in order], workers,
-                             bowmod.bow_setup, (p, None))) as got:
+    # (torch on the CPU: one thread per core left free by the decoding workers)
+    with _cpu_threads(sift.device.type, workers), \
+            closing(ordered_map(bowmod.gray_job, [s.path for s in order], workers,
+                                bowmod.bow_setup, (p, None))) as got:
         for sec, (gray, err) in zip(order, got, strict=True):
             if err is not None:
                 yield None, err
@@ -491,8 +493,9 @@ def _counted(paths: list[str], p: dict, centers: list[np.ndarray], workers: int,
             yield from got
         return
     on_device = sift.codebooks(centers)
-    with closing(ordered_map(bowmod.gray_job, paths, workers, bowmod.bow_setup,
-                             (p, None))) as got:
+    with _cpu_threads(sift.device.type, workers), \
+            closing(ordered_map(bowmod.gray_job, paths, workers, bowmod.bow_setup,
+                                (p, None))) as got:
         for gray, err in got:
             yield (None, err) if err is not None else (sift.section_counts(gray, on_device),
                                                        None)
@@ -581,13 +584,12 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     if scope is not None:
         ids_all = [int(e) for e in scope.column("experiment_id").to_pylist()]
         stage_of = dict(zip(ids_all, scope.column("stage").to_pylist(), strict=True))
-        with _cpu_threads("cpu" if sift is None else sift.device.type, workers):
-            for stage in stages:
-                ids = [e for e in ids_all if stage_of[e] == stage]
-                chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
-                if chunks:
-                    _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers,
-                               sift, opts, result, failed)
+        for stage in stages:
+            ids = [e for e in ids_all if stage_of[e] == stage]
+            chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
+            if chunks:
+                _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers, sift,
+                           opts, result, failed)
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()
@@ -811,7 +813,8 @@ def featurize(
     layers: CNN module names (default :data:`ishwh.features.DEFAULT_LAYERS`).
     pools: pooling over the sections of an experiment: ``max`` and/or ``mean``.
     stages: restrict to these stages (default: all).
-    device: ``auto``, ``cpu`` or ``cuda``.
+    device: ``auto``, ``cpu`` or ``cuda`` (bow: dense SIFT with torch on a GPU, see
+        :func:`_bow_params`).
     batch_size, workers: images per forward pass; decoding processes (0 = in-process).
     weights: weights file for the backbone (default: the bundled efficientnet_lite0 ones).
     image_size: network input side (the paper's 231).
