@@ -237,6 +237,23 @@ def test_truth_is_learnable_with_warped_specimens():
     assert wrong < 0.7, wrong
 
 
+def test_annotations_roll_up_and_confusion_stays_below_the_top():
+    kw = {"genes": 12, "stages": ("E15.5",), "workers": 1}
+    plain = Atlas(resolve("paper", confusion=0.0, **kw), 0)
+    mixed = Atlas(resolve("paper", confusion=1.0, **kw), 0)
+    parent, level = plain.ontology.parent, plain.ontology.level
+    changed = 0
+    for g in range(12):
+        a = plain.experiment("E15.5", g, images=False).pattern
+        b = mixed.experiment("E15.5", g, images=False).pattern
+        for calls in (a, b):  # a called structure's parent is called (when it was seen)
+            kids = np.flatnonzero((calls > 0) & (parent >= 0))
+            assert (calls[parent[kids]] != 0).all()
+        assert np.array_equal(a[level == 1] > 0, b[level == 1] > 0)  # top level untouched
+        changed += int(((a > 0) != (b > 0)).sum())
+    assert changed > 0  # fine calls did move
+
+
 def test_knobs_are_parsed_and_checked():
     from ishwh.synth.params import parse_knobs
 

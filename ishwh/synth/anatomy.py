@@ -96,22 +96,23 @@ def _smooth_noise(rng: np.random.Generator, shape, coarse=(4, 6, 8)) -> np.ndarr
     return planes[i0] * (1 - f)[:, None, None] + planes[i0 + 1] * f[:, None, None]
 
 
-def specimen_warp(anat: StageAnatomy, amplitude: float, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray] | None:
+def specimen_warp(anat: StageAnatomy, amplitude: float, rng: np.random.Generator,
+                  coarse: tuple[int, int] = (3, 5)) -> tuple[np.ndarray, np.ndarray] | None:
     """A smooth 2-D displacement of one specimen's anatomy against the stage's (in pixels of
     the label maps), or None for ``amplitude`` 0.
 
     Each experiment is another animal: brains differ in shape, and sections are cut at a
     slightly different angle, so a small structure sits a little elsewhere in every specimen
-    while large ones still overlap. The displacement is low-frequency noise (a coarse 3x5
-    grid, bicubic) with standard deviation ``amplitude`` section widths.
+    while large ones still overlap. The displacement is low-frequency noise (a ``coarse``
+    grid of normal values, bicubic) with standard deviation ``amplitude`` section widths.
+    The same function places an annotator's mental atlas on a section (finer ``coarse``).
     """
     if amplitude <= 0:
         return None
     h, w = anat.xx.shape
     disp = []
     for _ in range(2):
-        g = rng.standard_normal((3, 5)).astype(np.float32)
+        g = rng.standard_normal(coarse).astype(np.float32)
         disp.append(cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC) * (amplitude * w))
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return gx + disp[0], gy + disp[1]

@@ -44,6 +44,50 @@ class SectionStats:
         self.sum_d += np.bincount(lab, weights=d.ravel() * vis, minlength=self.n)
 
 
+CONFUSE_PIXELS = 150  # structures seen in about this many pixels or fewer get confused
+
+
+def confusable(parent: np.ndarray) -> list[np.ndarray]:
+    """Per structure, the structures an annotator may take it for: its siblings and cousins
+    (same grandparent), never an ancestor or descendant."""
+    children: dict[int, list[int]] = {}
+    for s, p in enumerate(parent):
+        children.setdefault(int(p), []).append(s)
+    out = []
+    for s, p in enumerate(parent):
+        if p < 0:  # a top-level structure is never mistaken
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        g = int(parent[p])
+        aunts = children.get(g, []) if g >= 0 else [int(p)]
+        near = [c for a in aunts for c in children.get(a, []) if c != s]
+        out.append(np.asarray(near, dtype=np.int64))
+    return out
+
+
+def confuse(stats: SectionStats, partners: list[np.ndarray], rate: float,
+            rng: np.random.Generator) -> None:
+    """The annotator takes a small structure for a sibling or cousin: the stain she sees in
+    the one is booked to the other (per-pixel rates swapped, in place). Chance ``rate`` x
+    exp(-pixels seen / CONFUSE_PIXELS), so it hits the smallest structures; their common
+    ancestor keeps its stain, hence coarse calls and hierarchy consistency are untouched."""
+    if rate <= 0:
+        return
+    npix = stats.npix[2:]
+    u = rng.random((2, len(npix)))
+    per = [a[2:] / np.maximum(npix, 1) for a in (stats.cov, stats.sum_e, stats.sum_d)]
+    for s in np.flatnonzero((npix > 0) & (u[0] < rate * np.exp(-npix / CONFUSE_PIXELS))):
+        near = partners[s]
+        near = near[npix[near] > 0]
+        if len(near) == 0:
+            continue
+        t = int(near[int(u[1, s] * len(near))])
+        for arr in per:
+            arr[s], arr[t] = arr[t], arr[s]
+    for arr, rates in zip((stats.cov, stats.sum_e, stats.sum_d), per, strict=True):
+        arr[2:] = rates * npix
+
+
 def annotate(stats: SectionStats, subtree: sp.csr_matrix, parent: np.ndarray,
              kind: np.ndarray, gain: float, flip_rate: float, faint_dropout: float,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -98,6 +98,7 @@ class Atlas:
         self.gene_symbols = _gene_symbols(params.n_genes, np.random.default_rng([self.seed, 4]))
         self._anatomy: dict[str, anatomy_mod.StageAnatomy] = {}
         self._cells: Cells | None = None
+        self._partners: list[np.ndarray] | None = None
 
     # ---------------------------------------------------------------- ids and names
     @property
@@ -130,6 +131,13 @@ class Atlas:
                 self.ontology, stage, self.half_size, self.params.n_slices, rng)
         return self._anatomy[stage]
 
+    @property
+    def partners(self) -> list[np.ndarray]:
+        """Per structure, those an annotator may confuse it with (see annotate.confuse)."""
+        if self._partners is None:
+            self._partners = ann.confusable(self.ontology.parent)
+        return self._partners
+
     def cells(self) -> Cells:
         if self._cells is None:
             self._cells = make_cells(self.params.image_size, np.random.default_rng([self.seed, 6]))
@@ -150,8 +158,11 @@ class Atlas:
         return np.isin(labels, self.subtrees[index] + 2)
 
     # ---------------------------------------------------------------- one experiment
-    def experiment(self, stage: str, g: int, want_labels: bool = False) -> SynthExperiment:
-        """Render one experiment (gene ``g`` at ``stage``): sections, annotations, grid."""
+    def experiment(self, stage: str, g: int, want_labels: bool = False,
+                   images: bool = True) -> SynthExperiment:
+        """Render one experiment (gene ``g`` at ``stage``): sections, annotations, grid.
+
+        ``images=False`` skips the section images (annotations and grid are the same)."""
         p = self.params
         anat = self.anatomy(stage)
         gene = self.gene(g)
@@ -169,8 +180,13 @@ class Atlas:
         gain = float(np.exp(rng.normal(0.0, p.gain_sd)))
         bg_stain = float(rng.uniform(0.0, p.background_stain))
         # the specimen's own anatomy (its own stream: the other draws do not depend on it)
-        warp_rng = np.random.default_rng([self.seed, 11, ALL_STAGES.index(stage), g])
-        warp = anatomy_mod.specimen_warp(anat, p.specimen_warp, warp_rng)
+        key = [self.seed, ALL_STAGES.index(stage), g]
+        warp = anatomy_mod.specimen_warp(anat, p.specimen_warp,
+                                         np.random.default_rng([11, *key]))
+        # the annotator places structure borders by eye: her atlas sits a little off, which
+        # matters for small structures only (own streams again, so images never change)
+        ann_rng = np.random.default_rng([12, *key])
+        seen_as = anatomy_mod.specimen_warp(anat, p.annotator_warp, ann_rng, coarse=(6, 10))
         stats = ann.SectionStats(len(anat.tone))
         cells = self.cells()
         sections = []
@@ -180,16 +196,19 @@ class Atlas:
             k = anat.slice_index(float(pos[i]))
             lab, xx, yy = anatomy_mod.warp_slice(anat, k, warp)
             e, d = ex.fields(prof, lab, xx, yy, anat.depth_of_slice(k))
-            stats.add(lab, e, d)
+            stats.add(_remap_labels(lab, seen_as), e, d)
+            if not images:
+                continue
             nz = draw_nuisance(p.image_size, p.nuisance, rng, cells)
             rgb, lab_full = render_section(
                 lab, e, d, anat.tone, cells, p.image_size, nz, rng,
                 contrast=p.stain_contrast, gain=gain, bg_stain=bg_stain, want_labels=want_labels)
             sections.append(SynthSection(i + 1, round(float(pos[i]), 4), rgb, lab_full))
+        ann.confuse(stats, self.partners, p.confusion, np.random.default_rng([13, *key]))
         kind = np.where(prof.intensity[2:] > 0, prof.kind[2:], ex.FULL)
         pattern, inten, dens = ann.annotate(
             stats, self.subtree, self.ontology.parent, kind, gain, p.flip_rate, p.faint_dropout,
-            rng)
+            ann_rng)
         shape, energy = self._grid(prof, anat, gain, rng, pos[missing])
         return SynthExperiment(self.experiment_id(stage, g), g, stage, sections, pattern, inten,
                                dens, shape, energy, gain)
@@ -232,6 +251,12 @@ class Atlas:
     def spacing_um(self, stage: str) -> float:
         nx = (self.half_size[0] // 2) // 2
         return SECTION_WIDTH_UM[stage] / max(nx, 1)
+
+
+def _remap_labels(lab: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    if maps is None:
+        return lab
+    return cv2.remap(lab, maps[0], maps[1], cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
 
 # -------------------------------------------------------------------- parallel rendering

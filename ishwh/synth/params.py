@@ -42,8 +42,10 @@ class SynthParams:
     background_stain: float = 0.12  # max non-specific diffuse stain (per experiment)
     gain_sd: float = 0.3           # experiment-to-experiment staining variability (log sd)
     missing_section_rate: float = 0.04  # chance a section is missing (lost / damaged)
-    grid_noise: float = 1.65       # misregistration/blur/noise of the 3-D grid data (0 = truth)
+    grid_noise: float = 1.75       # misregistration/blur/noise of the 3-D grid data (0 = truth)
     specimen_warp: float = 0.0     # anatomy of each specimen vs the stage's (section widths, sd)
+    annotator_warp: float = 0.01   # annotator's misplacement of structure borders (widths, sd)
+    confusion: float = 0.5         # chance a tiny structure is taken for a sibling or cousin
     workers: int = 2               # rendering processes (1 = in-process); not part of the data
 
     def __post_init__(self) -> None:
@@ -154,6 +156,7 @@ def resolve(preset: str | SynthParams = "demo", **overrides: Any) -> SynthParams
 # The knobs ``--set KEY=VALUE`` may turn (numbers only; sizes and stages have options).
 KNOBS = ("gene_noise", "flip_rate", "faint_dropout", "nuisance", "stain_contrast",
          "background_stain", "gain_sd", "missing_section_rate", "grid_noise", "specimen_warp",
+         "annotator_warp", "confusion",
          "n_programs", "n_gene_tasks", "n_slices")
 
 
