@@ -18,6 +18,8 @@ from ishwh.images import read_rgb
 from ishwh.synth import PRESETS, Atlas, ingest_synthetic, resolve, write_manifest
 from ishwh.synth.ontology import from_graph_file
 
+NO_ANNOTATOR_NOISE = {"flip_rate": 0.0, "faint_dropout": 0.0, "annotator_warp": 0.0,
+                      "confusion": 0.0}
 TINY = {"genes": 3, "stages": ("E13.5",), "sections": (6, 8), "workers": 1}
 
 
@@ -201,7 +203,7 @@ def _oracle(atlas: Atlas, stage: str, n_genes: int) -> tuple[float, float]:
 
 
 def test_truth_is_learnable_from_images_and_masks():
-    atlas = Atlas(resolve("demo", genes=40, flip_rate=0.0, faint_dropout=0.0), 0)
+    atlas = Atlas(resolve("demo", genes=40, **NO_ANNOTATOR_NOISE), 0)
     mask = atlas.structure_mask(atlas.experiment("E18.5", 0, want_labels=True)
                                 .sections[5].labels, int(atlas.ontology.ids[0]))
     assert mask.any() and not mask.all()
@@ -230,8 +232,7 @@ def test_specimens_differ_by_a_smooth_warp_when_asked():
 
 
 def test_truth_is_learnable_with_warped_specimens():
-    atlas = Atlas(resolve("demo", genes=30, flip_rate=0.0, faint_dropout=0.0,
-                          specimen_warp=0.03), 0)
+    atlas = Atlas(resolve("demo", genes=30, specimen_warp=0.03, **NO_ANNOTATOR_NOISE), 0)
     right, wrong = _oracle(atlas, "E18.5", 30)
     assert right > 0.95, right  # the annotator sees the specimen's own anatomy
     assert wrong < 0.7, wrong
