@@ -18,7 +18,9 @@ an earlier one adds only its new rows.
 Ids (a manifest names genes by symbol and sections by number only):
 
 * ``gene_id``: the id of the warehouse gene with the same acronym; new genes get
-  ``max(gene_id) + 1, + 2, ...`` in order of first appearance in ``sections.csv``.
+  ``max(gene_id, GENE_ID_BASE) + 1, + 2, ...`` in order of first appearance in
+  ``sections.csv`` (above the ids the Allen and synthetic atlases use, so a warehouse may
+  mix them).
 * ``section_id``: the id of the warehouse section with the same
   ``(experiment_id, section_number)``; new sections get
   ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999).
@@ -48,6 +50,9 @@ STAGES = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56")
 PATTERNS = ("undetected", "full", "regional", "gradient")
 LEVELS = ("undetected", "low", "medium", "high")  # intensity and density
 SECTION_ID_FACTOR = 10_000
+# Manifest genes get ids above this: Allen gene ids and the synthetic atlas's (90,000,000 + i)
+# lie below it, so one warehouse can hold all three.
+GENE_ID_BASE = 2_000_000_000
 
 _STAGE_BY_KEY = {s.upper(): s for s in STAGES}
 _TRUE = {"1", "true", "yes"}
@@ -428,7 +433,7 @@ def plan(
     experiments: dict[int, dict[str, Any]] = {}
     sections: dict[tuple[int, int], dict[str, Any]] = {}
     todo: list[_Image] = []
-    next_gene_id = wh.max_gene_id + 1
+    next_gene_id = max(wh.max_gene_id, GENE_ID_BASE) + 1
     for line, row in rows:
         where = _at(name, line)
         gene = row["gene"]

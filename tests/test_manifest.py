@@ -15,6 +15,8 @@ from cli.app import app
 from ishwh import images, manifest, warehouse
 from ishwh.errors import ManifestError
 
+G = manifest.GENE_ID_BASE  # new manifest genes get G + 1, G + 2, ...
+
 STRUCTURES = """structure_id,acronym,name,parent_id,level
 1,Br,brain,,1
 2,F,forebrain,1,2
@@ -93,11 +95,12 @@ def test_happy_path_loads_every_table(db_path, tmp_path):
 
     # Genes get ids in order of first appearance; names come from gene_name.
     assert rows(db_path, "select gene_id, acronym, name from genes order by 1") == [
-        (1, "Shh", "sonic hedgehog"), (2, "Pax6", "paired box 6")]
+        (G + 1, "Shh", "sonic hedgehog"), (G + 2, "Pax6", "paired box 6")]
     # Stage normalised ('p4' -> 'P4'); the source names the folder.
     exps = rows(db_path, "select experiment_id, gene_id, stage, plane, source "
                          "from experiments order by 1")
-    assert [e[:4] for e in exps] == [(100, 1, "E11.5", "sagittal"), (200, 2, "P4", "sagittal")]
+    assert [e[:4] for e in exps] == [(100, G + 1, "E11.5", "sagittal"),
+                                     (200, G + 2, "P4", "sagittal")]
     assert exps[0][4] == f"dir:{folder.resolve()}"
     # section_id = experiment_id * 10000 + section_number; size read from the decoded image.
     secs = rows(db_path, "select section_id, experiment_id, section_number, image_path, "
@@ -123,7 +126,7 @@ def test_happy_path_loads_every_table(db_path, tmp_path):
     assert rows(db_path, "select experiment_id, structure_id, detected from labels "
                          "order by 1, 2") == [(100, 2, True), (100, 3, False), (200, 3, True)]
     assert rows(db_path, "select gene_id, task, label from gene_labels order by 1") == [
-        (1, "GO:0007420", True), (2, "GO:0007420", False)]
+        (G + 1, "GO:0007420", True), (G + 2, "GO:0007420", False)]
     assert rows(db_path, "select structure_id, parent_id, level from structures order by 1") == [
         (1, None, 1), (2, 1, 2), (3, 1, 2), (4, 2, 3)]
 
@@ -208,7 +211,7 @@ def test_extension_adds_only_new_rows_and_reuses_gene_ids(db_path, tmp_path):
                              "annotations": 1, "gene_labels": 1}
     assert result["images_added"] == 2
     assert rows(db_path, "select experiment_id, gene_id from experiments order by 1") == [
-        (100, 1), (200, 2), (300, 1), (400, 3)]
+        (100, G + 1), (200, G + 2), (300, G + 1), (400, G + 3)]
     assert len(stored_files(db_path)) == 5
 
 
