@@ -4,8 +4,10 @@ The annotator's knobs (``annotator_warp``, ``confusion``, ``flip_rate``, ``faint
 draw from their own random streams, so turning them changes the annotations and nothing
 else: images, and therefore the CNN and bag-of-words vectors, stay byte-identical. This
 script takes a warehouse made by ``benchmarks/calibrate_pipeline.sh`` (features computed),
-copies it, re-derives the annotations with the given knobs (no image is rendered), fits the
-given feature set again and prints the mean test AUC per level of the new run.
+copies it, re-derives the annotations with the given knobs (no image is rendered), drops the
+copy's runs and splits, fits the given feature set again (on a split stratified on the new
+labels) and prints the mean test AUC per level: what a fresh calibrate_pipeline.sh run with
+the same knobs gives for that feature set.
 
     .venv/bin/python benchmarks/calibrate_annotations.py /tmp/calfinal/paper.duckdb \\
         --set annotator_warp=0 --set confusion=0
@@ -79,6 +81,11 @@ def main() -> None:
     with warehouse.connect(out) as con, warehouse.transaction(con):
         con.execute("delete from annotations").fetchall()
         con.execute("insert into annotations select * from tbl").fetchall()
+        # runs and splits were made on the old labels: the fit below makes a split stratified
+        # on the new ones, as a fresh calibrate_pipeline.sh run with these knobs would
+        for table in ("predictions", "gene_predictions", "run_tasks", "runs", "splits",
+                      "split_defs"):
+            con.execute(f"delete from {table}").fetchall()
         share = con.execute("select avg((pattern <> 'undetected')::int) from annotations "
                             "where pattern is not null").fetchall()[0][0]
     print(f"{out}: {stage}, {n_genes} genes, knobs {knobs or 'default'}; annotations in "
