@@ -16,6 +16,16 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] or None
 
 
+def _sift_option(sift: str, extractor: str) -> dict | None:
+    if sift not in ("auto", "opencv", "torch"):
+        raise typer.BadParameter("--sift must be auto, opencv or torch")
+    if sift == "auto":
+        return None
+    if extractor != "bow":
+        raise typer.BadParameter("--sift applies to --extractor bow only")
+    return {"sift": sift}
+
+
 def featurize(
     extractor: Annotated[
         str, typer.Option("--extractor", "-e", help="cnn, bow or grid.")
@@ -59,6 +69,12 @@ def featurize(
         int | None, typer.Option("--spatial", help="Average each feature map to an NxN grid "
                                  "first (bounds the size; default: the full map).")
     ] = None,
+    sift: Annotated[
+        str, typer.Option("--sift", help="bow: dense SIFT by opencv (CPU), torch (GPU or "
+                          "CPU; the same words, about 12x faster than OpenCV on large CPU "
+                          "images) or auto (torch on a GPU, else OpenCV; an existing set keeps "
+                          "its own).")
+    ] = "auto",
     on_error: Annotated[
         str, typer.Option("--on-error", help="On an unreadable image: fail (stop; chunks "
                           "already written are kept) or skip (report it and go on).")
@@ -80,7 +96,7 @@ def featurize(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
         weights=weights, image_size=image_size, on_error=on_error, progress=not no_progress,
-        backbone=backbone, spatial=spatial,
+        backbone=backbone, spatial=spatial, bow=_sift_option(sift, extractor),
     )
     if as_json:
         print_json({"names": result.names, "written": result.written,

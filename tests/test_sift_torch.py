@@ -185,7 +185,7 @@ def test_a_set_keeps_its_sift_and_refuses_the_other(tmp_path):
     np.testing.assert_array_equal(x2, x1)
     with pytest.raises(InvalidInput, match=r"sift 'torch' \(now 'opencv'\)") as err:
         featurize_report(db, **opts, bow={**SMALL, "sift": "opencv"})
-    assert "--device cuda or auto" in err.value.hint
+    assert "--sift auto" in err.value.hint
     # a set made before the keypoints were upright (no "upright", no "sift") is refused
     with warehouse.connect(db) as con:
         params = {k: v for k, v in p.items() if k not in ("upright", "sift")}
@@ -203,7 +203,25 @@ def test_an_opencv_set_refuses_the_torch_sift(tmp_path):
     assert read_bow(db)[2]["sift"] == "opencv"
     with pytest.raises(InvalidInput, match=r"sift 'opencv' \(now 'torch'\)") as err:
         featurize_report(db, **opts, bow={**SMALL, "sift": "torch"})
-    assert "--device cpu or auto" in err.value.hint
+    assert "--sift auto" in err.value.hint
+
+
+def test_cli_sift_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    db = synthetic_warehouse(tmp_path / "wh.duckdb")
+    runner = CliRunner()
+    res = runner.invoke(app, ["featurize", "-e", "bow", "--sift", "torch", "--device", "cpu",
+                              "--workers", "0", "--db", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["finished"] == ["bow"]
+    assert read_bow(db)[2]["sift"] == "torch"
+    bad = runner.invoke(app, ["featurize", "-e", "cnn", "--sift", "torch", "--db", str(db)])
+    assert bad.exit_code != 0 and "--extractor bow only" in bad.output
+    bad = runner.invoke(app, ["featurize", "-e", "bow", "--sift", "vlfeat", "--db", str(db)])
+    assert bad.exit_code != 0 and "auto, opencv or torch" in bad.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

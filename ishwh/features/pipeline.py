@@ -408,16 +408,16 @@ SIFT_IMPLS = ("opencv", "torch")
 _BOW_HINTS = {
     "upright": "the set was made by an older ishwh (SIFT keypoints turned by 361 degrees): "
                "make the bag of words in a new warehouse",
-    "sift": "its SIFT implementation is fixed when it is started: OpenCV sets continue with "
-            "--device cpu or auto, torch (GPU) sets with --device cuda or auto",
+    "sift": "its SIFT implementation is fixed when it is started: re-run with --sift auto "
+            "(OpenCV sets continue with --device cpu or auto, torch sets on any device)",
 }
 
 
 def _bow_params(opts: dict, old: dict | None = None) -> dict:
     """The parameters of set ``bow``. ``sift``: the implementation of dense SIFT (they differ
     in the last float bits): a new set uses torch when the device resolves to CUDA and OpenCV
-    otherwise; an existing set (``old`` params) keeps its own, unless ``bow["sift"]`` forces
-    one (a hidden option, used by the tests to run the torch path on the CPU)."""
+    otherwise; an existing set (``old`` params) keeps its own, unless ``bow["sift"]`` names
+    one (`ishwh featurize --sift opencv|torch`; torch runs on the CPU too)."""
     p = {"n_words": bowmod.N_WORDS, "sizes": list(bowmod.SIFT_SIZES), "step": bowmod.STEP,
          "downsample": bowmod.DOWNSAMPLE, "n_intervals": bowmod.N_INTERVALS,
          "max_descriptors": bowmod.MAX_DESCRIPTORS, "n_init": bowmod.N_INIT, "seed": 0,
