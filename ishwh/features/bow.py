@@ -64,6 +64,16 @@ def read_gray(path: str, downsample: int = DOWNSAMPLE) -> np.ndarray:
     return img
 
 
+def keypoint_grid(h: int, w: int, step: int = STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoint centres (rows, columns; float32) of the dense grid: one every ``step`` pixels
+    from ``step // 2``; an image smaller than one step gets one keypoint in the middle."""
+    ys = np.arange(step // 2, h, step, dtype=np.float32)
+    xs = np.arange(step // 2, w, step, dtype=np.float32)
+    if len(xs) == 0 or len(ys) == 0:
+        return np.array([h / 2], np.float32), np.array([w / 2], np.float32)
+    return ys, xs
+
+
 def dense_sift(gray: np.ndarray, sizes: Sequence[int] = SIFT_SIZES, step: int = STEP
                ) -> list[np.ndarray]:
     """SIFT descriptors on a dense grid, one (n, 128) uint8 array per keypoint size.
@@ -71,11 +81,7 @@ def dense_sift(gray: np.ndarray, sizes: Sequence[int] = SIFT_SIZES, step: int = 
     Keypoints are row by row, upright (angle 0; OpenCV's default angle -1 would turn every
     descriptor by 361 degrees).
     """
-    h, w = gray.shape[:2]
-    ys = np.arange(step // 2, h, step, dtype=np.float32)
-    xs = np.arange(step // 2, w, step, dtype=np.float32)
-    if len(xs) == 0 or len(ys) == 0:  # smaller than one step: one keypoint in the middle
-        xs, ys = np.array([w / 2], np.float32), np.array([h / 2], np.float32)
+    ys, xs = keypoint_grid(*gray.shape[:2], step)
     sift = cv2.SIFT_create()
     out = []
     for size in sizes:

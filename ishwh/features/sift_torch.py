@@ -50,7 +50,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ishwh.features.bow import SIFT_SIZES, STEP
+from ishwh.features.bow import SIFT_SIZES, STEP, keypoint_grid
 
 _F32 = np.float32
 # OpenCV's fastAtan2 (degrees): a 7th-order polynomial in min(|x|,|y|) / max(|x|,|y|), its
@@ -63,17 +63,13 @@ _D = 4
 
 
 def grid_points(h: int, w: int, step: int = STEP) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoint centres (rows, columns) of :func:`bow.dense_sift` as integer pixels.
+    """Keypoint centres (rows, columns) of :func:`bow.keypoint_grid` as integer pixels.
 
     OpenCV rounds a keypoint to the nearest pixel (``cvRound``: half to even), which matters
     for the one-keypoint fallback of an image smaller than one step.
     """
-    ys = np.arange(step // 2, h, step)
-    xs = np.arange(step // 2, w, step)
-    if len(xs) == 0 or len(ys) == 0:
-        ys = np.rint(np.array([_F32(h / 2)])).astype(np.int64)
-        xs = np.rint(np.array([_F32(w / 2)])).astype(np.int64)
-    return ys.astype(np.int64), xs.astype(np.int64)
+    ys, xs = keypoint_grid(h, w, step)
+    return np.rint(ys).astype(np.int64), np.rint(xs).astype(np.int64)
 
 
 def gaussian_taps() -> np.ndarray:
@@ -256,8 +252,7 @@ def dense_sift_torch(gray: np.ndarray, sizes: Sequence[int] = SIFT_SIZES, step: 
                      device: str | torch.device = "cpu") -> list[np.ndarray]:
     """Same contract as :func:`bow.dense_sift` (one (n, 128) uint8 array per size), in torch
     on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(gray)).to(device).unsqueeze(0)
-    return [d[0].cpu().numpy() for d in dense_sift_tensors(t, sizes, step)]
+    return TorchDenseSift(sizes, step, device).descriptors(gray)
 
 
 class TorchDenseSift:

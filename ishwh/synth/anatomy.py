@@ -96,8 +96,9 @@ def _smooth_noise(rng: np.random.Generator, shape, coarse=(4, 6, 8)) -> np.ndarr
     return planes[i0] * (1 - f)[:, None, None] + planes[i0 + 1] * f[:, None, None]
 
 
-def specimen_warp(anat: StageAnatomy, amplitude: float, rng: np.random.Generator,
-                  coarse: tuple[int, int] = (3, 5)) -> tuple[np.ndarray, np.ndarray] | None:
+def smooth_displacement(anat: StageAnatomy, amplitude: float, rng: np.random.Generator,
+                        coarse: tuple[int, int] = (3, 5)
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
     """A smooth 2-D displacement of one specimen's anatomy against the stage's (in pixels of
     the label maps), or None for ``amplitude`` 0.
 
@@ -118,6 +119,14 @@ def specimen_warp(anat: StageAnatomy, amplitude: float, rng: np.random.Generator
     return gx + disp[0], gy + disp[1]
 
 
+def remap_labels(lab: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None,
+                 border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """A label map displaced by ``maps`` (from :func:`smooth_displacement`; None: as is)."""
+    if maps is None:
+        return lab
+    return cv2.remap(lab, maps[0], maps[1], cv2.INTER_NEAREST, borderMode=border, borderValue=0)
+
+
 def warp_slice(anat: StageAnatomy, k: int, maps: tuple[np.ndarray, np.ndarray] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels and (x, y) coordinates of slice ``k`` as found in a warped specimen."""
@@ -125,8 +134,8 @@ def warp_slice(anat: StageAnatomy, k: int, maps: tuple[np.ndarray, np.ndarray] |
     if maps is None:
         return lab, anat.xx, anat.yy
     mx, my = maps
-    h, w = lab.shape
-    lab = cv2.remap(lab, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    w = lab.shape[1]
+    lab = remap_labels(lab, maps)
     # the expression pattern (blob centres, gradients) moves with the anatomy
     xx = (mx + 0.5) / w
     yy = (my + 0.5) / w  # y is in section widths too

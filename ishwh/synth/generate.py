@@ -181,12 +181,12 @@ class Atlas:
         bg_stain = float(rng.uniform(0.0, p.background_stain))
         # the specimen's own anatomy (its own stream: the other draws do not depend on it)
         key = [self.seed, ALL_STAGES.index(stage), g]
-        warp = anatomy_mod.specimen_warp(anat, p.specimen_warp,
+        warp = anatomy_mod.smooth_displacement(anat, p.specimen_warp,
                                          np.random.default_rng([11, *key]))
         # the annotator places structure borders by eye: her atlas sits a little off, which
         # matters for small structures only (own streams again, so images never change)
         ann_rng = np.random.default_rng([12, *key])
-        seen_as = anatomy_mod.specimen_warp(anat, p.annotator_warp, ann_rng, coarse=(6, 10))
+        seen_as = anatomy_mod.smooth_displacement(anat, p.annotator_warp, ann_rng, coarse=(6, 10))
         stats = ann.SectionStats(len(anat.tone))
         cells = self.cells()
         sections = []
@@ -196,7 +196,7 @@ class Atlas:
             k = anat.slice_index(float(pos[i]))
             lab, xx, yy = anatomy_mod.warp_slice(anat, k, warp)
             e, d = ex.fields(prof, lab, xx, yy, anat.depth_of_slice(k))
-            stats.add(_remap_labels(lab, seen_as), e, d)
+            stats.add(anatomy_mod.remap_labels(lab, seen_as, cv2.BORDER_REPLICATE), e, d)
             if not images:
                 continue
             nz = draw_nuisance(p.image_size, p.nuisance, rng, cells)
@@ -251,12 +251,6 @@ class Atlas:
     def spacing_um(self, stage: str) -> float:
         nx = (self.half_size[0] // 2) // 2
         return SECTION_WIDTH_UM[stage] / max(nx, 1)
-
-
-def _remap_labels(lab: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    if maps is None:
-        return lab
-    return cv2.remap(lab, maps[0], maps[1], cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
 
 
 # -------------------------------------------------------------------- parallel rendering
