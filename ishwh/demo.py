@@ -20,6 +20,7 @@ import polars as pl
 
 from ishwh import status, warehouse
 from ishwh.report import ReportResult, build_report, table1
+from ishwh.vocab import STAGES
 
 DEFAULT_OUT = "ishwh-demo"
 DB_NAME = "ishwh.duckdb"
@@ -56,7 +57,7 @@ def _step(name: str, timings: dict[str, float], on_step: StepCallback | None,
 
 def annotated_stages(db_path: str | os.PathLike) -> list[str]:
     """Stages of the warehouse with annotated experiments, in developmental order."""
-    order = ["E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56"]
+    order = list(STAGES)
     stages = [s["stage"] for s in status.summary(db_path)["stages"] if s["n_annotated"] > 0]
     return sorted(stages, key=lambda s: order.index(s) if s in order else len(order))
 

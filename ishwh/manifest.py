@@ -45,8 +45,8 @@ import pyarrow as pa
 from ishwh import images, loader, warehouse
 from ishwh.errors import IshwhError, ManifestError
 from ishwh.ontology import structures_from_graph_json
+from ishwh.vocab import STAGES
 
-STAGES = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56")
 PATTERNS = ("undetected", "full", "regional", "gradient")
 LEVELS = ("undetected", "low", "medium", "high")  # intensity and density
 SECTION_ID_FACTOR = 10_000

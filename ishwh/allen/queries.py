@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Stage names as the API's ``Age.name`` spells them (and as the warehouse stores them);
+# P56 data sets belong to the adult product as well: allowed, not a default.
+from ishwh.vocab import DEVMOUSE_STAGES, STAGES  # noqa: F401  (re-exported: q.STAGES)
+
 API_BASE = "http://api.brain-map.org"
 DOWNLOAD_BASE = "http://download.alleninstitute.org"
-
-#: Stage names as the API's ``Age.name`` spells them (and as the warehouse stores them).
-DEVMOUSE_STAGES = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28")
-#: P56 data sets belong to the adult product as well; allowed, not a default.
-STAGES = DEVMOUSE_STAGES + ("P56",)
 
 #: Product 3 = "Developing Mouse Brain" (abbreviation DevMouse).
 DEVMOUSE_PRODUCT_ID = 3

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ishwh.errors import InvalidInput
+from ishwh.device import resolve_device  # noqa: F401  (re-exported)
 from ishwh.features.backbone import (
     DEFAULT_BACKBONE,
     IMAGENET_MEAN,
@@ -53,20 +53,6 @@ def prepare_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     if rgb.dtype != np.uint8:
         rgb = cv2.normalize(rgb.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     return cv2.resize(rgb[:, :, :3], (size, size), interpolation=cv2.INTER_AREA)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InvalidInput("--device cuda was asked for but no CUDA GPU is available",
-                               hint="use --device auto or cpu")
-        return torch.device(device)
-    raise InvalidInput(f"unknown device {device!r}", hint="use auto, cpu or cuda")
 
 
 def pool_sections(x: np.ndarray, pool: str) -> np.ndarray:

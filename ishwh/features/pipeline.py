@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 
 from ishwh import store, warehouse
+from ishwh.device import free_cores, torch_threads
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.features import bow as bowmod
 from ishwh.features.backbone import DEFAULT_BACKBONE, bundled_weights_path, weights_digest
@@ -330,13 +331,9 @@ def _cpu_threads(device_type: str, workers: int) -> Iterator[None]:
     of magnitude when they outnumber the free cores (they spin at every barrier)."""
     import torch  # noqa: PLC0415
 
-    before = torch.get_num_threads()
-    if device_type == "cpu":
-        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
-    try:
+    with torch_threads(min(torch.get_num_threads(), free_cores(workers))
+                       if device_type == "cpu" else None):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _cnn_loop(con, ext: CNNFeatures, sections: list[_Section], chunks, todo, chunk_of, fsids,

@@ -33,14 +33,14 @@ import numpy as np
 import pyarrow as pa
 
 from ishwh import store, warehouse
+from ishwh.device import resolve_device
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit import splits as splits_mod
 from ishwh.fit import tasks as tasks_mod
 from ishwh.fit.trainer import DEFAULT_CS, BatchedLogisticRegression
+from ishwh.vocab import STAGES, TASK_KINDS
 
 FIT_VERSION = 1          # bump when a change alters what an identical fit would produce
-STAGES = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56")
-TASK_KINDS = ("structures", "genes", "all")
 SPLIT_METHODS = ("stratified", "paper")
 MIN_TRAIN_POS = 3
 MIN_TRAIN_NEG = 3
@@ -271,6 +271,7 @@ def fit(
     the training labels (a no-signal control; test labels stay true; label_mode 'shuffled').
     """
     _validate(stage, tasks, split, repeats)
+    resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
     if select not in ("group", "task", "all"):
         raise InvalidInput(f"select must be 'group', 'task' or 'all', not {select!r}")

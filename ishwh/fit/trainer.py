@@ -32,17 +32,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from ishwh.device import resolve_device, torch_threads
 from ishwh.fit.splits import iterative_stratification
 
 DEFAULT_CS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 _SELECT = ("group", "task", "all")
 CV_TOL = 1e-6
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextmanager
@@ -53,15 +48,8 @@ def _cpu_threads(device: torch.device, work: float):
     hundred experiments into 10 s (threads spin on tiny matrix products); for big products
     the pool pays off, so it is only switched off below ~1e9 multiply-adds (n^2 T).
     """
-    if device.type != "cpu" or work >= 1e9:
+    with torch_threads(1 if device.type == "cpu" and work < 1e9 else None):
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def kernel(
@@ -395,7 +383,7 @@ class BatchedLogisticRegression:
         if groups.shape != (Y.shape[1],):
             raise ValueError("groups must have one entry per task")
 
-        self.device_ = _device(self.device)
+        self.device_ = resolve_device(self.device)
         self.n_features_in_ = X.shape[1]
         if self.standardize:
             self.mean_ = X.mean(0, dtype=np.float64).astype(np.float32)

@@ -27,9 +27,9 @@ from ishwh import __version__
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.report import plots
 from ishwh.report.tables import gene_tasks_wide, run_named, table1_wide
+from ishwh.vocab import STAGES
 from ishwh.warehouse import connect
 
-STAGES = ["E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56"]
 MAX_GRID_STRUCTURES = 30   # figure-6 columns; more would be unreadable
 MAX_GRID_GENES = 12        # figure-6 rows
 MAX_HTML_ROWS = 200        # longer tables are summarised in the page, complete in tables/

@@ -17,6 +17,7 @@ import polars as pl
 
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.resources import resource_dir
+from ishwh.vocab import STAGES
 from ishwh.warehouse import connect
 
 # Session variables the named queries read with getvariable(); unset means "no filter".
@@ -156,7 +157,7 @@ def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
     names the true-label feature set with the highest AUC of the row; each stage ends with
     a ``mean over tasks`` row.
     """
-    stage_order = ["E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56"]
+    stage_order = list(STAGES)
     labels = [column_label(fs, mode) for fs, mode in
               gene_auc.select("feature_set", "label_mode").rows()]
     g = gene_auc.with_columns(pl.Series("_col", labels, dtype=pl.Utf8))

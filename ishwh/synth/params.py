@@ -12,9 +12,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ishwh.errors import InvalidInput
+from ishwh.vocab import STAGES
 
 # The stages the warehouse schema accepts, in developmental order (index = id block).
-ALL_STAGES = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28", "P56")
+ALL_STAGES = STAGES  # (vocab.STAGES)
 # Stages whose sagittal sections show the surrounding embryo (as in the real atlas).
 EMBRYO_STAGES = ("E11.5", "E13.5", "E15.5")
 
