@@ -39,6 +39,17 @@ def fit(
     device: Annotated[
         str, typer.Option("--device", help="auto (GPU if present), cpu or cuda.")
     ] = "auto",
+    target: Annotated[
+        str,
+        typer.Option("--target", help="What to predict per structure: detected (binary, the "
+                                      "paper's), pattern, intensity or density (multi-class)."),
+    ] = "detected",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Multi-class model: multinomial or ordinal (cumulative "
+                                     "logit). Default: multinomial for pattern, ordinal for "
+                                     "intensity and density."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -48,10 +59,14 @@ def fit(
     db = db or db_default()
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
-                         force=force, progress=not as_json, device=device)
-    rows = runner.summary(db, run_ids)
+                         force=force, progress=not as_json, device=device, target=target,
+                         model=model)
+    rows = runner.summary(db, run_ids, target)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})
+        return
+    if target != "detected":
+        _print_target(rows, f"fit {features} {stage} --target {target}")
         return
     t = Table("run", "stage", "level", "structures", "excluded", "mean AUC", "std",
               title=f"fit {features} {stage}")
@@ -60,6 +75,20 @@ def fit(
         mean = "" if r["mean_auc"] is None else f"{r['mean_auc']:.3f}"
         t.add_row(str(r["run_id"]), r["stage"], str(r["level"]), str(r["n_structures"]),
                   str(r["n_excluded"]), mean, std)
+    console.print(t)
+
+
+def _print_target(rows: list[dict], title: str) -> None:
+    t = Table("run", "stage", "level", "structures", "excluded", "macro AUC", "kappa",
+              "bal. acc.", title=title)
+
+    def num(v) -> str:
+        return "" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        t.add_row(str(r["run_id"]), r["stage"], str(r["level"]), str(r["n_structures"]),
+                  str(r["n_excluded"]), num(r["mean_macro_auc"]), num(r["mean_kappa"]),
+                  num(r["mean_balanced_accuracy"]))
     console.print(t)
 
 

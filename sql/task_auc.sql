@@ -1,11 +1,13 @@
 -- task_auc: test-set AUC of every run x task (structures and gene-level tasks), in SQL.
 -- Grain: one row per run x task kind x task with predictions.
--- Inputs: predictions (structure tasks), gene_predictions (gene-level tasks such as GO terms).
+-- Inputs: predictions (structure tasks), gene_predictions (gene-level tasks such as GO terms),
+-- class_predictions (multi-class targets: task_kind 'class', one one-vs-rest task per
+-- structure x class, task = the class; target_metrics averages them into the macro AUC).
 -- AUC is the rank (Mann-Whitney) form with ties counted half:
 --   (sum of the average ranks of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
 -- equal to scikit-learn's roc_auc_score. A task whose test set lacks either class has auc
 -- NULL (excluded from the rollups, and counted there as excluded). The one home of the AUC
--- formula: structure_auc and gene_task_auc select from here.
+-- formula: structure_auc, gene_task_auc and target_metrics select from here.
 create or replace view task_auc as
 with scored as (
     select run_id, 'structure' as task_kind, structure_id, null::varchar as task,
@@ -15,6 +17,10 @@ with scored as (
     select run_id, 'gene' as task_kind, null::bigint as structure_id, task,
            score, label
     from main.gene_predictions
+    union all
+    select run_id, 'class' as task_kind, structure_id, class as task,
+           probability as score, truth = class as label
+    from main.class_predictions
 ),
 
 ranked as (

@@ -262,6 +262,8 @@ def fit(
     device: str = "auto",
     min_train_pos: int = MIN_TRAIN_POS,
     min_train_neg: int = MIN_TRAIN_NEG,
+    target: str = "detected",
+    model: str | None = None,
 ) -> list[int]:
     """Fit one L2 logistic regression per task of ``stage`` on the feature set ``features``.
 
@@ -269,7 +271,21 @@ def fit(
     runs included). ``C=None`` chooses C by inner CV over ``Cs`` (``select``: 'group' = one C
     per ontology level and one for all gene tasks, 'task', 'all'). ``shuffle_labels`` permutes
     the training labels (a no-signal control; test labels stay true; label_mode 'shuffled').
+    ``target`` other than 'detected' (pattern, intensity, density) fits one multi-class
+    ``model`` per structure instead (:func:`ishwh.fit.targets.fit_target`).
     """
+    if target != "detected" or model is not None:
+        from ishwh.fit import targets  # noqa: PLC0415 (targets imports this module)
+
+        targets.check_target(target, model)
+        if target != "detected":
+            if tasks != "structures" or shuffle_labels:
+                raise InvalidInput(f"the {target} target has structure tasks only, with true "
+                                   "labels", hint="drop the genes/all tasks and label shuffling")
+            return targets.fit_target(
+                db_path, features, stage, target, model=model, levels=levels, split=split,
+                repeats=repeats, seed=seed, force=force, progress=progress, C=C, Cs=Cs,
+                cv=cv, select=select, device=device)
     _validate(stage, tasks, split, repeats)
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
@@ -493,11 +509,14 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, c
     return run_id
 
 
-def summary(db_path: str | os.PathLike, run_ids: Sequence[int]) -> list[dict]:
-    """The level rollup (``level_auc``) of ``run_ids``: one dict per run x level."""
+def summary(db_path: str | os.PathLike, run_ids: Sequence[int],
+            target: str = "detected") -> list[dict]:
+    """The level rollup of ``run_ids``: one dict per run x level (``level_auc``; for a
+    multi-class ``target`` ``target_level_metrics``: macro AUC, kappa, ...)."""
     from ishwh.resources import sql_text
 
+    query = "queries/fit_summary" if target == "detected" else "queries/fit_target_summary"
     with warehouse.connect(db_path, read_only=True) as con:
-        tbl = con.sql(sql_text("queries/fit_summary"),
+        tbl = con.sql(sql_text(query),
                       params={"run_ids": [int(r) for r in run_ids]}).to_arrow_table()
     return tbl.to_pylist()

@@ -1,0 +1,58 @@
+-- target_rollup: the level and stage rollups of target_metrics (like level_auc and stage_auc,
+-- for every target), in one place.
+-- Grain: one row per run x ontology level (is_stage false) plus one row per run with every
+-- structure pooled (is_stage true, level NULL).
+-- Inputs: target_metrics, runs, split_defs, feature_sets. mean_* / std_*: mean and sample std
+-- across the level's structures (the paper's std; levels pooled in the stage row); n_structures counts structures with a
+-- macro AUC, n_excluded those without (a test set with one class).
+create or replace view target_rollup as
+with target_metrics as (
+    select * from main.target_metrics
+),
+
+runs as (
+    select run_id, feature_set_id, split_id, label_mode, levels from main.runs
+),
+
+split_defs as (
+    select split_id, method as split_method, repeat_index from main.split_defs
+),
+
+feature_sets as (
+    select feature_set_id, name as feature_set from main.feature_sets
+),
+
+final as (
+    select
+        m.run_id,
+        m.stage,
+        m.level,
+        grouping(m.level) = 1 as is_stage,
+        m.target,
+        f.feature_set,
+        d.split_method,
+        d.repeat_index,
+        r.label_mode,
+        r.levels,
+        count(m.macro_auc) as n_structures,
+        count(*) - count(m.macro_auc) as n_excluded,
+        avg(m.macro_auc) as mean_macro_auc,
+        stddev_samp(m.macro_auc) as std_macro_auc,
+        avg(m.accuracy) as mean_accuracy,
+        avg(m.balanced_accuracy) as mean_balanced_accuracy,
+        avg(m.kappa) as mean_kappa,
+        stddev_samp(m.kappa) as std_kappa,
+        avg(m.mae) as mean_mae
+    from target_metrics m
+    join runs r using (run_id)
+    left join split_defs d using (split_id)
+    left join feature_sets f using (feature_set_id)
+    group by grouping sets (
+        (m.run_id, m.stage, m.level, m.target, f.feature_set, d.split_method, d.repeat_index,
+         r.label_mode, r.levels),
+        (m.run_id, m.stage, m.target, f.feature_set, d.split_method, d.repeat_index,
+         r.label_mode, r.levels)
+    )
+)
+
+select * from final

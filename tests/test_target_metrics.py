@@ -1,0 +1,124 @@
+"""The SQL metrics of every target equal scikit-learn's on the same rows (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    mean_absolute_error,
+    roc_auc_score,
+)
+
+from ishwh import warehouse
+from ishwh.vocab import GRADES, PATTERNS
+
+CLASSES = {"pattern": PATTERNS, "intensity": GRADES, "density": GRADES,
+           "detected": ("undetected", "detected")}
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory):
+    path = tmp_path_factory.mktemp("metrics") / "wh.duckdb"
+    warehouse.init(path)
+    with warehouse.connect(path) as con:
+        con.execute("insert into structures (structure_id, acronym, level) values (7, 'S7', 3)")
+        con.execute("insert into feature_sets (name, extractor, dim) values ('grid', 'grid', 2)")
+        yield con
+
+
+@st.composite
+def case(draw):
+    target = draw(st.sampled_from(sorted(CLASSES)))
+    names = CLASSES[target]
+    if target == "detected":
+        n = draw(st.integers(2, 25))
+        truth = draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+        # few distinct scores: ties in the AUC ranks and at the 0.5 threshold
+        score = draw(st.lists(st.sampled_from([-2.0, -0.5, 0.0, 0.5, 1.5]), min_size=n,
+                              max_size=n))
+        return target, [0, 1], np.array(truth), np.array(score)
+    k = draw(st.integers(2, 4))
+    eff = sorted(draw(st.sets(st.integers(0, len(names) - 1), min_size=k, max_size=k)))
+    n = draw(st.integers(2, 25))
+    truth = np.array(draw(st.lists(st.sampled_from(eff), min_size=n, max_size=n)))
+    raw = np.array(draw(st.lists(st.lists(st.integers(1, 4), min_size=k, max_size=k),
+                                 min_size=n, max_size=n)), dtype=np.float64)
+    return target, eff, truth, raw / raw.sum(1, keepdims=True)
+
+
+def _load(con, target, eff, truth, score):
+    for table in ("predictions", "class_predictions", "run_targets", "runs"):
+        con.execute(f"delete from {table}")
+    con.execute("insert into runs (run_id, feature_set_id, stage, split_id, tasks, fingerprint, "
+                "status) values (1, 1, 'E15.5', 1, 'structures', 'x', 'finished')")
+    names = CLASSES[target]
+    if target == "detected":
+        con.executemany("insert into predictions values (1, ?, 7, ?, ?)",
+                        [(i, float(s), bool(t)) for i, (s, t) in enumerate(zip(score, truth))])
+        return
+    con.execute("insert into run_targets values (1, ?, 'multinomial', 3)", [target])
+    con.executemany(
+        "insert into class_predictions values (1, ?, 7, ?, ?, ?)",
+        [(i, names[c], float(score[i, j]), names[int(truth[i])])
+         for i in range(len(truth)) for j, c in enumerate(eff)])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(case())
+def test_sql_metrics_equal_sklearn(wh, c):
+    target, eff, truth, score = c
+    con = wh
+    _load(con, target, eff, truth, score)
+    row = con.execute("select macro_auc, accuracy, balanced_accuracy, kappa, mae, level, "
+                      "stage, target from target_metrics").fetchall()
+    conf = con.execute("select truth_grade, predicted_grade, n from class_confusion").fetchall()
+    assert len(row) == 1
+    auc, acc, bal, kappa, mae, level, stage, tgt = row[0]
+    assert (level, stage, tgt) == (3, "E15.5", target)
+    if target == "detected":
+        prob = 1 / (1 + np.exp(-score))
+        cols = np.stack([1 - prob, prob], axis=1)
+    else:
+        cols = score
+    pred = np.asarray(eff)[np.argmax(cols, axis=1)]   # first maximum: the lower grade
+    present = sorted(set(truth.tolist()))
+    if len(present) < 2:
+        assert auc is None
+    elif target == "detected":
+        assert auc == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+    else:
+        ovr = [roc_auc_score(truth == k, cols[:, j]) for j, k in enumerate(eff) if k in present]
+        assert auc == pytest.approx(np.mean(ovr), abs=1e-12)
+        if len(eff) > 2 and len(present) == len(eff):
+            assert auc == pytest.approx(
+                roc_auc_score(truth, cols, multi_class="ovr", average="macro", labels=eff),
+                abs=1e-12)
+    assert acc == pytest.approx(accuracy_score(truth, pred), abs=1e-12)
+    assert bal == pytest.approx(balanced_accuracy_score(truth, pred), abs=1e-12)
+    if target == "pattern":
+        assert kappa is None and mae is None
+    else:
+        labels = list(range(len(CLASSES[target])))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want = cohen_kappa_score(truth, pred, weights="quadratic", labels=labels)
+        if math.isnan(want):
+            assert kappa is None
+        else:
+            assert kappa == pytest.approx(want, abs=1e-9)
+        assert mae == pytest.approx(mean_absolute_error(truth, pred), abs=1e-12)
+    labels = sorted(set(truth.tolist()) | set(pred.tolist()))
+    cm = confusion_matrix(truth, pred, labels=labels)
+    got = np.zeros_like(cm)
+    for t, p, n in conf:
+        got[labels.index(t), labels.index(p)] = n
+    assert (got == cm).all()
