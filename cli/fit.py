@@ -92,5 +92,38 @@ def _print_target(rows: list[dict], title: str) -> None:
     console.print(t)
 
 
+def compare(
+    runs: Annotated[
+        str | None,
+        typer.Option("--runs", help="Run ids, e.g. 3,4 (default: every finished run). Pairs "
+                                    "runs on the same stage, split and target."),
+    ] = None,
+    n_boot: Annotated[int, typer.Option("--boot", help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Paired comparison of feature sets on the same split (Wilcoxon signed-rank over
+    structures, bootstrap intervals); stored in run_comparisons and run_bootstrap."""
+    from ishwh.fit import compare as compare_mod  # heavy (scipy): imported when run
+    from ishwh.fit.runner import parse_run_ids
+
+    rows = compare_mod.compare(db or db_default(), parse_run_ids(runs), n_boot=n_boot,
+                               seed=seed)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table("run a", "run b", "structures", "mean a", "mean b", "mean diff (95 % CI)",
+              "a better", "Wilcoxon p", title="paired comparisons (macro AUC per structure)")
+    for r in rows:
+        ci = "" if r["boot_lo"] is None else f" ({r['boot_lo']:+.3f}, {r['boot_hi']:+.3f})"
+        p = "" if r["p_value"] is None else f"{r['p_value']:.2g}"
+        t.add_row(str(r["run_a"]), str(r["run_b"]), str(r["n_structures"]),
+                  f"{r['mean_a']:.3f}", f"{r['mean_b']:.3f}", f"{r['mean_diff']:+.3f}{ci}",
+                  str(r["n_a_better"]), p)
+    console.print(t)
+
+
 def register(app: typer.Typer) -> None:
     app.command("fit")(fit)
+    app.command("compare")(compare)

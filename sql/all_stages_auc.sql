@@ -1,12 +1,24 @@
--- all_stages_auc: the all-stages rollup per feature set, as in the paper's abstract
--- ("average AUC of 0.894 +- 0.014").
--- Grain: one row per feature set x label mode x split method x levels.
--- Inputs: stage_auc. Runs of one stage (repeated splits) are first averaged, so each stage
--- counts once; mean_auc / std_auc are the mean and sample std across stages of the stage
--- means. n_runs counts the runs behind the numbers.
+-- all_stages_auc: THE all-stages number per feature set, the paper's "0.894 +- 0.014" form.
+-- The one definition: the bottom row of Table 1 (named query table1_overall) and the report
+-- read it from here.
+-- Grain: one row per feature set x label mode x split method x levels asked.
+-- Inputs: stage_auc, selected_runs (finished runs; `set variable report_runs = [...]` narrows
+-- them, unset = all), stages.
+-- A stage's number is the mean AUC over all its structures, levels pooled
+-- (stage_auc.mean_auc); the repeats of a stage (`fit --repeats`, same split method) are
+-- averaged first, so each stage counts once; mean_auc / std_auc are the mean and the sample
+-- std ACROSS STAGES of those stage numbers (std NULL with a single stage). Split methods are
+-- never mixed: each has its own row.
 create or replace view all_stages_auc as
-with stage_auc as (
-    select * from main.stage_auc
+with runs as (
+    select run_id from main.selected_runs
+),
+
+stage_auc as (
+    select s.*, o.stage_order
+    from main.stage_auc s
+    join runs using (run_id)
+    left join main.stages o using (stage)
 ),
 
 per_stage as (
@@ -16,6 +28,7 @@ per_stage as (
         split_method,
         levels,
         stage,
+        stage_order,
         count(*) as n_runs,
         avg(mean_auc) as mean_auc
     from stage_auc
@@ -30,9 +43,7 @@ final as (
         levels,
         count(mean_auc) as n_stages,
         sum(n_runs) as n_runs,
-        string_agg(stage, ',' order by
-            list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage))
-            as stages,
+        string_agg(stage, ',' order by stage_order) as stages,
         avg(mean_auc) as mean_auc,
         stddev_samp(mean_auc) as std_auc
     from per_stage

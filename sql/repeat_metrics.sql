@@ -1,6 +1,6 @@
 -- repeat_metrics: rollups over repeated splits (`fit --repeats N`), mean +- 95 % interval.
--- Grain: one row per stage x level x target x feature set x split method x label mode x
--- levels asked; is_stage = the stage row (all structures pooled, target_stage_metrics).
+-- Grain: one row per stage x level x target x model x feature set x split method x label mode
+-- x levels asked; is_stage = the stage row (all structures pooled, target_stage_metrics).
 -- Inputs: target_rollup, selected_runs, t_quantiles.
 -- Each repeat's number is its across-structure mean (the paper's); the interval is
 -- mean +- t(0.975, n - 1) * sd / sqrt(n) over the n repeats (Student t, exact to 6 digits up
@@ -20,6 +20,7 @@ cells as (
         p.level,
         p.is_stage,
         p.target,
+        p.model,
         p.feature_set,
         p.split_method,
         p.label_mode,

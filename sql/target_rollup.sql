@@ -2,9 +2,10 @@
 -- for every target), in one place.
 -- Grain: one row per run x ontology level (is_stage false) plus one row per run with every
 -- structure pooled (is_stage true, level NULL).
--- Inputs: target_metrics, runs, split_defs, feature_sets. mean_* / std_*: mean and sample std
--- across the level's structures (the paper's std; levels pooled in the stage row); n_structures counts structures with a
--- macro AUC, n_excluded those without (a test set with one class).
+-- Inputs: target_metrics, runs, split_defs, feature_sets, run_targets (model; 'binary' for
+-- detected runs). mean_* / std_*: mean and sample std across the level's structures (the
+-- paper's std; levels pooled in the stage row); n_structures counts structures with a macro
+-- AUC, n_excluded those without (a test set with one class).
 create or replace view target_rollup as
 with target_metrics as (
     select * from main.target_metrics
@@ -22,6 +23,10 @@ feature_sets as (
     select feature_set_id, name as feature_set from main.feature_sets
 ),
 
+models as (
+    select run_id, model from main.run_targets
+),
+
 final as (
     select
         m.run_id,
@@ -29,6 +34,7 @@ final as (
         m.level,
         grouping(m.level) = 1 as is_stage,
         m.target,
+        coalesce(t.model, 'binary') as model,
         f.feature_set,
         d.split_method,
         d.repeat_index,
@@ -47,10 +53,11 @@ final as (
     join runs r using (run_id)
     left join split_defs d using (split_id)
     left join feature_sets f using (feature_set_id)
+    left join models t using (run_id)
     group by grouping sets (
-        (m.run_id, m.stage, m.level, m.target, f.feature_set, d.split_method, d.repeat_index,
-         r.label_mode, r.levels),
-        (m.run_id, m.stage, m.target, f.feature_set, d.split_method, d.repeat_index,
+        (m.run_id, m.stage, m.level, m.target, t.model, f.feature_set, d.split_method,
+         d.repeat_index, r.label_mode, r.levels),
+        (m.run_id, m.stage, m.target, t.model, f.feature_set, d.split_method, d.repeat_index,
          r.label_mode, r.levels)
     )
 )

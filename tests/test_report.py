@@ -349,7 +349,7 @@ def test_repeated_runs_are_averaged_per_cell(tmp_path):
     _, long, _ = table1(wh)
     cell = long.filter((pl.col("stage") == "E11.5") & (pl.col("label_mode") == "true")
                        & (pl.col("feature_set") == "efficientnet_lite0.blocks.3.max"))
-    assert cell["n_runs"].to_list() == [2, 2, 2]
+    assert cell["n_repeats"].to_list() == [2, 2, 2]
     assert cell["run_ids"].to_list() == ["1,6"] * 3
     for r in cell.iter_rows(named=True):
         lv = r["level"]

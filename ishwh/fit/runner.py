@@ -77,6 +77,19 @@ def parse_levels(levels: str | int | Sequence[int] | None) -> list[int] | None:
     return out
 
 
+def parse_run_ids(text: str | None) -> list[int] | None:
+    """``'3,4'`` -> [3, 4]; None -> None (every run)."""
+    if text is None:
+        return None
+    try:
+        out = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InvalidInput(f"cannot read run ids {text!r}", hint="write e.g. 3,4") from None
+    if not out:
+        raise InvalidInput("no run ids given", hint="write e.g. 3,4")
+    return out
+
+
 def levels_text(levels: list[int] | None) -> str | None:
     """Compact text of a level list: [1, 2, 3, 5] -> '1-3,5'."""
     if levels is None:

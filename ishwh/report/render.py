@@ -25,7 +25,7 @@ import polars as pl
 
 from ishwh import __version__
 from ishwh.errors import InvalidInput, NotFound
-from ishwh.report import plots
+from ishwh.report import more, plots
 from ishwh.report.tables import gene_tasks_wide, run_named, table1_wide
 from ishwh.vocab import STAGES
 from ishwh.warehouse import connect
@@ -63,6 +63,7 @@ class ReportData:
     roc_panels: list[plots.RocPanel] = field(default_factory=list)
     grid: dict | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    more: dict[str, pl.DataFrame] = field(default_factory=dict)   # ishwh.report.more
 
 
 @dataclass
@@ -243,6 +244,7 @@ def gather(
             skipped_tasks=run_named(con, "skipped_tasks", runs=chosen),
             gene_task_auc=run_named(con, "report_gene_task_auc", runs=chosen),
             versions=_versions(),
+            more=more.gather(con, chosen),
         )
         if level is not None:
             best = _best_runs(sauc, level)
@@ -297,6 +299,7 @@ def make_figures(data: ReportData) -> list[Figure]:
                 g["genes"], g["structures"], g["truth"], g["score"], title, g["score_label"]
             )),
         ))
+    figs += [Figure(*f) for f in more.figures(data.more)]
     return figs
 
 
@@ -324,6 +327,7 @@ def table_frames(data: ReportData) -> dict[str, pl.DataFrame]:
     }
     if not data.gene_task_auc.is_empty():
         out["gene_task_auc"] = data.gene_task_auc
+    out.update(data.more)
     return out
 
 
@@ -460,6 +464,9 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
             "and negatives per run are in tables/gene_task_auc.csv.",
             tables=[(gene_tasks_wide(data.gene_task_auc), "best")],
         ))
+    secs += [_Section(anchor, title, intro, tables=tables,
+                      figures=[by_name[n] for n in names if n in by_name])
+             for anchor, title, intro, tables, names in more.sections(data.more)]
     runs = data.runs_df
     pre = []
     versions = runs["versions"].unique().to_list()

@@ -62,9 +62,13 @@ def run_named(
             con.execute(f"reset variable {var}").fetchall()
 
 
-def column_label(feature_set: str, label_mode: str) -> str:
-    """Table 1 column name of a feature set (shuffled-label control runs are marked)."""
-    return feature_set if label_mode == "true" else feature_set + SHUFFLED_SUFFIX
+def column_label(feature_set: str, label_mode: str, split_method: str | None = None) -> str:
+    """Table 1 column name of a feature set (shuffled-label control runs are marked, and so
+    is a split method other than the default 'stratified', so methods are never mixed)."""
+    label = feature_set if label_mode == "true" else feature_set + SHUFFLED_SUFFIX
+    if split_method not in (None, "stratified"):
+        label += f" [{split_method} split]"
+    return label
 
 
 def format_auc(mean: float | None, std: float | None) -> str:
@@ -76,60 +80,66 @@ def format_auc(mean: float | None, std: float | None) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def _columns(long: pl.DataFrame, overall: pl.DataFrame) -> list[tuple[str, str, str]]:
-    """(label, feature_set, label_mode) per column: true labels first, by overall AUC."""
-    pairs = overall.select("feature_set", "label_mode").rows()
-    for fs, mode in long.select("feature_set", "label_mode").unique().sort(
-        "label_mode", "feature_set"
-    ).rows():
-        if (fs, mode) not in pairs:
-            pairs.append((fs, mode))
-    pairs.sort(key=lambda p: p[1] != "true")  # stable: keeps the overall order within a mode
-    return [(column_label(fs, mode), fs, mode) for fs, mode in pairs]
+_KEY = ("feature_set", "label_mode", "split_method")
+
+
+def _columns(long: pl.DataFrame, overall: pl.DataFrame) -> list[tuple[str, tuple]]:
+    """(label, (feature_set, label_mode, split_method)) per column: true labels first, by
+    overall AUC."""
+    keys = list(dict.fromkeys(overall.select(*_KEY).rows()))
+    for key in long.select(*_KEY).unique().sort("label_mode", "feature_set", "split_method",
+                                                nulls_last=True).rows():
+        if key not in keys:
+            keys.append(key)
+    keys.sort(key=lambda k: k[1] != "true")  # stable: keeps the overall order within a mode
+    return [(column_label(fs, mode, method), (fs, mode, method)) for fs, mode, method in keys]
 
 
 def table1_wide(long: pl.DataFrame, overall: pl.DataFrame) -> pl.DataFrame:
-    """Table 1 for reading: one row per stage x level, one ``mean ± std`` column per feature set.
+    """Table 1 for reading: one row per stage x level, one ``mean ± std`` column per feature set
+    and split method.
 
-    The column ``best`` names the true-label feature set with the highest mean AUC of the
-    row (shuffled-label controls never win); the last row is the all-stages mean ± std per
-    feature set (see ``sql/queries/table1_overall.sql``).
+    The column ``best`` names the true-label column with the highest mean AUC of the row
+    (shuffled-label controls never win); the last row is the all-stages mean ± std per column
+    (the ``all_stages_auc`` view, read by ``sql/queries/table1_overall.sql``).
     """
     cols = _columns(long, overall)
     rows: list[dict] = []
-    cells = {
-        (r["stage"], r["level"], r["feature_set"], r["label_mode"]): r
-        for r in long.iter_rows(named=True)
-    }
+    cells = {tuple(r[k] for k in ("stage", "level", *_KEY)): r
+             for r in long.iter_rows(named=True)}
     keys = long.select("stage", "level").unique(maintain_order=True).rows()
     for stage, level in keys:
         row: dict = {"stage": stage, "level": level, "n_structures": 0}
         best, best_auc = None, -1.0
-        for label, fs, mode in cols:
-            cell = cells.get((stage, level, fs, mode))
+        for label, key in cols:
+            cell = cells.get((stage, level, *key))
             row[label] = None if cell is None else format_auc(cell["mean_auc"], cell["std_auc"])
             if cell is None:
                 continue
             row["n_structures"] = max(row["n_structures"], cell["n_structures"] or 0)
-            if mode == "true" and cell["mean_auc"] is not None and cell["mean_auc"] > best_auc:
+            if key[1] == "true" and cell["mean_auc"] is not None and cell["mean_auc"] > best_auc:
                 best, best_auc = label, cell["mean_auc"]
         row["best"] = best
         rows.append(row)
     if overall.height:
         row = {"stage": OVERALL_STAGE, "level": None, "n_structures": None}
         best, best_auc = None, -1.0
-        by_pair = {(r["feature_set"], r["label_mode"]): r for r in overall.iter_rows(named=True)}
-        for label, fs, mode in cols:
-            r = by_pair.get((fs, mode))
+        by_key: dict[tuple, dict] = {}
+        for r in overall.iter_rows(named=True):   # runs of all levels win over --levels runs
+            key = tuple(r[k] for k in _KEY)
+            if key not in by_key or r.get("levels") is None:
+                by_key[key] = r
+        for label, key in cols:
+            r = by_key.get(key)
             row[label] = None if r is None else format_auc(r["overall_mean"], r["overall_std"])
-            if r is not None and mode == "true" and r["overall_mean"] is not None and (
+            if r is not None and key[1] == "true" and r["overall_mean"] is not None and (
                 r["overall_mean"] > best_auc
             ):
                 best, best_auc = label, r["overall_mean"]
         row["best"] = best
         rows.append(row)
     schema = {"stage": pl.Utf8, "level": pl.Int64, "n_structures": pl.Int64}
-    schema.update({label: pl.Utf8 for label, _, _ in cols})
+    schema.update({label: pl.Utf8 for label, _ in cols})
     schema["best"] = pl.Utf8
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 

@@ -1,41 +1,17 @@
--- table1_overall: the bottom line of Table 1, one number per feature set.
--- Grain: one row per feature set x label mode.
--- Inputs: stage_auc, selected_runs (finished runs).
--- The all_stages_auc definition (the paper's "0.894 +- 0.014" form) over the chosen runs:
--- a stage's number is the mean AUC over all its structures (stage_auc.mean_auc; repeated
--- runs of a stage averaged), and overall_mean / overall_std are the mean and sample std of
--- those stage numbers across stages (std NULL with a single stage).
+-- table1_overall: the bottom line of Table 1, one number per feature set and split method.
+-- Grain: one row per feature set x label mode x split method x levels asked.
+-- Inputs: all_stages_auc (the one definition of the all-stages number: mean +- sample std
+-- across stages of each stage's mean AUC over all its structures, repeats averaged first).
 -- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
-with runs as (
-    select run_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
-),
-
-stage_auc as (
-    select * from main.stage_auc
-),
-
-per_stage as (
-    select feature_set, label_mode, stage, count(*) as n_runs, avg(mean_auc) as mean_auc
-    from stage_auc
-    join runs using (run_id)
-    group by all
-),
-
-final as (
-    select
-        feature_set,
-        label_mode,
-        count(mean_auc) as n_stages,
-        sum(n_runs) as n_runs,
-        string_agg(stage, ',' order by
-            list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage))
-            as stages,
-        avg(mean_auc) as overall_mean,
-        stddev_samp(mean_auc) as overall_std
-    from per_stage
-    group by all
-)
-
-select * from final
-order by label_mode desc, overall_mean desc nulls last, feature_set
+select
+    feature_set,
+    label_mode,
+    split_method,
+    levels,
+    n_stages,
+    n_runs,
+    stages,
+    mean_auc as overall_mean,
+    std_auc as overall_std
+from all_stages_auc
+order by label_mode desc, overall_mean desc nulls last, feature_set, split_method

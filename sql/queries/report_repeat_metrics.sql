@@ -1,0 +1,21 @@
+-- report_repeat_metrics: cells with repeated splits, mean +- 95 % interval across repeats.
+-- Grain: one row per stage x level (NULL: all structures) x target x model x feature set x split
+-- method x label mode with at least two repeats. Inputs: repeat_metrics (filtered by
+-- report_runs through selected_runs).
+select
+    stage,
+    level,
+    target,
+    model,
+    feature_set,
+    split_method,
+    label_mode,
+    n_repeats,
+    macro_auc,
+    ci95_macro_auc,
+    kappa,
+    ci95_kappa,
+    run_ids
+from repeat_metrics
+where n_repeats >= 2
+order by stage, target, feature_set, split_method, level nulls first
