@@ -72,7 +72,7 @@ def _load(con, target, eff, truth, score):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(case())
 def test_sql_metrics_equal_sklearn(wh, c):

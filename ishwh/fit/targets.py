@@ -126,8 +126,8 @@ def _check_labels(codes: np.ndarray, target: str, stage: str) -> None:
     known = codes[codes >= 0]
     if known.size == 0:
         raise NotFound(f"the warehouse has no {target} annotations at stage {stage}",
-                       hint=f"ingest annotations with a {target} column, or fit the detected "
-                            "target")
+                       hint=f"ingest annotations that carry {target} calls, or fit the "
+                            "detected target")
     present = np.unique(known)
     if present.size < 2:
         only = classes_of(target)[int(present[0])]
