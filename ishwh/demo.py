@@ -1,9 +1,10 @@
 """`ishwh demo`: the whole pipeline on the synthetic demo atlas, in one call.
 
 init -> synthetic demo atlas -> CNN features (default layers) + bag-of-words -> one fit per
-feature set and annotated stage -> Table 1 -> the report. Every step is idempotent (the
-warehouse reuses finished feature sets and runs), so running the demo twice redoes nothing
-and the second run takes seconds.
+feature set and annotated stage (and, on the CNN features, the ordinal intensity target) ->
+paired comparisons of the feature sets (Wilcoxon over structures) -> Table 1 -> the report.
+Every step is idempotent (the warehouse reuses finished feature sets and runs), so running
+the demo twice redoes nothing and the second run takes seconds.
 """
 
 from __future__ import annotations
@@ -136,8 +137,18 @@ def run_demo(
                 # tasks="all": the gene-level (GO-like) tasks of the atlas are fitted as well
                 run_ids += fit(db, name, stage, tasks="all", seed=seed, progress=progress,
                                device=device)
+        for name in cnn:       # a multi-class target: intensity grades, ordinal model
+            for stage in stages:
+                run_ids += fit(db, name, stage, target="intensity", seed=seed,
+                               progress=progress, device=device)
         said(f"{len(run_ids)} run(s): {len(feature_sets)} feature set(s) x "
-             f"{len(stages)} stage(s) ({', '.join(stages)})")
+             f"{len(stages)} stage(s) ({', '.join(stages)}), intensity on the CNN features")
+
+    with _step("statistics", timings, on_step, note):
+        from ishwh.fit.compare import compare
+
+        pairs = compare(db, run_ids, seed=seed)
+        said(f"{len(pairs)} paired comparison(s) of feature sets on the same split")
 
     with _step("table 1", timings, on_step, note):
         wide, _, _ = table1(db, runs=run_ids)

@@ -42,7 +42,7 @@ final as (
         split_method,
         levels,
         count(mean_auc) as n_stages,
-        sum(n_runs) as n_runs,
+        sum(n_runs)::bigint as n_runs,
         string_agg(stage, ',' order by stage_order) as stages,
         avg(mean_auc) as mean_auc,
         stddev_samp(mean_auc) as std_auc

@@ -37,7 +37,7 @@ def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     assert lines[-1] == str(out / "report" / "report.html")
     assert "Table 1" in res.stdout and "all stages" in res.stdout
     for step in ("init", "synthetic atlas", "features: CNN", "features: bag of words", "fit",
-                 "report"):
+                 "statistics", "report"):
         assert step in res.stderr
     html = (out / "report" / "report.html").read_text(encoding="utf-8")
     runs = pl.read_csv(out / "report" / "tables" / "runs.csv")
@@ -45,13 +45,18 @@ def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     assert cnn and "bow" in runs["feature_set"].to_list()
     assert runs["stage"].unique().to_list() == ["E18.5"]
     assert html.count('<img src="data:image/png;base64,') >= 3
+    # the paired CNN-vs-bag-of-words comparison, with its Wilcoxon p-value, is in the report
+    comp = pl.read_csv(out / "report" / "tables" / "run_comparisons.csv")
+    assert comp.height >= 1 and comp["p_value"].is_not_null().all()
+    assert "Wilcoxon" in html and "intensity" in html
     first_runs = sorted(runs["run_id"].to_list())
 
     # Running it again reuses the warehouse: the same runs, no new work, the same Table 1.
     steps: list[tuple[str, float]] = []
     again = run_demo(out, **SMALL, progress=False, on_step=lambda n, s, _: steps.append((n, s)))
     assert [n for n, _ in steps] == ["init", "synthetic atlas", "features: CNN",
-                                     "features: bag of words", "fit", "table 1", "report"]
+                                     "features: bag of words", "fit", "statistics", "table 1",
+                                     "report"]
     assert again.db_path == out / "ishwh.duckdb"
     assert sorted(again.run_ids) == first_runs
     assert set(again.feature_sets) == set(runs["feature_set"].to_list())

@@ -62,7 +62,8 @@ def _load(con, target, eff, truth, score):
     names = CLASSES[target]
     if target == "detected":
         con.executemany("insert into predictions values (1, ?, 7, ?, ?)",
-                        [(i, float(s), bool(t)) for i, (s, t) in enumerate(zip(score, truth))])
+                        [(i, float(s), bool(t))
+                         for i, (s, t) in enumerate(zip(score, truth, strict=True))])
         return
     con.execute("insert into run_targets values (1, ?, 'multinomial', 3)", [target])
     con.executemany(

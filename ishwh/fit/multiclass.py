@@ -83,13 +83,27 @@ class _Problem:
         self.y = torch.as_tensor(np.where(y >= 0, y, 0), device=dev, dtype=torch.long)
         self.nk = torch.as_tensor(n_classes, device=dev, dtype=torch.long)
         self.c = torch.as_tensor(c, device=dev, dtype=dt)
-        s2 = (z * z).sum(0)                                       # s_i^2 per basis direction
-        self.pre = 1.0 / torch.sqrt(1.0 + s2[:, None] * self.c[None, :] / 4)   # (r, T)
-        n_lab = self.lab.sum(0).to(dt)
-        self.pre_b = 1.0 / torch.sqrt(1.0 + n_lab * self.c / 4)                # (T,)
         kk = torch.arange(kmax, device=dev)
         self.active = kk[None, :] < self.nk[:, None]                           # (T, K)
         self.onehot = torch.nn.functional.one_hot(self.y, kmax).to(dt)         # (n, T, K)
+        freq = (self.onehot * self.lab[..., None]).sum(0) + 0.5                # (T, K)
+        freq = torch.where(self.active, freq, torch.zeros_like(freq))
+        self.freq = freq / freq.sum(1, keepdim=True)
+        # Curvature of the loss per unit of s^2 at the class-frequency start: p (1 - p) per
+        # class (multinomial); the steepest cumulative split F (1 - F) (ordinal). It scales
+        # the coordinates (Jacobi preconditioning in the orthogonal basis).
+        if model == "multinomial":
+            q = self.freq * (1 - self.freq)                                    # (T, K)
+        else:
+            cum = self.freq.cumsum(1)[:, :-1]
+            q = (cum * (1 - cum)).amax(1, keepdim=True)                        # (T, 1)
+        q = q.clamp(min=1e-3)
+        s2 = (z * z).sum(0)                                                    # s_i^2
+        self.pre = 1.0 / torch.sqrt(1.0 + s2[:, None, None] * (self.c[:, None] * q)[None])
+        n_lab = self.lab.sum(0).to(dt)
+        self.pre_b = 1.0 / torch.sqrt(1.0 + (n_lab * self.c)[:, None] * q)     # (T, K|1)
+        if model == "ordinal":
+            self.pre, self.pre_b = self.pre[:, :, 0], self.pre_b[:, 0]
         if model == "multinomial":
             self.shape_w = (r, t, kmax)
             self.shape_b = (t, kmax)
@@ -101,9 +115,7 @@ class _Problem:
     def init_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero weights, intercepts / thresholds at the class frequencies."""
         dt, dev = self.z.dtype, self.z.device
-        freq = (self.onehot * self.lab[..., None]).sum(0) + 0.5               # (T, K)
-        freq = torch.where(self.active, freq, torch.zeros_like(freq))
-        freq = freq / freq.sum(1, keepdim=True)
+        freq = self.freq
         w = torch.zeros(self.shape_w, dtype=dt, device=dev)
         if self.model == "multinomial":
             b = torch.where(self.active, torch.log(freq.clamp(min=1e-12)), torch.zeros_like(freq))
@@ -117,12 +129,12 @@ class _Problem:
     def unscale(self, vw: torch.Tensor, vb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Optimiser variables -> weights in the basis and intercepts/thresholds."""
         if self.model == "multinomial":
-            return vw * self.pre[:, :, None], vb * self.pre_b[:, None]
+            return vw * self.pre, vb * self.pre_b
         return vw * self.pre, torch.cat([vb[:, :1] * self.pre_b[:, None], vb[:, 1:]], dim=1)
 
     def scale(self, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.model == "multinomial":
-            return w / self.pre[:, :, None], b / self.pre_b[:, None]
+            return w / self.pre, b / self.pre_b
         return w / self.pre, torch.cat([b[:, :1] / self.pre_b[:, None], b[:, 1:]], dim=1)
 
     def log_proba(self, zz: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
