@@ -18,7 +18,7 @@ from sklearn.metrics import (
 )
 
 from ishwh import warehouse
-from ishwh.vocab import GRADES, PATTERNS
+from ishwh.vocab import GRADES, PATTERNS, TARGETS
 
 CLASSES = {"pattern": PATTERNS, "intensity": GRADES, "density": GRADES,
            "detected": ("undetected", "detected")}
@@ -123,3 +123,16 @@ def test_sql_metrics_equal_sklearn(wh, c):
     for t, p, n in conf:
         got[labels.index(t), labels.index(p)] = n
     assert (got == cm).all()
+
+
+def test_target_class_order_mirrors_the_vocabulary(wh):
+    rows = wh.execute("select target, class, grade from target_class_order "
+                      "order by target, grade").fetchall()
+    want = {t: ("undetected", "detected") if t == "detected" else CLASSES[t]
+            for t in ("detected", "pattern", "intensity", "density")}
+    got: dict[str, list[str]] = {}
+    for target, cls, grade in rows:
+        got.setdefault(target, []).append(cls)
+        assert got[target].index(cls) == grade
+    assert {t: tuple(v) for t, v in got.items()} == want
+    assert set(want) == set(TARGETS)

@@ -33,7 +33,8 @@ final as (
         c.median_diff,
         c.n_a_better,
         c.wilcoxon_stat,
-        c.p_value
+        c.p_value,
+        printf('%.2g', c.p_value) as p_value_text   -- for reading (reports round to 3 digits)
     from run_comparisons c
     join info a on a.run_id = c.run_a
     join info b on b.run_id = c.run_b
