@@ -38,7 +38,14 @@ import torch
 
 from ishwh.device import resolve_device
 from ishwh.fit.splits import iterative_stratification
-from ishwh.fit.trainer import DEFAULT_CS, _Basis, _cpu_threads, auc_columns, kernel
+from ishwh.fit.trainer import (
+    DEFAULT_CS,
+    BatchedLogisticRegression,
+    _Basis,
+    _cpu_threads,
+    auc_columns,
+    kernel,
+)
 
 MODELS = ("multinomial", "ordinal")
 _NEG = -1e30   # logit of a class a task does not have
@@ -196,8 +203,11 @@ def _solve(prob: _Problem, start: tuple[torch.Tensor, torch.Tensor] | None, tol:
     return w, b, n_iter
 
 
-class BatchedMulticlassLogisticRegression:
+class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
     """Many multinomial or ordinal logistic regressions on one feature matrix.
+
+    It shares the binary trainer's C selection (groups, grid, choice); fitting and scoring
+    are its own.
 
     Parameters
     ----------
@@ -270,9 +280,9 @@ class BatchedMulticlassLogisticRegression:
         with _cpu_threads(self.device_, work):
             k = kernel(X, X, self.mean_, self.scale_, self.device_)
             if self.C is None:
-                keys = self._keys(groups, Y.shape[1])
+                keys = self._group_keys(groups, Y.shape[1])
                 self.cv_scores_ = self._cv_scores(k, Y, nk, keys)
-                self.C_ = self._choose(self.cv_scores_, keys)
+                self.C_ = self._choose(self.cv_scores_, groups)
             else:
                 self.cv_scores_ = None
                 self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64),
@@ -282,13 +292,6 @@ class BatchedMulticlassLogisticRegression:
             w, b, self.n_iter_ = _solve(prob, None, self.tol, self.max_iter)
             self.basis_, self.w_, self.b_, self._prob = basis, w, b, prob
         return self
-
-    def _keys(self, groups: np.ndarray, t: int) -> np.ndarray:
-        if self.select == "task":
-            return np.arange(t)
-        if self.select == "all":
-            return np.zeros(t, dtype=np.int64)
-        return np.unique(groups, return_inverse=True)[1]
 
     def _cv_scores(self, k: torch.Tensor, Y: np.ndarray, nk: np.ndarray,
                    keys: np.ndarray) -> np.ndarray:
@@ -345,16 +348,6 @@ class BatchedMulticlassLogisticRegression:
         self.n_cs_evaluated_ = i + 1
         with np.errstate(invalid="ignore"):
             return np.where(n_ok > 0, total / np.maximum(n_ok, 1), np.nan)
-
-    def _choose(self, scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        cs = np.array(sorted(float(c) for c in self.Cs))
-        out = np.empty(scores.shape[1])
-        for g in np.unique(keys):
-            cols = keys == g
-            mean = np.array([np.nanmean(r) if np.isfinite(r).any() else -np.inf
-                             for r in scores[:, cols]])
-            out[cols] = cs[int(np.argmax(mean))] if np.isfinite(mean).any() else cs[len(cs) // 2]
-        return out
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (m, T, K_max); classes a task lacks get 0."""
