@@ -300,7 +300,6 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
         rng = np.random.default_rng(self.random_state)
         counts = np.concatenate([(Y == c) for c in range(self.kmax_)], axis=1).astype(float)
         fold = iterative_stratification(counts, [1.0] * int(self.cv), rng)
-        cs = sorted(float(c) for c in self.Cs)
         t = Y.shape[1]
         folds = []
         for f in range(int(self.cv)):
@@ -317,12 +316,8 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
             # solved in float32 with a looser stopping rule (about 3x less time on a CPU).
             folds.append({"z": basis.z.float(), "y": ytr, "nk": nk_f, "ok": ok, "va": va,
                           "zva": basis.project(k[va][:, tr]).float(), "start": None})
-        total = np.zeros((len(cs), t))
-        n_ok = np.zeros((len(cs), t))
-        uniq = np.unique(keys)
-        best = np.full(uniq.size, -np.inf)
-        since = np.zeros(uniq.size, dtype=np.int64)
-        for i, c in enumerate(cs):
+
+        def fold_aucs(c: float):
             for fd in folds:
                 prob = _Problem(self.model, fd["z"], fd["y"], fd["nk"], np.full(t, c),
                                 self.kmax_)
@@ -331,23 +326,9 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
                 p = prob.log_proba(fd["zva"], w, b).exp().cpu().numpy()
                 auc = macro_auc_columns(p, Y[fd["va"]], nk)
                 auc[~fd["ok"]] = np.nan
-                good = np.isfinite(auc)
-                total[i] += np.where(good, auc, 0.0)
-                n_ok[i] += good
-            with np.errstate(invalid="ignore"):
-                row = np.where(n_ok[i] > 0, total[i] / np.maximum(n_ok[i], 1), np.nan)
-            for gi, g in enumerate(uniq):
-                vals = row[keys == g]
-                m = np.nanmean(vals) if np.isfinite(vals).any() else -np.inf
-                if m > best[gi]:
-                    best[gi], since[gi] = m, 0
-                else:
-                    since[gi] += 1
-            if (since >= 2).all():
-                break
-        self.n_cs_evaluated_ = i + 1
-        with np.errstate(invalid="ignore"):
-            return np.where(n_ok > 0, total / np.maximum(n_ok, 1), np.nan)
+                yield auc
+
+        return self._walk_grid(keys, t, fold_aucs)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (m, T, K_max); classes a task lacks get 0."""

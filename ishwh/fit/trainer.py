@@ -289,7 +289,6 @@ class BatchedLogisticRegression:
         lab = mask & (y > 0.5)
         counts = np.concatenate([lab, mask & ~lab], axis=1).astype(np.float64)
         fold = iterative_stratification(counts, [1.0] * int(self.cv), rng)
-        cs = sorted(float(c) for c in self.Cs)
         t = y.shape[1]
         folds = []
         for f in range(int(self.cv)):
@@ -304,12 +303,8 @@ class BatchedLogisticRegression:
             folds.append({"basis": basis, "zva": basis.project(k[va][:, tr]), "va": va,
                           "y": self._tensor(ytr), "m": self._tensor(mtr), "both": both,
                           "theta": None})
-        total = np.zeros((len(cs), t))
-        n_ok = np.zeros((len(cs), t))
-        uniq = np.unique(keys)
-        best = np.full(uniq.size, -np.inf)
-        since_best = np.zeros(uniq.size, dtype=np.int64)
-        for i, c in enumerate(cs):
+
+        def fold_aucs(c: float):
             cvec = torch.full((t,), c, dtype=torch.float64, device=self.device_)
             for fd in folds:
                 # Model selection needs validation rankings, not 1e-10 optima: a looser
@@ -320,6 +315,22 @@ class BatchedLogisticRegression:
                 sc = (fd["zva"] @ fd["theta"][:-1] + fd["theta"][-1]).cpu().numpy()
                 auc = auc_columns(sc, y[fd["va"]], mask[fd["va"]])
                 auc[~fd["both"]] = np.nan
+                yield auc
+
+        return self._walk_grid(keys, t, fold_aucs)
+
+    def _walk_grid(self, keys: np.ndarray, t: int, fold_aucs) -> np.ndarray:
+        """Mean validation AUC (len(Cs), T) over the folds ``fold_aucs(C)`` yields (each (T,),
+        NaN where not computed), C from small to large; the walk stops once every selection
+        group's mean has stayed below its best for two grid steps in a row."""
+        cs = sorted(float(c) for c in self.Cs)
+        total = np.zeros((len(cs), t))
+        n_ok = np.zeros((len(cs), t))
+        uniq = np.unique(keys)
+        best = np.full(uniq.size, -np.inf)
+        since_best = np.zeros(uniq.size, dtype=np.int64)
+        for i, c in enumerate(cs):
+            for auc in fold_aucs(c):
                 good = np.isfinite(auc)
                 total[i] += np.where(good, auc, 0.0)
                 n_ok[i] += good
