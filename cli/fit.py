@@ -50,6 +50,11 @@ def fit(
                                      "logit). Default: multinomial for pattern, ordinal for "
                                      "intensity and density."),
     ] = None,
+    c: Annotated[
+        float | None,
+        typer.Option("--C", help="Fixed inverse regularisation strength (as scikit-learn's C "
+                                 "on standardised features); default: chosen by inner CV."),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -60,7 +65,7 @@ def fit(
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
                          force=force, progress=not as_json, device=device, target=target,
-                         model=model)
+                         model=model, C=c)
     rows = runner.summary(db, run_ids, target)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})

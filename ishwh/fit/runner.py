@@ -304,6 +304,8 @@ def fit(
     level_list = parse_levels(levels)
     if select not in ("group", "task", "all"):
         raise InvalidInput(f"select must be 'group', 'task' or 'all', not {select!r}")
+    if C is not None and not C > 0:
+        raise InvalidInput(f"C must be positive, not {C}")
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,

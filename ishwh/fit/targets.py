@@ -160,6 +160,8 @@ def fit_target(
     if target == "detected":
         raise InvalidInput("fit_target is for multi-class targets; use fit for detected")
     runner._validate(stage, "structures", split, repeats)
+    if C is not None and not C > 0:
+        raise InvalidInput(f"C must be positive, not {C}")
     runner.resolve_device(device)
     level_list = runner.parse_levels(levels)
     trainer_params = {"model": model, "C": C,
