@@ -147,3 +147,25 @@ def test_bad_input_is_one_clear_line(toy, tmp_path):
     assert code == 1 and "unknown target 'colour'" in out
     code, out = _cli("compare", "--runs", "1,999", "--db", str(path))
     assert code == 1 and "999" in out
+
+
+def test_repeats_give_a_t_interval_per_level_and_stage(toy):
+    from scipy.stats import t as student_t
+
+    path, fs = toy
+    runs = fit(path, fs, STAGE, repeats=3, C=0.05, progress=False)
+    assert len(set(runs)) == 3
+    per_run = _q(path, "select run_id, level, mean_auc from level_auc where list_contains(?, "
+                       "run_id)", [runs])
+    rows = _q(path, "select level, n_repeats, macro_auc, ci95_macro_auc from repeat_metrics "
+                    "where target = 'detected' and feature_set = ? and n_repeats = 3 "
+                    "and not is_stage", [fs])
+    assert rows
+    for level, n, mean, ci in rows:
+        v = np.array([m for _, lv, m in per_run if lv == level])
+        assert n == 3 and mean == pytest.approx(v.mean(), abs=1e-12)
+        want = student_t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+        assert ci == pytest.approx(want, rel=1e-5)
+    stage = _q(path, "select n_repeats, ci95_macro_auc from repeat_metrics where is_stage and "
+                     "target = 'detected' and feature_set = ? and n_repeats = 3", [fs])
+    assert len(stage) == 1 and stage[0][1] > 0
