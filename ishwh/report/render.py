@@ -261,6 +261,10 @@ def make_figures(data: ReportData) -> list[Figure]:
     figs = []
     # a structure missing from the ontology has no level: nothing to place on the x axis
     long = data.table1_long.filter(pl.col("mean_auc").is_not_null() & pl.col("level").is_not_null())
+    # split methods are never mixed: a non-default method is a line of its own
+    other = pl.col("split_method").is_not_null() & (pl.col("split_method") != "stratified")
+    long = long.with_columns(pl.when(other).then(pl.col("feature_set") + " [" + pl.col(
+        "split_method") + " split]").otherwise(pl.col("feature_set")).alias("feature_set"))
     if not long.is_empty():
         figs.append(Figure(
             "level_comparison", "Feature sets compared per level",
