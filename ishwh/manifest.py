@@ -45,10 +45,9 @@ import pyarrow as pa
 from ishwh import images, loader, warehouse
 from ishwh.errors import IshwhError, ManifestError
 from ishwh.ontology import structures_from_graph_json
-from ishwh.vocab import STAGES
+from ishwh.progress import Progress, phase
+from ishwh.vocab import GRADES, PATTERNS, STAGES
 
-PATTERNS = ("undetected", "full", "regional", "gradient")
-LEVELS = ("undetected", "low", "medium", "high")  # intensity and density
 SECTION_ID_FACTOR = 10_000
 # Manifest genes get ids above this: Allen gene ids and the synthetic atlas's (90,000,000 + i)
 # lie below it, so one warehouse can hold all three.
@@ -361,12 +360,9 @@ def _check_structures(
 
 
 def _decode_images(
-    todo: list[_Image], progress: bool, workers: int | None = None
+    todo: list[_Image], progress: Progress | None, workers: int | None = None
 ) -> None:
     """Decode (proves readability, gives the size) and checksum every image, in threads."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     def one(img: _Image) -> _Image:
         try:
             img.width, img.height = images.image_size(img.src)
@@ -380,23 +376,18 @@ def _decode_images(
         return img
 
     workers = workers or min(4, os.cpu_count() or 1)  # cv2 decodes outside the GIL
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    console = Console(stderr=True)
-    # Off when stderr is not a terminal: a log file gets no bar frames (nor a blank line).
-    with Progress(*columns, console=console, transient=True,
-                  disable=not (progress and console.is_terminal)) as bar, \
+    with phase(progress, "checking images", len(todo), "images") as advance, \
             ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task("checking images", total=len(todo))
         for _ in pool.map(one, todo):
-            bar.advance(task)
+            advance(1)
 
 
 # --------------------------------------------------------------------------- planning
 
 
 def plan(
-    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *, progress: bool = False
+    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *,
+    progress: Progress | None = None,
 ) -> Plan:
     """Read and check a manifest folder against the warehouse; write nothing.
 
@@ -737,7 +728,7 @@ def _annotations(
 
     # Calls: one of the enumeration in any case, or empty for unknown (NULL).
     for order, (col, allowed) in enumerate(
-            (("pattern", PATTERNS), ("intensity", LEVELS), ("density", LEVELS)), start=2):
+            (("pattern", PATTERNS), ("intensity", GRADES), ("density", GRADES)), start=2):
         low = pl.col(col).str.to_lowercase()
         report(df.filter((low != "") & ~low.is_in(list(allowed))), order,
                lambda r, col=col, allowed=allowed:
@@ -819,7 +810,7 @@ def _gene_labels(
 
 def ingest_dir(
     db_path: str | os.PathLike, folder: str | os.PathLike, *, link: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Check a manifest folder, then load it all-or-nothing into the warehouse.
 
@@ -833,7 +824,7 @@ def ingest_dir(
     link:
         Hard-link (or, across file systems, symlink) the images instead of copying them.
     progress:
-        Show a progress bar over the images on stderr.
+        Where to report the image check (:class:`ishwh.progress.Progress`); None: nowhere.
 
     Returns
     -------

@@ -26,7 +26,7 @@ def named_queries() -> dict[str, Path]:
 def resolve_query(query: str | None, name: str | None) -> str:
     """The SQL to run: the text given, or the named query (a view is ``select * from it``)."""
     if (query is None) == (name is None):
-        raise InvalidInput("give either a SQL query or --query NAME, not both or neither")
+        raise InvalidInput("give either a SQL query or a named query, not both or neither")
     if query is not None:
         return query
     queries = named_queries()
@@ -137,11 +137,11 @@ def write_table(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> str
     import polars as pl
 
     if fmt not in ("csv", "json", "parquet"):
-        raise InvalidInput(f"--format must be table, csv, json or parquet, not {fmt!r}")
+        raise InvalidInput(f"format must be csv, json or parquet, not {fmt!r}", param="format")
     frame = pl.from_arrow(_text_safe(table, nested=fmt == "csv"))
     if fmt == "parquet":
         if out is None:
-            raise InvalidInput("--format parquet needs --out FILE")
+            raise InvalidInput("the parquet format needs an output file", param="format")
         frame.write_parquet(out)
         return None
     text = frame.write_csv() if fmt == "csv" else frame.write_json()

@@ -38,7 +38,8 @@ def stage_order(stage: str) -> int:
 def check_stage(stage: str, allowed: tuple[str, ...] = STAGES, what: str = "stage") -> str:
     """Return ``stage`` if it is one of ``allowed``, else raise :class:`InvalidInput`."""
     if stage not in allowed:
-        raise InvalidInput(f"unknown {what} {stage!r}", hint=f"choose from {', '.join(allowed)}")
+        raise InvalidInput(f"unknown {what} {stage!r}", hint=f"choose from {', '.join(allowed)}",
+                           param="stage")
     return stage
 
 

@@ -44,6 +44,7 @@ from ishwh.features.cnn import (
 from ishwh.features.grid import GridFeatures
 from ishwh.features.imageio import decode_batch, ordered_map
 from ishwh.features.sift_torch import TorchDenseSift
+from ishwh.progress import Progress, or_silent, phase
 from ishwh.resources import sql_text
 
 EXTRACTORS = ("cnn", "bow", "grid")
@@ -163,50 +164,19 @@ def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
 
 
-class _RateColumn:
-    """A rich column showing ``<n> <unit>/s``."""
-
-    def __new__(cls, unit: str):
-        from rich.progress import ProgressColumn  # noqa: PLC0415
-        from rich.text import Text  # noqa: PLC0415
-
-        class Rate(ProgressColumn):
-            def render(self, task):  # noqa: D102
-                speed = task.finished_speed or task.speed
-                return Text(f"{speed:.1f} {unit}/s" if speed else f"- {unit}/s")
-
-        return Rate()
-
-
 @contextmanager
-def _progress(enabled: bool, description: str, total: int, unit: str = "sections"
-              ) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (rich); yields ``advance(n)``."""
-    if not enabled or total == 0:
+def _progress(progress: Progress | None, description: str, total: int,
+              unit: str = "sections") -> Iterator[Callable[[int], None]]:
+    """A phase on ``progress`` (nothing when there is nothing to do); yields ``advance(n)``."""
+    if total == 0:
         yield lambda n: None
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn(unit), _RateColumn(unit), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with phase(progress, description, total, unit) as advance:
+        yield advance
 
 
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        from rich.console import Console  # noqa: PLC0415
-
-        Console(stderr=True, highlight=False).print(message, markup=False)
+def _say(progress: Progress | None, message: str) -> None:
+    or_silent(progress).message(message)
 
 
 @dataclass
@@ -744,7 +714,7 @@ def featurize_report(
     weights: str | os.PathLike | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     on_error: str = "fail",
-    progress: bool = True,
+    progress: Progress | None = None,
     *,
     backbone: str = DEFAULT_BACKBONE,
     spatial: int | None = None,
@@ -797,7 +767,7 @@ def featurize(
     weights: str | os.PathLike | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     on_error: str = "fail",
-    progress: bool = True,
+    progress: Progress | None = None,
     **kwargs: Any,
 ) -> list[str]:
     """Compute feature sets for the experiments of a warehouse; return their names.
@@ -816,7 +786,8 @@ def featurize(
     weights: weights file for the backbone (default: the bundled efficientnet_lite0 ones).
     image_size: network input side (the paper's 231).
     on_error: ``fail`` (stop at an unreadable image; committed chunks are kept) or ``skip``.
-    progress: show a progress bar (stderr).
+    progress: where to report phases and skipped images (:class:`ishwh.progress.Progress`;
+        the command line passes a rich bar on stderr); None reports nothing.
     kwargs: ``backbone``, ``spatial``, ``chunk_size``, ``bow`` (see :func:`featurize_report`).
     """
     return featurize_report(db_path, extractor, layers, pools, stages, device, batch_size,

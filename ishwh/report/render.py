@@ -214,7 +214,7 @@ def gather(
 ) -> ReportData:
     """Fetch everything the report shows (read-only connection)."""
     if runs is not None and not runs:
-        raise InvalidInput("--runs is empty: give run ids like 1,2")
+        raise InvalidInput("runs is empty: give run ids like 1,2", param="runs")
     with connect(db_path, read_only=True) as con:
         all_runs = run_named(con, "report_runs")
         if all_runs.is_empty():

@@ -143,7 +143,7 @@ def table1(
     ``wide`` the printable table with ``mean ± std`` strings and the ``best`` column.
     """
     if runs is not None and not runs:
-        raise InvalidInput("--runs is empty: give run ids like 1,2")
+        raise InvalidInput("runs is empty: give run ids like 1,2", param="runs")
     with connect(db_path, read_only=True) as con:
         long = run_named(con, "table1", runs=runs)
         overall = run_named(con, "table1_overall", runs=runs)

@@ -62,7 +62,9 @@ final as (
     join sizes z using (split_id)
 )
 
-select * from final
+select final.*
+from final
+left join main.stages s using (stage)
 order by
-    list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage),
+    s.stage_order,
     split_id
