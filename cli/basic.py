@@ -70,16 +70,37 @@ def sql(
         str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
     ] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="A parameter of the named query, KEY=VALUE (value: "
+                                           "JSON such as 5 or [1,2], else text); repeatable."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the named queries and views with their "
+                                          "parameters, then exit.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Run a read-only SQL query (or a named one) on the warehouse."""
+    if list_:
+        t = Table("name", "kind", "description", "parameters")
+        for nq in q.named_queries().values():
+            t.add_row(nq.name, "view" if nq.is_view else "query", nq.description,
+                      "\n".join(f"{k}: {v}" for k, v in nq.params.items()))
+        console.print(t)
+        return
     if fmt not in ("table", "csv", "json", "parquet"):
         raise typer.BadParameter("must be table, csv, json or parquet", param_hint="--format")
     if fmt == "table" and out is not None:
         raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
     if fmt == "parquet" and out is None:
         raise typer.BadParameter("--format parquet needs --out FILE", param_hint="--format")
-    result = q.run_query(db or db_default(), q.resolve_query(query, name))
+    given = q.parse_params(params)
+    if name is None and given:
+        raise typer.BadParameter("parameters go with a named query (--query NAME)",
+                                 param_hint="--param")
+    bound = q.bind(q.named_query(name), given) if name is not None and query is None else None
+    result = q.run_query(db or db_default(), q.resolve_query(query, name), bound)
     if fmt == "table":
         t = Table(*result.column_names)
         for row in result.to_pylist():

@@ -31,9 +31,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from ishwh import images, loader, warehouse
 from ishwh.errors import IshwhError, ManifestError
 from ishwh.ontology import structures_from_graph_json
 from ishwh.progress import Progress, phase
+from ishwh.store import registered
 from ishwh.vocab import GRADES, PATTERNS, STAGES
 
 SECTION_ID_FACTOR = 10_000
@@ -530,16 +530,6 @@ def plan(
     return result
 
 
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
-    """``table`` visible to SQL as ``name`` for the block."""
-    con.register(name, table)
-    try:
-        yield
-    finally:
-        con.unregister(name)
-
-
 def _check_experiments(
     con: duckdb.DuckDBPyConnection, experiments: dict[int, dict[str, Any]],
     genes: dict[str, dict[str, Any]], problems: _Problems,
@@ -552,7 +542,7 @@ def _check_experiments(
         "stage": [e["stage"] for e in experiments.values()],
         "line": [e["line"] for e in experiments.values()],
     })
-    with _registered(con, "_ishwh_exp", new):
+    with registered(con, new, "_ishwh_exp"):
         clashes = con.execute(
             """
             select n.line, n.experiment_id, g.acronym, e.stage
@@ -582,7 +572,7 @@ def _section_rows(
         "derived_id": pa.array([k[0] * SECTION_ID_FACTOR + k[1] for k in keys], pa.int64()),
         "sha256": [usable[k]["image"].sha256 for k in keys],
     })
-    with _registered(con, "_ishwh_sec", new):
+    with registered(con, new, "_ishwh_sec"):
         same_key = con.execute(
             """
             select n.experiment_id, n.section_number, s.section_id, s.sha256
@@ -671,7 +661,7 @@ def _known_experiments(
     ask = sorted({i for i in ids if i not in manifest})
     if not ask:
         return set(manifest)
-    with _registered(con, "_ishwh_ids", pa.table({"experiment_id": pa.array(ask, pa.int64())})):
+    with registered(con, pa.table({"experiment_id": pa.array(ask, pa.int64())}), "_ishwh_ids"):
         found = con.execute(
             "select experiment_id from _ishwh_ids join experiments using (experiment_id)"
         ).fetchall()
@@ -745,7 +735,7 @@ def _annotations(
 
     rows = df.select(experiment_id="eid", structure_id="sid", pattern="pattern",
                      intensity="intensity", density="density", line="line").to_arrow()
-    with _registered(con, "_ishwh_ann", rows):
+    with registered(con, rows, "_ishwh_ann"):
         clashes = con.execute(
             """
             select n.line, n.experiment_id, n.structure_id
@@ -792,7 +782,7 @@ def _gene_labels(
         lines.append(line)
     if out:
         new = _table("gene_labels", out).append_column("line", pa.array(lines, pa.int64()))
-        with _registered(con, "_ishwh_gl", new):
+        with registered(con, new, "_ishwh_gl"):
             clashes = con.execute(
                 """
                 select n.line, n.task from _ishwh_gl n join gene_labels g using (gene_id, task)

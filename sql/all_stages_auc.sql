@@ -1,8 +1,8 @@
--- all_stages_auc: the all-stages rollup per feature set, as in the paper's abstract
+-- all_stages_auc: the all-stages rollup per feature set, as in the paper's abstract.
 -- ("average AUC of 0.894 +- 0.014").
 -- Grain: one row per feature set x label mode x split method x levels.
--- Inputs: stage_auc, stages (developmental order). Runs of one stage (repeated splits) are first averaged, so each stage
--- counts once; mean_auc / std_auc are the mean and sample std across stages of the stage
+-- Inputs: stage_auc, stages (developmental order). Runs of one stage (repeated splits) are
+-- first averaged, so each stage counts once; mean_auc / std_auc are the mean and sample std across stages of the stage
 -- means. n_runs counts the runs behind the numbers.
 create or replace view all_stages_auc as
 with stage_auc as (

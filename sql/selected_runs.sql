@@ -1,7 +1,7 @@
--- selected_runs: the finished runs a report (or a named report query) covers.
+-- selected_runs: the finished runs, the runs a report (or a named report query) may cover.
 -- Grain: one row per finished run.
--- Inputs: runs. Optional filter, read when the view is queried:
--- `set variable report_runs = [1, 2]` (unset: every finished run).
+-- Inputs: runs. The named queries narrow it with their optional $runs parameter
+-- (`ishwh sql --query table1 --param runs=[1,2]`).
 create or replace view selected_runs as
 with runs as (
     select * from main.runs
@@ -11,8 +11,6 @@ final as (
     select *
     from runs
     where status = 'finished'
-        and (getvariable('report_runs') is null
-            or list_contains(getvariable('report_runs'), run_id))
 )
 
 select * from final

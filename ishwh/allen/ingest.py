@@ -39,7 +39,7 @@ from ishwh.allen.readers import Volume, read_grid_annotation, read_grid_zip, rea
 from ishwh.errors import InvalidInput, IshwhError, NotFound
 from ishwh.images import image_size, place_image, sha256_file
 from ishwh.progress import Progress, phase
-from ishwh.resources import sql_text
+from ishwh.query import query_text
 from ishwh.vocab import GRADES, PATTERNS
 
 #: Allen values that mean "no call was made" -> NULL (unknown), never "undetected".
@@ -330,7 +330,7 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
     exp_ids = [e["experiment_id"] for e in experiments]
 
     done: dict[str, set[int]] = {"sections": set(), "annotations": set(), "grids": set()}
-    for part, eid in con.sql(sql_text("queries/allen_done")).fetchall():
+    for part, eid in con.sql(query_text("allen_done")).fetchall():
         done[part].add(int(eid))
 
     # 3. sections and images

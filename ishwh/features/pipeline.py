@@ -45,7 +45,7 @@ from ishwh.features.grid import GridFeatures
 from ishwh.features.imageio import decode_batch, ordered_map
 from ishwh.features.sift_torch import TorchDenseSift
 from ishwh.progress import Progress, or_silent, phase
-from ishwh.resources import sql_text
+from ishwh.query import query_text
 
 EXTRACTORS = ("cnn", "bow", "grid")
 ON_ERROR = ("skip", "fail")
@@ -98,7 +98,7 @@ def _scope(con: duckdb.DuckDBPyConnection, stages: Sequence[str] | None) -> tupl
                            hint="stages present: " + (", ".join(present) or "none"))
     if not chosen:
         return [], None
-    tbl = con.sql(sql_text("queries/featurize_scope"), params={"stages": chosen}).to_arrow_table()
+    tbl = con.sql(query_text("featurize_scope"), params={"stages": chosen}).to_arrow_table()
     return chosen, tbl
 
 
@@ -139,7 +139,7 @@ def _done(con: duckdb.DuckDBPyConnection, fsids: Sequence[int]) -> dict[int, set
     out: dict[int, set[int]] = {f: set() for f in fsids}
     if not fsids:
         return out
-    tbl = con.sql(sql_text("queries/featurize_done"),
+    tbl = con.sql(query_text("featurize_done"),
                   params={"feature_set_ids": list(fsids)}).to_arrow_table()
     for f, e in zip(tbl.column("feature_set_id").to_pylist(),
                     tbl.column("experiment_id").to_pylist(), strict=True):
@@ -194,7 +194,7 @@ def _sections(con: duckdb.DuckDBPyConnection, images_root: Path,
               experiment_ids: Sequence[int]) -> list[_Section]:
     if not experiment_ids:
         return []
-    tbl = con.sql(sql_text("queries/featurize_sections"),
+    tbl = con.sql(query_text("featurize_sections"),
                   params={"experiment_ids": [int(e) for e in experiment_ids]}).to_arrow_table()
     cols = {c: tbl.column(c).to_pylist() for c in tbl.column_names}
     return [
@@ -676,7 +676,7 @@ def _run_grid(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     todo = [e for e in ids if e not in done[fsids[set_name(stage_of[e])]]]
     with _progress(opts["progress"], "featurize grid", len(todo), "experiments") as advance:
         for c in _chunks(todo, chunk_size):
-            tbl = con.sql(sql_text("queries/featurize_grids"),
+            tbl = con.sql(query_text("featurize_grids"),
                           params={"experiment_ids": c}).to_arrow_table()
             got = [int(e) for e in tbl.column("experiment_id").to_pylist()]
             x = store.list_array_to_matrix(tbl.column("energy"))

@@ -118,17 +118,6 @@ def _versions(device: str) -> dict:
     return out
 
 
-def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
-    if tbl.num_rows == 0:
-        return
-    con.register("_ishwh_fit_rows", tbl)
-    try:
-        cols = ", ".join(tbl.column_names)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_fit_rows").fetchall()
-    finally:
-        con.unregister("_ishwh_fit_rows")
-
-
 def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
     if not run_ids:
         return
@@ -180,7 +169,7 @@ def get_or_make_split(
                 "insert into split_defs (stage, method, seed, repeat_index, params) "
                 "values (?, ?, ?, ?, ?) returning split_id",
                 [stage, method, seed, repeat_index, _json(params)]).fetchall()[0][0])
-            _insert_arrow(con, "splits", pa.table({
+            store.insert_arrow(con, "splits", pa.table({
                 "split_id": pa.array(np.full(len(experiment_ids), split_id, dtype=np.int32)),
                 "experiment_id": pa.array(experiment_ids),
                 "subset": pa.array(np.where(test_rows, "test", "train").tolist()),
@@ -447,11 +436,11 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
     })
     with warehouse.transaction(con):
         _delete_runs(con, [int(x) for x in replace])   # --force: the new run replaces the old
-        _insert_arrow(con, "run_tasks", task_tbl)
+        store.insert_arrow(con, "run_tasks", task_tbl)
         for t in pred_tables:
-            _insert_arrow(con, "predictions", t)
+            store.insert_arrow(con, "predictions", t)
         for t in gene_tables:
-            _insert_arrow(con, "gene_predictions", t)
+            store.insert_arrow(con, "gene_predictions", t)
         timings["write_s"] = round(time.perf_counter() - t4, 4)
         timings["total_s"] = round(time.perf_counter() - t_start + timings["read_s"]
                                    + timings["split_s"], 4)
@@ -464,9 +453,9 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
 
 def summary(db_path: str | os.PathLike, run_ids: Sequence[int]) -> list[dict]:
     """The level rollup (``level_auc``) of ``run_ids``: one dict per run x level."""
-    from ishwh.resources import sql_text
+    from ishwh.query import query_text
 
     with warehouse.connect(db_path, read_only=True) as con:
-        tbl = con.sql(sql_text("queries/fit_summary"),
+        tbl = con.sql(query_text("fit_summary"),
                       params={"run_ids": [int(r) for r in run_ids]}).to_arrow_table()
     return tbl.to_pylist()

@@ -2,8 +2,9 @@
 
 Every number of the report comes out of SQL (the ``level_auc`` / ``structure_auc`` views and
 the named queries built on them); this module only runs those queries, with the report's
-filters set as DuckDB session variables, and reshapes the results with polars (Table 1 in
-its wide, printable form). The same queries run unfiltered with ``ishwh sql --query NAME``.
+filters as the queries' named parameters, and reshapes the results with polars (Table 1 in
+its wide, printable form). The same queries run with
+``ishwh sql --query NAME [--param runs=[1,2]]``.
 """
 
 from __future__ import annotations
@@ -15,24 +16,13 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
-from ishwh.errors import InvalidInput, NotFound
-from ishwh.resources import resource_dir
+from ishwh.errors import InvalidInput
+from ishwh.query import bind, named_query
 from ishwh.vocab import STAGES
 from ishwh.warehouse import connect
 
-# Session variables the named queries read with getvariable(); unset means "no filter".
-_FILTERS = ("report_runs", "report_level", "report_structures")
-
 OVERALL_STAGE = "all stages"
 SHUFFLED_SUFFIX = " (shuffled labels)"
-
-
-def query_text(name: str) -> str:
-    """The SQL of the named query ``sql/queries/<name>.sql``."""
-    path = resource_dir("sql") / "queries" / f"{name}.sql"
-    if not path.is_file():
-        raise NotFound(f"no named query {name!r} in sql/queries/")
-    return path.read_text(encoding="utf-8")
 
 
 def run_named(
@@ -43,23 +33,19 @@ def run_named(
     level: int | None = None,
     structures: Sequence[int] | None = None,
 ) -> pl.DataFrame:
-    """Run a named query with the report's filters (None = no filter) as a polars frame."""
+    """Run a named query with the report's filters (None = no filter) as a polars frame.
+
+    The filters are the query's own optional parameters (``$runs``, ``$level``,
+    ``$structures``); a query is given those it declares.
+    """
     values = {
-        "report_runs": None if runs is None else [int(r) for r in runs],
-        "report_level": None if level is None else int(level),
-        "report_structures": None if structures is None else [int(s) for s in structures],
+        "runs": None if runs is None else [int(r) for r in runs],
+        "level": None if level is None else int(level),
+        "structures": None if structures is None else [int(s) for s in structures],
     }
-    try:
-        for var in _FILTERS:
-            if values[var] is None:
-                con.execute(f"reset variable {var}").fetchall()
-            else:
-                con.execute(f"set variable {var} = ?", [values[var]]).fetchall()
-        return pl.from_arrow(con.sql(query_text(name)).to_arrow_table())
-    finally:
-        # Leave the connection as found: a later ad-hoc query must not be silently filtered.
-        for var in _FILTERS:
-            con.execute(f"reset variable {var}").fetchall()
+    query = named_query(name)
+    params = bind(query, {k: v for k, v in values.items() if k in query.params})
+    return pl.from_arrow(con.sql(query.sql, params=params or None).to_arrow_table())
 
 
 def column_label(feature_set: str, label_mode: str) -> str:

@@ -1,10 +1,11 @@
 -- report_runs: every parameter and version that defines a run, for the report's appendix.
 -- Grain: one row per finished run.
 -- Inputs: selected_runs, feature_sets, split_defs, run_tasks.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select *
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, narrowed by $runs
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 task_counts as (

@@ -1,10 +1,12 @@
 -- report_structure_auc: structure_auc with the names a reader needs.
 -- Grain: one row per run x structure with predictions (finished runs only).
 -- Inputs: structure_auc, selected_runs, structures, feature_sets.
--- Optional filters: `set variable report_runs = [1, 2]`, `set variable report_level = 5`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
+-- param level: ontology level, e.g. 5 (optional: every level)
 with runs as (
     select run_id, label_mode
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, narrowed by $runs
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 structure_auc as (
@@ -37,7 +39,7 @@ final as (
     join runs r using (run_id)
     join feature_sets f using (feature_set_id)
     left join structures s using (structure_id)
-    where getvariable('report_level') is null or a.level = getvariable('report_level')
+    where $level is null or a.level = $level
 )
 
 select * from final

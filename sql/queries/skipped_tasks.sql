@@ -2,10 +2,11 @@
 -- Grain: one row per run x task kind x reason (finished runs only).
 -- Inputs: run_tasks, selected_runs, feature_sets, structures.
 -- examples lists up to eight of the skipped tasks (structure acronyms or gene-task names).
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id, stage, feature_set_id, label_mode
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, narrowed by $runs
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 run_tasks as (

@@ -5,10 +5,11 @@
 -- a stage's number is the mean AUC over all its structures (stage_auc.mean_auc; repeated
 -- runs of a stage averaged), and overall_mean / overall_std are the mean and sample std of
 -- those stage numbers across stages (std NULL with a single stage).
--- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, narrowed by $runs
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 stage_auc as (
