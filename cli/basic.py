@@ -28,8 +28,19 @@ def init(db: DbOption = None) -> None:
         err_console.print(f"warehouse {db} is up to date", soft_wrap=True)
 
 
-def status(db: DbOption = None, as_json: JsonOption = False) -> None:
+def status(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Run the data checks of sql/checks/ instead; exit "
+                                           "code 1 and the names of the failing ones if any "
+                                           "finds rows.")
+    ] = False,
+) -> None:
     """Row counts, stages, feature sets and runs of a warehouse (read-only)."""
+    if check:
+        _check(db or db_default(), as_json)
+        return
     info = st.summary(db or db_default())
     if as_json:
         print_json(info)
@@ -61,6 +72,25 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
         console.print(t)
 
 
+def _check(db: Path, as_json: bool) -> None:
+    from ishwh.checks import run_checks
+
+    results = run_checks(db)
+    failed = [r.name for r in results if not r.passed]
+    if as_json:
+        print_json([{"name": r.name, "description": r.description, "n_rows": r.n_rows,
+                     "examples": r.examples} for r in results])
+    else:
+        t = Table("check", "rows", "what it tests", title="data checks")
+        for r in results:
+            t.add_row(r.name, f"{r.n_rows:,}", r.description)
+        console.print(t)
+    if failed:
+        err_console.print(f"Error: {len(failed)} data check(s) failed: {', '.join(failed)} "
+                          "(see them with `ishwh sql --query NAME`)", markup=False)
+        raise typer.Exit(1)
+
+
 def sql(
     query: Annotated[str | None, typer.Argument(help="SQL to run (read-only).")] = None,
     name: Annotated[
@@ -83,11 +113,10 @@ def sql(
 ) -> None:
     """Run a read-only SQL query (or a named one) on the warehouse."""
     if list_:
-        t = Table("name", "kind", "description", "parameters")
         for nq in q.named_queries().values():
-            t.add_row(nq.name, "view" if nq.is_view else "query", nq.description,
-                      "\n".join(f"{k}: {v}" for k, v in nq.params.items()))
-        console.print(t)
+            typer.echo(f"{nq.name} ({nq.kind}): {nq.description}")
+            for k, v in nq.params.items():
+                typer.echo(f"    --param {k}=...  {v}")
         return
     if fmt not in ("table", "csv", "json", "parquet"):
         raise typer.BadParameter("must be table, csv, json or parquet", param_hint="--format")

@@ -23,7 +23,8 @@ Ids (a manifest names genes by symbol and sections by number only):
   mix them).
 * ``section_id``: the id of the warehouse section with the same
   ``(experiment_id, section_number)``; new sections get
-  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999).
+  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999;
+  the rule lives in :mod:`ishwh.ids`).
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ import pyarrow as pa
 
 from ishwh import images, loader, warehouse
 from ishwh.errors import IshwhError, ManifestError
-from ishwh.ontology import structures_from_graph_json
+from ishwh.ids import SECTION_ID_FACTOR, section_id
+from ishwh.ontology import fill_root_levels, structures_from_graph_json
 from ishwh.progress import Progress, phase
 from ishwh.store import registered
 from ishwh.vocab import GRADES, PATTERNS, STAGES
 
-SECTION_ID_FACTOR = 10_000
 # Manifest genes get ids above this: Allen gene ids and the synthetic atlas's (90,000,000 + i)
 # lie below it, so one warehouse can hold all three.
 GENE_ID_BASE = 2_000_000_000
@@ -255,17 +256,14 @@ def _ontology_json(
                          f"parent_structure_id {node.get('parent_structure_id')} disagrees with "
                          f"its place in the tree (inside {outer})")
         stack.extend((c, nid) for c in node.get("children") or [] if isinstance(c, dict))
-    ids = {r["structure_id"] for r in rows}
+    no_level = {id(r) for r in fill_root_levels(rows)}
     out = []
     for r in rows:
         where = f"{name}: structure {r['structure_id']} ({r['acronym']})"
         if not r.get("acronym"):
             problems.add(where, "no acronym")
-        if r["level"] is None:
-            if r["parent_id"] is None or r["parent_id"] not in ids:
-                r["level"] = 0  # Allen's graph root has no st_level; the table needs one
-            else:
-                problems.add(where, "no st_level")
+        if id(r) in no_level:
+            problems.add(where, "no st_level")
         out.append((where, r))
     return name, out, roots
 
@@ -569,7 +567,7 @@ def _section_rows(
     new = pa.table({
         "experiment_id": pa.array([k[0] for k in keys], pa.int64()),
         "section_number": pa.array([k[1] for k in keys], pa.int32()),
-        "derived_id": pa.array([k[0] * SECTION_ID_FACTOR + k[1] for k in keys], pa.int64()),
+        "derived_id": pa.array([section_id(*k) for k in keys], pa.int64()),
         "sha256": [usable[k]["image"].sha256 for k in keys],
     })
     with registered(con, new, "_ishwh_sec"):
@@ -597,7 +595,7 @@ def _section_rows(
                 problems.add(where, f"experiment {eid} section {num} is already in the "
                                     "warehouse with a different image")
         else:
-            sid = eid * SECTION_ID_FACTOR + num
+            sid = section_id(eid, num)
         out.append({"section_id": sid, "experiment_id": eid, "section_number": num,
                     "image_path": images.content_relpath(img.src, img.sha256),
                     "width": img.width, "height": img.height, "position": s["position"],
@@ -606,7 +604,7 @@ def _section_rows(
         if (eid, num) not in existing:
             problems.add(
                 _at("sections.csv", usable[(eid, num)]["line"]),
-                f"section id {eid * SECTION_ID_FACTOR + num} (experiment {eid} section {num}) "
+                f"section id {section_id(eid, num)} (experiment {eid} section {num}) "
                 f"is already used by experiment {oe} section {on} in the warehouse",
             )
     return out

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ishwh.errors import InvalidInput, NotFound, ReadOnlyViolation
 from ishwh.resources import resource_dir
+from ishwh.vocab import GRADES, PATTERNS
 from ishwh.warehouse import connect
 
 _READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
@@ -26,6 +27,8 @@ _READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
 _HEADER_RE = re.compile(r"^--\s*([a-z0-9_]+)\s*:\s*(.*)$")
 _PARAM_RE = re.compile(r"^--\s*param\s+([a-z_][a-z0-9_]*)\s*:\s*(.*)$")
 _OPTIONAL = "(optional"
+#: Parameters a data check (sql/checks/) gets by default: the vocabulary it compares against.
+CHECK_DEFAULTS: dict[str, Any] = {"patterns": list(PATTERNS), "grades": list(GRADES)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ class NamedQuery:
     description: str
     params: dict[str, str]
     path: Path
-    is_view: bool
+    kind: str  # "view" (sql/), "query" (sql/queries/) or "check" (sql/checks/)
+
+    @property
+    def is_view(self) -> bool:
+        return self.kind == "view"
 
     @property
     def sql(self) -> str:
@@ -55,7 +62,7 @@ class NamedQuery:
         return _OPTIONAL in self.params.get(param, "")
 
 
-def _read_named(path: Path, is_view: bool) -> NamedQuery:
+def _read_named(path: Path, kind: str) -> NamedQuery:
     lines = path.read_text(encoding="utf-8").splitlines()
     first = _HEADER_RE.match(lines[0]) if lines else None
     description = first.group(2).strip() if first and first.group(1) == path.stem else ""
@@ -66,14 +73,16 @@ def _read_named(path: Path, is_view: bool) -> NamedQuery:
         m = _PARAM_RE.match(line)
         if m:
             params[m.group(1)] = m.group(2).strip()
-    return NamedQuery(path.stem, description, params, path, is_view)
+    return NamedQuery(path.stem, description, params, path, kind)
 
 
 def named_queries() -> dict[str, NamedQuery]:
-    """The named queries by name: the views of ``sql/*.sql`` and ``sql/queries/*.sql``."""
+    """The named queries by name: the views of ``sql/*.sql``, the queries of
+    ``sql/queries/*.sql`` and the data checks of ``sql/checks/*.sql``."""
     root = resource_dir("sql")
-    out = {p.stem: _read_named(p, True) for p in sorted(root.glob("*.sql"))}
-    out.update({p.stem: _read_named(p, False) for p in sorted((root / "queries").glob("*.sql"))})
+    out = {p.stem: _read_named(p, "view") for p in sorted(root.glob("*.sql"))}
+    for folder, kind in (("queries", "query"), ("checks", "check")):
+        out.update({p.stem: _read_named(p, kind) for p in sorted((root / folder).glob("*.sql"))})
     return dict(sorted(out.items()))
 
 
@@ -86,7 +95,8 @@ def named_query(name: str) -> NamedQuery:
 
 
 def query_text(name: str) -> str:
-    """The SQL of the named query ``sql/queries/<name>.sql`` (the one loader of query files)."""
+    """The SQL of the named query ``sql/queries/<name>.sql`` or check ``sql/checks/<name>.sql``
+    (the one loader of query files)."""
     q = named_query(name)
     if q.is_view:
         raise NotFound(f"{name!r} is a view, not a query file of sql/queries/")
@@ -117,6 +127,8 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any]:
 def bind(query: NamedQuery, given: dict[str, Any]) -> dict[str, Any]:
     """The parameter values to run ``query`` with: the given ones, NULL for optional ones not
     given; an unknown or a missing required parameter is refused in one line."""
+    if query.kind == "check":
+        given = {**{k: v for k, v in CHECK_DEFAULTS.items() if k in query.params}, **given}
     unknown = sorted(set(given) - set(query.params))
     if unknown:
         declared = ", ".join(query.params) or "none"

@@ -9,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fake_allen import FakeAllenApi
 from typer.testing import CliRunner
 
 from cli.app import app
 from ishwh import warehouse
 from ishwh.allen.client import AllenClient
-from ishwh.allen.fake import FakeAllenApi
 from ishwh.allen.ingest import ingest_allen, normalise_call
 from ishwh.errors import InvalidInput, NetworkError
 from ishwh.vocab import GRADES, PATTERNS

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from toy_warehouse import make_toy_warehouse
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -20,7 +21,6 @@ from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit import fit
 from ishwh.fit.runner import levels_text, parse_levels
 from ishwh.fit.splits import balance
-from ishwh.fit.toy import make_toy_warehouse
 from ishwh.query import query_text
 
 RARE = 999   # a structure with 2 positives at E11.5: must be skipped with a reason

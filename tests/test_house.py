@@ -68,3 +68,57 @@ def test_cli_names_the_flag_of_a_library_parameter(db_path):
     assert res.exit_code == 1
     line = res.output.strip().splitlines()[-1]
     assert line.startswith("Error: --stage: unknown stage 'E12'"), line
+
+
+def test_one_rule_for_derived_section_ids():
+    from ishwh.ids import SECTION_ID_FACTOR, SYNTHETIC_SECTION_FACTOR, section_id
+    from ishwh.synth.generate import Atlas
+
+    assert section_id(123, 7) == 123 * SECTION_ID_FACTOR + 7 == 1_230_007
+    # the synthetic atlas keeps its factor (its bag-of-words samples are seeded by section id)
+    assert Atlas.section_id(900_000_005, 12) == 900_000_005 * SYNTHETIC_SECTION_FACTOR + 12
+    with pytest.raises(ValueError, match="outside 0..99"):
+        section_id(1, 100, SYNTHETIC_SECTION_FACTOR)
+
+
+def test_one_rule_for_a_missing_st_level(tmp_path):
+    from ishwh.allen.readers import read_ontology
+    from ishwh.errors import InvalidInput
+    from ishwh.ontology import fill_root_levels, structures_from_graph_json
+    from ishwh.synth.ontology import from_graph_file
+
+    graph = {"msg": [{"id": 1, "acronym": "root", "children": [
+        {"id": 2, "acronym": "A", "parent_structure_id": 1, "st_level": 1, "children": [
+            {"id": 3, "acronym": "B", "parent_structure_id": 2}]}]}]}
+    rows = structures_from_graph_json(graph)
+    unknown = fill_root_levels(rows)
+    assert [r["level"] for r in rows] == [0, 1, None]  # the root gets 0, B stays unknown
+    assert [r["structure_id"] for r in unknown] == [3]
+    # every reader applies the same rule: the Allen reader and the synthetic atlas refuse B
+    with pytest.raises(InvalidInput, match="no st_level"):
+        read_ontology(graph)
+    path = tmp_path / "g.json"
+    path.write_text(__import__("json").dumps(graph))
+    with pytest.raises(InvalidInput, match="no st_level"):
+        from_graph_file(path)
+    del graph["msg"][0]["children"][0]["children"]
+    assert [r["level"] for r in read_ontology(graph)] == [0, 1]
+
+
+def test_bow_transformer_and_featurize_draw_codebooks_alike():
+    import numpy as np
+
+    from ishwh.features import bow
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (48, 64), dtype=np.uint8) for _ in range(5)]
+    est = bow.BowFeatures(n_words=8, max_descriptors=300, n_init=1, seed=2).fit(imgs)
+    # the same draw by hand, through the one sampling rule
+    sample = bow.CodebookSample(len(imgs), bow.SIFT_SIZES, 300, seed=2)
+    for i in sample.order:
+        if sample.add(bow.sample_nonzero(bow.dense_sift(imgs[i]), 2, int(i), sample.cap)):
+            break
+    for (centers, inertia), c, i in zip(sample.fit(8, 1), est.codebooks_, est.inertia_,
+                                        strict=True):
+        np.testing.assert_array_equal(centers, c)
+        assert inertia == i

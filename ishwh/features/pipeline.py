@@ -476,11 +476,9 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
 
     Returns the centres per scale and the descriptors kept per section id.
     """
-    rng = np.random.default_rng([p["seed"], 7])
-    order = [sections[i] for i in rng.permutation(len(sections))]
-    cap = max(64, -(-4 * p["max_descriptors"] // max(1, len(order))))
-    pools: list[list[np.ndarray]] = [[] for _ in p["sizes"]]
-    have = [0] * len(p["sizes"])
+    sample = bowmod.CodebookSample(len(sections), p["sizes"], p["max_descriptors"], p["seed"])
+    order = [sections[i] for i in sample.order]
+    cap = sample.cap
     cache: dict[int, list[np.ndarray]] = {}
     kept_bytes = 0
     with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance, \
@@ -497,25 +495,14 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
             if kept_bytes < _DESCRIPTOR_CACHE_BYTES:
                 cache[sec.section_id] = full
                 kept_bytes += sum(d.nbytes for d in full)
-            for s, d in enumerate(descs):
-                pools[s].append(d)
-                have[s] += len(d)
-            if min(have) >= p["max_descriptors"]:
+            if sample.add(descs):
                 break  # enough (closing the generator stops the workers)
-    centers = []
-    rows = []
-    for s, parts in enumerate(pools):
-        pool = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
-        if len(pool) > p["max_descriptors"]:
-            pool = pool[np.sort(rng.choice(len(pool), p["max_descriptors"], replace=False))]
-        try:
-            c, inertia = bowmod.fit_codebook(pool, p["n_words"], p["n_init"],
-                                             p["seed"] + 1000 * s)
-        except InvalidInput as exc:
-            raise InvalidInput(f"stage {stage}, SIFT scale {p['sizes'][s]}: {exc.message}",
-                               hint=exc.hint) from exc
-        centers.append(c)
-        rows.append((s, c, inertia))
+    try:
+        fitted = sample.fit(p["n_words"], p["n_init"])
+    except InvalidInput as exc:
+        raise InvalidInput(f"stage {stage}, {exc.message}", hint=exc.hint) from exc
+    centers = [c for c, _ in fitted]
+    rows = [(s, c, inertia) for s, (c, inertia) in enumerate(fitted)]
     with warehouse.transaction(con):
         for s, c, inertia in rows:
             con.execute("insert into codebooks (feature_set_id, stage, scale, n_words, centers, "

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ishwh.errors import InvalidInput
+from ishwh.ids import SYNTHETIC_SECTION_FACTOR, section_id
 from ishwh.images import store_array
 from ishwh.progress import Progress, phase
 from ishwh.synth import anatomy as anatomy_mod
@@ -120,7 +121,7 @@ class Atlas:
 
     @staticmethod
     def section_id(experiment_id: int, number: int) -> int:
-        return experiment_id * 100 + number
+        return section_id(experiment_id, number, SYNTHETIC_SECTION_FACTOR)  # see ishwh.ids
 
     def task_names(self) -> list[str]:
         return [f"GO:99{k:05d}" for k in range(len(self.tasks))]
