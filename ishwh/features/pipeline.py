@@ -87,7 +87,8 @@ def _default_workers() -> int:
 def _scope(con: duckdb.DuckDBPyConnection, stages: Sequence[str] | None) -> tuple[list[str], Any]:
     """The stages in scope and the experiments (with sections) of those stages."""
     present = [r[0] for r in con.execute(
-        "select distinct stage from experiments order by stage").fetchall()]
+        "select distinct e.stage, s.stage_order from experiments e left join stages s "
+        "using (stage) order by s.stage_order").fetchall()]
     if stages is None:
         chosen = present
     else:

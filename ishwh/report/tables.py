@@ -18,7 +18,7 @@ import polars as pl
 
 from ishwh.errors import InvalidInput
 from ishwh.query import bind, named_query
-from ishwh.vocab import STAGES
+from ishwh.vocab import sort_stages
 from ishwh.warehouse import connect
 
 OVERALL_STAGE = "all stages"
@@ -143,7 +143,6 @@ def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
     names the true-label feature set with the highest AUC of the row; each stage ends with
     a ``mean over tasks`` row.
     """
-    stage_order = list(STAGES)
     labels = [column_label(fs, mode) for fs, mode in
               gene_auc.select("feature_set", "label_mode").rows()]
     g = gene_auc.with_columns(pl.Series("_col", labels, dtype=pl.Utf8))
@@ -153,8 +152,7 @@ def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
     true_cols = set(order.filter(pl.col("label_mode") == "true")["_col"].to_list())
     cells = g.group_by("stage", "task", "_col").agg(pl.col("auc").mean())
     lookup = {(st, t, c): a for st, t, c, a in cells.rows()}
-    stages = sorted(g["stage"].unique().to_list(),
-                    key=lambda s: stage_order.index(s) if s in stage_order else 99)
+    stages = sort_stages(g["stage"].unique().to_list())
     rows = []
     for stage in stages:
         tasks = sorted(g.filter(pl.col("stage") == stage)["task"].unique().to_list())
