@@ -1,6 +1,8 @@
--- selected_runs: the finished runs, the runs a report (or a named report query) may cover.
+-- selected_runs: the finished runs a report (or a named report query) may cover.
 -- Grain: one row per finished run.
--- Inputs: runs. The named queries narrow it with their optional $runs parameter
+-- Inputs: runs. is_default: the run is covered when no runs are named (today: every finished
+-- run). The named queries choose with their optional $runs parameter:
+--   where ($runs is null and is_default) or list_contains($runs, run_id)
 -- (`ishwh sql --query table1 --param runs=[1,2]`).
 create or replace view selected_runs as
 with runs as (
@@ -8,7 +10,7 @@ with runs as (
 ),
 
 final as (
-    select *
+    select *, true as is_default
     from runs
     where status = 'finished'
 )

@@ -52,12 +52,21 @@ def test_cli_holds_no_sql():
 
 
 def test_phase_reports_to_a_progress_and_ends_on_error():
-    rec = Recorder()
+    class Counting(Recorder):
+        ended = 0
+
+        def done(self) -> None:
+            self.ended += 1
+
+    rec = Counting()
     assert isinstance(rec, Progress)
     with phase(rec, "work", 3, "things") as advance:
         advance(1)
         advance(2)
-    assert rec.phases == [("work", 3)] and rec.steps == 3
+    assert rec.phases == [("work", 3)] and rec.steps == 3 and rec.ended == 1
+    with pytest.raises(RuntimeError), phase(rec, "broken", 2):
+        raise RuntimeError("boom")
+    assert rec.ended == 2  # the bar is closed even when the work fails
     with pytest.raises(TypeError, match="Progress"):
         or_silent(True)  # the old boolean "draw a bar" has no meaning in the library
 

@@ -711,24 +711,26 @@ def featurize_report(
 ) -> FeaturizeResult:
     """Compute (or finish) feature sets; see :func:`featurize`. Returns what was done."""
     if extractor not in EXTRACTORS:
-        raise InvalidInput(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
+        raise InvalidInput(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}",
+                           param="extractor")
     if on_error not in ON_ERROR:
-        raise InvalidInput(f"on_error must be skip or fail, got {on_error!r}")
+        raise InvalidInput(f"on_error must be skip or fail, got {on_error!r}", param="on_error")
     pools = [pools] if isinstance(pools, str) else list(pools)
     bad = [p for p in pools if p not in POOLS]
     if bad or not pools:
-        raise InvalidInput(f"pool must be max and/or mean, got {', '.join(bad) or 'nothing'}")
+        raise InvalidInput(f"pool must be max and/or mean, got {', '.join(bad) or 'nothing'}",
+                           param="pool")
     if isinstance(layers, str):
         layers = [x.strip() for x in layers.split(",") if x.strip()]
     for label, v in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if v is not None and v < 1:
-            raise InvalidInput(f"{label} must be >= 1, got {v}")
+            raise InvalidInput(f"{label} must be >= 1, got {v}", param=label)
     if workers is not None and workers < 0:
-        raise InvalidInput(f"workers must be >= 0, got {workers}")
+        raise InvalidInput(f"workers must be >= 0, got {workers}", param="workers")
     if image_size < 32:
-        raise InvalidInput(f"image_size must be >= 32, got {image_size}")
+        raise InvalidInput(f"image_size must be >= 32, got {image_size}", param="image_size")
     if spatial is not None and spatial < 1:
-        raise InvalidInput(f"spatial must be >= 1, got {spatial}")
+        raise InvalidInput(f"spatial must be >= 1, got {spatial}", param="spatial")
     if extractor in ("cnn", "bow"):
         resolve_device(device)  # reject --device cuda without a GPU before any work
     opts = dict(layers=layers, pools=pools, stages=stages, device=device, batch_size=batch_size,

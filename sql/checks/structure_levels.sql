@@ -1,4 +1,4 @@
--- structure_levels: structures whose ontology level is above their parent's.
+-- structure_levels: structures whose ontology level is below their parent's (levels never decrease downward).
 -- Grain: one row per structure x parent. Zero rows = pass.
 -- Inputs: structures. Allen's st_level never decreases down the tree (it may stay equal: three
 -- structures of graph 17 share their parent's level), and a level is never negative.

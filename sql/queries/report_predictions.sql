@@ -7,8 +7,8 @@
 -- param structures: structure ids, e.g. [15565, 15566] (optional: every structure)
 with runs as (
     select run_id, stage
-    from main.selected_runs  -- finished runs, narrowed by $runs
-    where $runs is null or list_contains($runs, run_id)
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 predictions as (

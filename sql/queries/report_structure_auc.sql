@@ -5,8 +5,8 @@
 -- param level: ontology level, e.g. 5 (optional: every level)
 with runs as (
     select run_id, label_mode
-    from main.selected_runs  -- finished runs, narrowed by $runs
-    where $runs is null or list_contains($runs, run_id)
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 structure_auc as (

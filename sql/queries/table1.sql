@@ -7,8 +7,8 @@
 -- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id
-    from main.selected_runs  -- finished runs, narrowed by $runs
-    where $runs is null or list_contains($runs, run_id)
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 level_auc as (
