@@ -11,6 +11,7 @@ from rich.table import Table
 from ishwh import query as q
 from ishwh import status as st
 from ishwh import warehouse
+from ishwh.errors import IshwhError
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
 
@@ -86,9 +87,8 @@ def _check(db: Path, as_json: bool) -> None:
             t.add_row(r.name, f"{r.n_rows:,}", r.description)
         console.print(t)
     if failed:
-        err_console.print(f"Error: {len(failed)} data check(s) failed: {', '.join(failed)} "
-                          "(see them with `ishwh sql --query NAME`)", markup=False)
-        raise typer.Exit(1)
+        raise IshwhError(f"{len(failed)} data check(s) failed: {', '.join(failed)}",
+                         hint="see the rows with `ishwh sql --query NAME`")
 
 
 def sql(
@@ -124,12 +124,7 @@ def sql(
         raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
     if fmt == "parquet" and out is None:
         raise typer.BadParameter("--format parquet needs --out FILE", param_hint="--format")
-    given = q.parse_params(params)
-    if name is None and given:
-        raise typer.BadParameter("parameters go with a named query (--query NAME)",
-                                 param_hint="--param")
-    bound = q.bind(q.named_query(name), given) if name is not None and query is None else None
-    result = q.run_query(db or db_default(), q.resolve_query(query, name), bound)
+    result = q.run(db or db_default(), query, name, q.parse_params(params))
     if fmt == "table":
         t = Table(*result.column_names)
         for row in result.to_pylist():

@@ -151,6 +151,17 @@ def resolve_query(query: str | None, name: str | None) -> str:
     return named_query(name).sql
 
 
+def run(db_path: str | os.PathLike, sql: str | None = None, name: str | None = None,
+        params: dict[str, Any] | None = None) -> pa.Table:
+    """Run ad-hoc read-only ``sql``, or the named query ``name`` with ``params`` (bound by
+    :func:`bind`: unknown or missing parameters are refused before the warehouse is read)."""
+    if sql is not None and params:
+        raise InvalidInput("parameters go with a named query", param="param")
+    text = resolve_query(sql, name)
+    bound = bind(named_query(name), params or {}) if name is not None else None
+    return run_query(db_path, text, bound)
+
+
 def tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Tables and views of the warehouse (user-facing; the version table is included)."""
     rows = con.execute(

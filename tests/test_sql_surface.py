@@ -90,7 +90,7 @@ def test_sql_param_binds_named_parameters(small):
     (["--query", "fit_stage_experiments", "--param", "stage=E13.5", "--param", "x=1"],
      "has no parameter 'x'"),
     (["--query", "fit_stage_experiments", "--param", "stage"], "is not KEY=VALUE"),
-    (["select 1", "--param", "a=1"], "parameters go with a named query"),
+    (["select 1", "--param", "a=1"], "--param: parameters go with a named query"),
     (["--query", "no_such_query"], "no named query 'no_such_query'"),
 ])
 def test_sql_param_errors_are_one_line(small, args, expected):
