@@ -1,37 +1,30 @@
--- all_stages_auc: THE all-stages number per feature set, the paper's "0.894 +- 0.014" form.
--- The one definition: the bottom row of Table 1 (named query table1_overall) and the report
--- read it from here.
+-- all_stages_auc: the all-stages number per feature set, the paper's "0.894 +- 0.014" form.
 -- Grain: one row per feature set x label mode x split method x levels asked.
--- Inputs: stage_auc, selected_runs (finished runs; `set variable report_runs = [...]` narrows
--- them, unset = all), stages.
+-- Inputs: stage_auc, selected_runs (the default runs: every finished run), stages.
 -- A stage's number is the mean AUC over all its structures, levels pooled
 -- (stage_auc.mean_auc); the repeats of a stage (`fit --repeats`, same split method) are
 -- averaged first, so each stage counts once; mean_auc / std_auc are the mean and the sample
 -- std ACROSS STAGES of those stage numbers (std NULL with a single stage). Split methods are
--- never mixed: each has its own row.
+-- never mixed. The named query table1_overall is this definition over chosen runs ($runs):
+-- keep the two in step (tests/test_report.py checks they agree).
 create or replace view all_stages_auc as
 with runs as (
-    select run_id from main.selected_runs
-),
-
-stage_auc as (
-    select s.*, o.stage_order
-    from main.stage_auc s
-    join runs using (run_id)
-    left join main.stages o using (stage)
+    select run_id from main.selected_runs where is_default
 ),
 
 per_stage as (
     select
-        feature_set,
-        label_mode,
-        split_method,
-        levels,
-        stage,
-        stage_order,
+        a.feature_set,
+        a.label_mode,
+        a.split_method,
+        a.levels,
+        a.stage,
+        s.stage_order,
         count(*) as n_runs,
-        avg(mean_auc) as mean_auc
-    from stage_auc
+        avg(a.mean_auc) as mean_auc
+    from main.stage_auc a
+    join runs using (run_id)
+    left join main.stages s using (stage)
     group by all
 ),
 

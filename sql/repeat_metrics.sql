@@ -7,7 +7,7 @@
 -- to 200 repeats, normal beyond); NULL with one repeat. Methods are never mixed.
 create or replace view repeat_metrics as
 with runs as (
-    select run_id from main.selected_runs
+    select run_id from main.selected_runs where is_default
 ),
 
 per_run as (

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 from sklearn.metrics import roc_auc_score
+from toy_warehouse import make_toy_warehouse
 from typer.testing import CliRunner
 
 from cli.app import app
 from ishwh import store, warehouse
 from ishwh.fit import fit
 from ishwh.fit.compare import compare
-from ishwh.fit.toy import make_toy_warehouse
 from ishwh.vocab import GRADES, PATTERNS
 
 STAGE = "E11.5"

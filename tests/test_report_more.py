@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from toy_warehouse import make_toy_warehouse
 
 from ishwh import store, warehouse
 from ishwh.fit import fit
 from ishwh.fit.compare import compare
-from ishwh.fit.toy import make_toy_warehouse
 from ishwh.report import build_report
 from ishwh.report.plots_more import layer_curves, pooling_pairs, split_cnn_name
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from ishwh import warehouse
 from ishwh.errors import InvalidInput, NotFound
-from ishwh.fit.runner import _insert_arrow
-from ishwh.resources import sql_text
+from ishwh.query import query_text
+from ishwh.store import insert_arrow
 
 METRIC = "macro_auc"
 
@@ -59,7 +59,7 @@ def paired_stats(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
 
 
 def _runs(con, runs: Sequence[int] | None) -> list[dict]:
-    tbl = con.sql(sql_text("queries/compare_runs")).to_arrow_table().to_pylist()
+    tbl = con.sql(query_text("compare_runs")).to_arrow_table().to_pylist()
     if runs is None:
         return tbl
     want = {int(r) for r in runs}
@@ -129,7 +129,7 @@ def compare(
                         {"ids": sorted(key)}).fetchall()
             for table, data in (("run_comparisons", rows), ("run_bootstrap", boots)):
                 if data:
-                    _insert_arrow(con, table, pa.Table.from_pylist(data))
+                    insert_arrow(con, table, pa.Table.from_pylist(data))
     return rows
 
 

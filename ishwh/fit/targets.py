@@ -33,7 +33,8 @@ from ishwh.fit import runner
 from ishwh.fit import tasks as tasks_mod
 from ishwh.fit.multiclass import MODELS, BatchedMulticlassLogisticRegression
 from ishwh.fit.trainer import DEFAULT_CS
-from ishwh.resources import sql_text
+from ishwh.progress import Progress, or_silent, phase
+from ishwh.query import query_text
 from ishwh.vocab import GRADES, PATTERNS, TARGETS
 
 MIN_CLASS = 3
@@ -100,7 +101,7 @@ def class_matrix(con, stage: str, experiment_ids: np.ndarray, target: str,
                  levels: list[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(structure_ids (T,), levels (T,), codes (n, T))``: the class index of each
     experiment's call (-1 = no call) for every structure with a call of ``target``."""
-    tbl = con.sql(sql_text("queries/fit_target_labels"), params={"stage": stage}).to_arrow_table()
+    tbl = con.sql(query_text("fit_target_labels"), params={"stage": stage}).to_arrow_table()
     names = tbl.column(target).to_pylist()
     keep = np.array([v is not None for v in names], dtype=bool)
     sid = tbl.column("structure_id").to_numpy().astype(np.int64)[keep]
@@ -147,7 +148,7 @@ def fit_target(
     repeats: int = 1,
     seed: int = 0,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | None = None,
     C: float | None = None,
     Cs: Sequence[float] = DEFAULT_CS,
     cv: int = 3,
@@ -168,10 +169,12 @@ def fit_target(
                       "Cs": None if C is not None else [float(c) for c in Cs], "cv": cv,
                       "select": select, "tol": 1e-7, "max_iter": 500}
     run_ids: list[int] = []
-    with warehouse.connect(db_path) as con, runner._Progress(progress, repeats) as bar:
+    bar = or_silent(progress)
+    with warehouse.connect(db_path) as con, phase(bar, f"fit {stage} {target}", repeats,
+                                                   "runs") as advance:
         runner.clean_unfinished(con)
         t0 = time.perf_counter()
-        bar.step(f"{stage}: reading {target} labels and features")
+        bar.describe(f"fit {stage}: reading {target} labels and features")
         fsid = store.feature_set_id(con, features)
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
@@ -206,7 +209,7 @@ def fit_target(
                 "order by run_id", [fp]).fetchall()]
             if old and not force:
                 run_ids.append(int(old[-1]))
-                bar.advance()
+                advance(1)
                 continue
             run_ids.append(_one_run(
                 con, bar, fsid=fsid, stage=stage, split_id=split_id, subset=subset,
@@ -214,7 +217,7 @@ def fit_target(
                 target=target, model=model, level_list=level_list, seed=seed, repeat=r,
                 split=split, fp=fp, trainer_params=trainer_params, device=device,
                 min_class=min_class, read_s=read_s, replace=old))
-            bar.advance()
+            advance(1)
     return run_ids
 
 
@@ -266,7 +269,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
     c_chosen = np.zeros(0)
     prob = None
     if kept:
-        bar.step(f"{stage}: fitting {len(kept)} {target} tasks ({model}) on {tr_x.size} "
+        bar.describe(f"fit {stage}: fitting {len(kept)} {target} tasks ({model}) on {tr_x.size} "
                  f"experiments (run {run_id})")
         y_tr = np.full((tr_x.size, len(kept)), -1, dtype=np.int64)
         for col, j in enumerate(kept):
@@ -285,7 +288,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
         c_chosen = est.C_
         versions["device"] = str(est.device_)
 
-    bar.step(f"{stage}: writing run {run_id}")
+    bar.describe(f"fit {stage}: writing run {run_id}")
     t4 = time.perf_counter()
     tasks_tbl = pa.table({
         "run_id": pa.array([run_id] * len(sids), pa.int32()),
@@ -333,10 +336,10 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
                         {"ids": [int(x) for x in replace]}).fetchall()
         con.execute("insert into run_targets values (?, ?, ?, ?)",
                     [run_id, target, model, min_class]).fetchall()
-        runner._insert_arrow(con, "run_tasks", tasks_tbl)
-        runner._insert_arrow(con, "target_classes", tc_tbl)
+        store.insert_arrow(con, "run_tasks", tasks_tbl)
+        store.insert_arrow(con, "target_classes", tc_tbl)
         if preds is not None:
-            runner._insert_arrow(con, "class_predictions", preds)
+            store.insert_arrow(con, "class_predictions", preds)
         timings["write_s"] = round(time.perf_counter() - t4, 4)
         timings["total_s"] = round(time.perf_counter() - t_start + read_s, 4)
         con.execute(

@@ -2,9 +2,11 @@
 -- stage, levels pooled; repeats averaged), for the layer (Figure 5) and pooling figures.
 -- Grain: one row per stage x feature set x split method x label mode x levels asked.
 -- Inputs: stage_auc, selected_runs, stages. std_auc: mean over repeats of the std across
--- structures. Optional filter: `set variable report_runs = [1, 2]`.
+-- structures.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id from main.selected_runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 final as (

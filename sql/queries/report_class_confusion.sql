@@ -1,8 +1,10 @@
 -- report_class_confusion: confusion counts of the multi-class runs, summed over structures.
 -- Grain: one row per run x truth class x predicted class. Inputs: class_confusion,
--- run_targets, runs, feature_sets, selected_runs. Optional filter: report_runs.
+-- run_targets, runs, feature_sets, selected_runs.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id from main.selected_runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 info as (

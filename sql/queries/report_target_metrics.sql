@@ -3,9 +3,10 @@
 -- Grain: one row per stage x level x target x model x feature set x split method x label mode
 -- (repeats averaged: n_repeats). Inputs: target_level_metrics, run_targets, selected_runs.
 -- std_macro_auc: mean over repeats of the std across the level's structures.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id from main.selected_runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 models as (

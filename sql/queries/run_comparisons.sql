@@ -3,7 +3,7 @@
 -- mean_diff = mean over structures of (metric of run a - metric of run b); p_value: two-sided
 -- Wilcoxon signed-rank; boot_lo/boot_hi: 95 % bootstrap interval of mean_diff.
 -- Inputs: run_comparisons, runs, run_targets, feature_sets, stages.
--- Optional filter: `set variable report_runs = [1, 2]` (unset: every comparison).
+-- param runs: run ids, e.g. [1, 2] (optional: every comparison); both runs must be in it
 with info as (
     select r.run_id, r.stage, coalesce(t.target, 'detected') as target,
            coalesce(t.model, 'binary') as model, f.name as feature_set
@@ -39,9 +39,8 @@ final as (
     join info a on a.run_id = c.run_a
     join info b on b.run_id = c.run_b
     left join stages s on s.stage = a.stage
-    where getvariable('report_runs') is null
-        or (list_contains(getvariable('report_runs'), c.run_a)
-            and list_contains(getvariable('report_runs'), c.run_b))
+    where $runs is null
+        or (list_contains($runs, c.run_a) and list_contains($runs, c.run_b))
 )
 
 select * exclude (stage_order) from final

@@ -8,10 +8,11 @@
 -- repeats of the across-structure stds; n_repeats says how many (the spread ACROSS repeats,
 -- mean +- 95 % interval, is in the repeat_metrics view). Split methods are never mixed: a
 -- 'paper' and a 'stratified' run of one feature set are two rows.
--- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id, split_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 split_defs as (
@@ -20,10 +21,6 @@ split_defs as (
 
 level_auc as (
     select * from main.level_auc
-),
-
-stages as (
-    select stage, stage_order from main.stages
 ),
 
 final as (
@@ -45,7 +42,7 @@ final as (
     group by all
 )
 
-select f.*
-from final f
-left join stages s using (stage)
-order by s.stage_order, f.level, f.feature_set, f.split_method, f.label_mode
+select final.*
+from final
+left join main.stages s using (stage)
+order by s.stage_order, level, feature_set, split_method, label_mode
