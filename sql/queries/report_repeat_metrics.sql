@@ -20,5 +20,5 @@ select
 from repeat_metrics
 where n_repeats >= 2
     and ($runs is null
-        or list_has_all($runs, list_transform(string_split(run_ids, ','), x -> x::integer)))
+        or list_has_all($runs, list_transform(string_split(run_ids, ','), lambda x: x::integer)))
 order by stage, target, feature_set, split_method, level nulls first
