@@ -1,5 +1,6 @@
 -- fit_target_labels: the annotation grades of one stage, for multi-class targets.
--- Grain: one row per experiment x structure with an annotation. Parameters: $stage.
+-- Grain: one row per experiment x structure with an annotation.
+-- param stage: the stage, e.g. E13.5
 -- pattern / intensity / density are the annotators' calls (NULL = unknown).
 select
     a.experiment_id,
