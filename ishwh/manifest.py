@@ -371,6 +371,8 @@ def _decode_images(
         try:
             img.width, img.height = images.image_size(img.src)
             img.sha256 = images.sha256_file(img.src)
+        except images.ImageTooLarge as exc:
+            img.error = exc.reason
         except IshwhError:
             img.error = "not a readable PNG, JPEG or TIFF image"
         except OSError as exc:

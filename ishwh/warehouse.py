@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from ishwh.errors import IshwhError, SchemaError, WarehouseInUse, WarehouseNotFound
+from ishwh.integrity import WarehouseCorrupt, check_file, is_corruption
 from ishwh.resources import resource_dir
 
 DEFAULT_DB = "ishwh.duckdb"
@@ -221,10 +222,16 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if not read_only:
+        # Before DuckDB opens it for writing: a write would bury damage under a checkpoint.
+        # (Read-only opens rely on DuckDB's own checks of the blocks they read.)
+        check_file(path)
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         text = str(exc)
+        if is_corruption(exc):
+            raise WarehouseCorrupt(path, text.splitlines()[0]) from exc
         if "lock" in text.lower():
             raise WarehouseInUse(
                 f"warehouse {path} is in use by another ishwh process",
@@ -233,6 +240,8 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             ) from exc
         raise IshwhError(f"cannot open warehouse {path}: {text.splitlines()[0]}") from exc
     except duckdb.Error as exc:
+        if is_corruption(exc):
+            raise WarehouseCorrupt(path, str(exc).splitlines()[0]) from exc
         raise IshwhError(f"cannot open warehouse {path}: {str(exc).splitlines()[0]}") from exc
 
 
