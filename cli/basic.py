@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ishwh import export
+from ishwh import export, warehouse
 from ishwh import query as q
 from ishwh import status as st
-from ishwh import warehouse
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ishwh.environment import environment_error
 from ishwh.errors import InvalidInput, IshwhError
 from ishwh.warehouse import images_dir
 
@@ -59,10 +60,10 @@ def check_target(
                 f"refusing to write {out}: it is the warehouse {db_path} or part of it",
                 hint="choose another output path",
             )
-    if folder:
+    if folder:  # a report folder: made (with its parents) if missing
         if out.exists() and not out.is_dir():
             raise OutputRefused(f"{out} exists and is not a folder", hint="choose another path")
-        parent = resolved.parent
+        return out
     else:
         if out.is_dir():
             raise OutputRefused(f"{out} is a folder, not a file", hint="give a file name")
@@ -82,17 +83,8 @@ def temp_path(dest: Path) -> Path:
 
 def os_error(exc: OSError, path: str | os.PathLike) -> IshwhError:
     """An operating-system failure while writing ``path`` as a named one-line error."""
-    import errno  # noqa: PLC0415
-
-    reason = {
-        errno.ENOSPC: ("no space left on the device", "free some space and run it again"),
-        errno.EDQUOT: ("disk quota exceeded", "free some space and run it again"),
-        errno.EACCES: ("permission denied", "choose a folder you may write to"),
-        errno.EPERM: ("permission denied", "choose a folder you may write to"),
-        errno.EROFS: ("the file system is read-only", "choose a writable folder"),
-        errno.ENOENT: ("the folder does not exist", "create it first"),
-    }.get(exc.errno or 0, (exc.strerror or str(exc), None))
-    return IshwhError(f"cannot write {path}: {reason[0]}", hint=reason[1])
+    return environment_error(exc, path) or IshwhError(
+        f"cannot write {path}: {exc.strerror or exc}")
 
 
 @contextmanager

@@ -166,17 +166,27 @@ def place_image(
     src = Path(src)
     rel = content_relpath(src, digest)
     dest = images_root / rel
+    if dest.is_symlink() and not dest.exists():
+        dest.unlink()  # a dangling link from an older ishwh: place the file again
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_name(dest)
-        if link:
-            try:
-                os.link(src, tmp)
-            except OSError:  # another file system: fall back to a symbolic link
-                tmp.symlink_to(src.resolve())
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)  # atomic: a killed copy never looks finished
+        # The real file, never a link to it: os.link on a (relative) symlink would store
+        # the link itself, which dangles once it sits in the image folder.
+        real = src.resolve(strict=True)
+        try:
+            if link:
+                try:
+                    os.link(real, tmp)
+                except OSError:  # another file system: fall back to a symbolic link
+                    tmp.symlink_to(real)
+            else:
+                shutil.copyfile(real, tmp)
+            os.replace(tmp, dest)  # atomic: a killed copy never looks finished
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed copy (disk full) leaves no part file
+        if not dest.exists():
+            raise InvalidInput(f"stored image {dest} does not resolve to a file")
     return rel
 
 

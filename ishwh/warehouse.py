@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from ishwh.environment import remove_stale_parts
 from ishwh.errors import IshwhError, SchemaError, WarehouseInUse, WarehouseNotFound
 from ishwh.integrity import WarehouseCorrupt, check_file, is_corruption
 from ishwh.resources import resource_dir
@@ -187,7 +188,13 @@ def views_current(con: duckdb.DuckDBPyConnection) -> bool:
     if not exists:
         return False
     rows = con.execute("select checksum from schema_views").fetchall()
-    return [r[0] for r in rows] == [views_checksum()]
+    if [r[0] for r in rows] != [views_checksum()]:
+        return False
+    # A view dropped (or replaced by a table) by hand since: the checksum cannot tell.
+    views = {r[0] for r in con.execute(
+        "select table_name from information_schema.tables "
+        "where table_schema = 'main' and table_type = 'VIEW'").fetchall()}
+    return all(path.stem in views for path in view_files())
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -285,10 +292,14 @@ def connect(
             # Views are code: a newer ishwh may ship new or changed ones without a migration.
             if read_only:
                 raise SchemaError(
-                    f"the views of warehouse {path} are from another ishwh version",
+                    f"the views of warehouse {path} are missing or from another ishwh version",
                     hint=f"run `ishwh init --db {path}`",
                 )
             create_views(con)
+        if not read_only:
+            # The writer holds DuckDB's lock: temporary image files of a killed ingest are
+            # leftovers now, cleaned before this write adds its own.
+            remove_stale_parts(images_dir(path))
         yield con
     finally:
         con.close()
