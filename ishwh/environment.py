@@ -39,6 +39,7 @@ _DUCKDB_TEXT = {
     "file too large": errno.EFBIG,
     "read-only file system": errno.EROFS,
     "permission denied": errno.EACCES,
+    "not a directory": errno.ENOTDIR,
 }
 
 
@@ -80,8 +81,11 @@ def remove_stale_parts(folder: Path, pattern: str = "*/*.part") -> int:
     for part in folder.glob(pattern):
         bits = part.name.split(".")
         # <name>.<pid>.<thread>.part (images, Allen cache) or .<name>.<pid>.part (exports)
-        pid = next((int(b) for b in reversed(bits[:-1]) if b.isdigit()
-                    and len(b) < 8), None) if len(bits) >= 3 else None
+        pid = None
+        if len(bits) >= 4 and bits[-2].isdigit() and bits[-3].isdigit():
+            pid = int(bits[-3])
+        elif len(bits) >= 3 and bits[-2].isdigit():
+            pid = int(bits[-2])
         if pid is not None and _pid_alive(pid):
             continue
         try:

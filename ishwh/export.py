@@ -71,7 +71,8 @@ def check_target(
             raise OutputRefused(f"{out} already exists", hint="pass --force to replace it")
         parent = resolved.parent
     if not parent.is_dir():
-        raise InvalidInput(f"the folder {parent} of {out} does not exist",
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise InvalidInput(f"the folder {parent} of {out} {what}",
                            hint="create it first or choose another path")
     return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from ishwh.environment import remove_stale_parts
+from ishwh.environment import environment_error, remove_stale_parts
 from ishwh.errors import IshwhError, SchemaError, WarehouseInUse, WarehouseNotFound
 from ishwh.integrity import WarehouseCorrupt, check_file, is_corruption
 from ishwh.resources import resource_dir
@@ -239,6 +239,9 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         text = str(exc)
         if is_corruption(exc):
             raise WarehouseCorrupt(path, text.splitlines()[0]) from exc
+        named = environment_error(exc, path)  # a missing or read-only folder, disk full
+        if named is not None:
+            raise named from exc
         if "lock" in text.lower():
             raise WarehouseInUse(
                 f"warehouse {path} is in use by another ishwh process",
@@ -263,6 +266,7 @@ def init(db_path: str | os.PathLike) -> list[Migration]:
     finally:
         con.close()
     images_dir(path).mkdir(exist_ok=True)
+    remove_stale_parts(images_dir(path))
     return done
 
 
