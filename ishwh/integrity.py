@@ -65,11 +65,19 @@ def _stored_ok(buf: bytes) -> bool:
     return int(_checksums(words)) == stored
 
 
-def check_file(path: str | os.PathLike) -> None:
+INTEGRITY_ENV = "ISHWH_INTEGRITY"
+
+
+def check_file(path: str | os.PathLike, full: bool | None = None) -> None:
     """Raise :class:`WarehouseCorrupt` if the DuckDB file at ``path`` is damaged.
 
-    A missing or empty file passes (DuckDB creates a new database there).
+    A missing or empty file passes (DuckDB creates a new database there). ``full=False``
+    checks the headers and the file's length only (no block checksums); the default is
+    full unless ``$ISHWH_INTEGRITY`` is ``quick`` (for very large warehouses: the full check
+    reads the whole file, about 0.3-1 GB/s).
     """
+    if full is None:
+        full = os.environ.get(INTEGRITY_ENV, "full").strip().lower() != "quick"
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -105,7 +113,7 @@ def check_file(path: str | os.PathLike) -> None:
                 path, f"the file is cut short: it holds {have:,} of its {block_count:,} "
                       f"blocks ({size:,} bytes)")
         block = 0
-        while block < block_count:
+        while full and block < block_count:
             n = min(_CHUNK_BLOCKS, block_count - block)
             data = f.read(n * block_size)
             if len(data) < n * block_size:

@@ -470,3 +470,59 @@ def test_device_cuda_without_a_gpu_writes_nothing(no_gpu, filled, tmp_path):
     assert "no CUDA GPU" in err and not demo_out.exists()
     assert "unknown device" in refused("fit", "--features", "grid", "--stage", "E13.5",
                                        "--device", "tpu", "--db", filled)
+
+
+# --------------------------------------------------------------------------- every error named
+
+# Errors a user can provoke from the command line ({db}: a filled warehouse, {tmp}: a temp
+# folder, {file}: a plain file). Each must end in one named line: never "unexpected".
+ERROR_CASES = [
+    ["status", "--db", "{tmp}/none.duckdb"],
+    ["status", "--db", "{file}"],
+    ["init", "--db", "{file}/wh.duckdb"],
+    ["sql", "selec 1", "--db", "{db}"],
+    ["sql", "drop table genes", "--db", "{db}"],
+    ["sql", "copy genes to '{tmp}/x.csv'", "--db", "{db}"],
+    ["sql", "attach '{tmp}/other.duckdb'", "--db", "{db}"],
+    ["sql", "select * from nope", "--db", "{db}"],
+    ["sql", "-q", "nope", "--db", "{db}"],
+    ["sql", "select 1", "-q", "level_auc", "--db", "{db}"],
+    ["sql", "select 1/0 as x, 'a'::int as y", "--db", "{db}"],
+    ["sql", "select 1", "--format", "xml", "--db", "{db}"],
+    ["sql", "select 1", "--format", "parquet", "--db", "{db}"],
+    ["sql", "select 1 as x", "--format", "csv", "--out", "{db}", "--db", "{db}"],
+    ["sql", "select 1 as x", "--format", "csv", "--out", "{tmp}", "--db", "{db}"],
+    ["fit", "--features", "nope", "--stage", "E13.5", "--db", "{db}"],
+    ["fit", "--features", "grid", "--stage", "E99", "--db", "{db}"],
+    ["fit", "--features", "grid", "--stage", "E13.5", "--levels", "x-y", "--db", "{db}"],
+    ["featurize", "--extractor", "nope", "--db", "{db}"],
+    ["featurize", "--extractor", "cnn", "--pool", "median", "--db", "{db}"],
+    ["featurize", "--extractor", "grid", "--db", "{db}"],
+    ["featurize", "--extractor", "cnn", "--weights", "{file}", "--device", "cpu",
+     "--db", "{db}"],
+    ["report", "--out", "{tmp}/r", "--db", "{db}"],
+    ["report", "--out", "{tmp}/r", "--runs", "1,x", "--db", "{db}"],
+    ["ingest", "dir", "{tmp}/no_folder", "--db", "{db}"],
+    ["ingest", "dir", "{file}", "--db", "{db}"],
+    ["ingest", "synthetic", "--preset", "nope", "--db", "{db}"],
+    ["ingest", "synthetic", "--set", "nope=1", "--db", "{db}"],
+    ["ingest", "synthetic", "--genes", "3", "--db", "{tmp}/none.duckdb"],
+    ["ingest", "allen", "--stage", "E12", "--from-cache", "{tmp}", "--db", "{db}"],
+    ["ingest", "allen", "--stage", "P4", "--from-cache", "{tmp}/nope", "--db", "{db}"],
+    ["ingest", "allen", "--stage", "P4", "--from-cache", "{tmp}", "--db", "{db}"],
+    ["synth", "write", "{file}", "--genes", "2"],
+]
+
+
+def test_every_cli_error_is_named(filled, tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a warehouse, not a folder\n" * 50)
+    fill = {"db": str(filled), "tmp": str(tmp_path), "file": str(plain)}
+    unnamed = []
+    for case in ERROR_CASES:
+        args = [a.format(**fill) for a in case]
+        res = runner.invoke(app, args)
+        if res.exit_code == 0 or "unexpected" in res.stderr or "Traceback" in res.stderr \
+                or not res.stderr.strip():
+            unnamed.append((case, res.exit_code, res.stderr[-300:]))
+    assert unnamed == [], unnamed
