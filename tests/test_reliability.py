@@ -365,7 +365,8 @@ def test_deeply_nested_ontology_is_a_named_problem(db_path, tmp_path):
 
 def test_non_utf8_csv_names_its_line(db_path, tmp_path):
     folder = make_manifest(tmp_path / "m")
-    (folder / "sections.csv").write_bytes(SECTIONS.encode() + b"Gl\xe9,E11.5,300,1,img/gray.png,,\n")
+    latin1 = b"Gl\xe9,E11.5,300,1,img/gray.png,,\n"
+    (folder / "sections.csv").write_bytes(SECTIONS.encode() + latin1)
     err = refused("ingest", "dir", folder, "--db", db_path)
     assert "sections.csv:5: not UTF-8 text (byte 0xe9)" in err
 
