@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ishwh.environment import environment_error
 from ishwh.errors import InvalidInput
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -183,6 +184,11 @@ def place_image(
             else:
                 shutil.copyfile(real, tmp)
             os.replace(tmp, dest)  # atomic: a killed copy never looks finished
+        except OSError as exc:  # disk full, read-only image folder: name the image folder
+            named = environment_error(exc, images_root)
+            if named is None:
+                raise
+            raise named from exc
         finally:
             tmp.unlink(missing_ok=True)  # a failed copy (disk full) leaves no part file
         if not dest.exists():

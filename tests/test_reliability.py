@@ -297,6 +297,23 @@ def test_decompression_bomb_is_refused_from_its_header(db_path, tmp_path, bomb):
         imageio.read_bytes(bomb)
 
 
+def test_peak_memory_of_ingest_stays_bounded_with_a_bomb(db_path, tmp_path, bomb):
+    """Decoding the 20,000 x 20,000 bomb would take 1.2 GB (RGB); refused from its header,
+    the whole ingest process stays far below that."""
+    folder = make_manifest(tmp_path / "m")
+    shutil.copy(bomb, folder / "img" / "bomb.png")
+    (folder / "sections.csv").write_text(SECTIONS + "Gli3,E11.5,300,1,img/bomb.png,,\n")
+    probe = ("import resource, subprocess, sys; "
+             "r = subprocess.run([sys.executable, '-m', 'ishwh', *sys.argv[1:]]); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    res = subprocess.run([sys.executable, "-c", probe, "ingest", "dir", str(folder), "--db",
+                          str(db_path)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    code, peak_kb = map(int, res.stdout.split())
+    assert code == 1 and "image too large" in res.stderr, res.stderr
+    assert peak_kb < 600_000, f"peak RSS {peak_kb / 1e3:.0f} MB"
+
+
 def test_pixel_limit_is_configurable(tmp_path, monkeypatch, allen_data):
     real = allen_data / "images/Prox1_P56_sagittal_ISH_downsample2.jpg"  # 2980 x 1888
     assert images.image_size(real) == (2980, 1888)
@@ -402,6 +419,23 @@ def test_disk_full_while_exporting_is_named_and_leaves_nothing(filled, tmp_path)
     assert "unexpected" not in res.stderr
     assert res.stderr.startswith("Error: cannot write") and "file too large" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wh.duckdb", "wh_images"]
+
+
+def test_disk_full_while_ingesting_is_named_and_ingests_nothing(db_path, synth_manifest):
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000)); "
+        "from cli.app import app; sys.argv = ['ishwh'] + sys.argv[1:]; app()"
+    )
+    res = subprocess.run([sys.executable, "-c", code, "ingest", "dir", str(synth_manifest),
+                          "--db", str(db_path)], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 1 and "unexpected" not in res.stderr, res.stderr
+    assert res.stderr.startswith("Error: cannot write") and "file too large" in res.stderr
+    assert counts(db_path)["sections"] == 0
+    assert not list(db_path.parent.rglob("*.part"))
+    assert cli("ingest", "dir", synth_manifest, "--db", db_path).exit_code == 0  # then resumes
+    assert counts(db_path)["sections"] > 0
 
 
 def test_missing_or_blocked_folders_are_named(tmp_path, filled):
