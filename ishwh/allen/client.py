@@ -272,7 +272,7 @@ class AllenClient:
         def check(resp: httpx.Response) -> None:
             try:
                 obj = resp.json()
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise _Transient(f"response is not JSON ({exc})") from exc
             if isinstance(obj, dict) and obj.get("success") is False:
                 raise _Transient(f"API answered success=false: {str(obj.get('msg'))[:200]}")
