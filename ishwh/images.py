@@ -33,7 +33,10 @@ Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageTooLarge(InvalidInput):
-    """An image whose header claims more pixels than the limit (a decompression bomb)."""
+    """An image whose header claims more pixels than the limit (a decompression bomb).
+    ``reason`` is the message without the file name (for file:line reports)."""
+
+    reason = ""
 
 
 def pixel_limit(max_pixels: int | None = None) -> int:
@@ -216,6 +219,14 @@ def store_array(img: np.ndarray, images_root: Path, fmt: str = ".png") -> Stored
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_name(dest)
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+        except OSError as exc:  # disk full, read-only image folder: named, no part file left
+            named = environment_error(exc, images_root)
+            if named is None:
+                raise
+            raise named from exc
+        finally:
+            tmp.unlink(missing_ok=True)
     return StoredImage(rel, digest, int(img.shape[1]), int(img.shape[0]))

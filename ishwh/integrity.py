@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ishwh.errors import IshwhError
+from ishwh.errors import IshwhError, WarehouseInUse
 
 HEADER_SIZE = 4096
 _MAGIC = b"DUCK"
@@ -68,6 +68,23 @@ def _stored_ok(buf: bytes) -> bool:
 INTEGRITY_ENV = "ISHWH_INTEGRITY"
 
 
+def _shared_lock(f, path: Path) -> None:
+    """Take a shared POSIX lock for the check (DuckDB's writer holds an exclusive one), so
+    blocks are never read while another process writes them; released on close."""
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - Windows: DuckDB locks differently
+        return
+    try:
+        fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        raise WarehouseInUse(
+            f"warehouse {path} is in use by another ishwh process",
+            hint="wait for it to finish: DuckDB allows one writing process and no reader "
+                 "beside it",
+        ) from exc
+
+
 def check_file(path: str | os.PathLike, full: bool | None = None) -> None:
     """Raise :class:`WarehouseCorrupt` if the DuckDB file at ``path`` is damaged.
 
@@ -86,6 +103,7 @@ def check_file(path: str | os.PathLike, full: bool | None = None) -> None:
     if size == 0:
         return
     with path.open("rb") as f:
+        _shared_lock(f, path)  # a writer in another process may be mid-checkpoint
         head = f.read(3 * HEADER_SIZE)
         if len(head) < 3 * HEADER_SIZE:
             if _MAGIC not in head[:16]:

@@ -7,8 +7,7 @@ from typing import Any
 
 import duckdb
 
-from ishwh.integrity import check_file
-from ishwh.warehouse import applied_migrations, connect
+from ishwh.warehouse import applied_migrations, connect, verify_file
 
 _COUNTED = (
     "genes", "structures", "experiments", "sections", "annotations", "gene_labels",
@@ -30,7 +29,7 @@ def summary(db_path: str | os.PathLike) -> dict[str, Any]:
     warehouse is reported as such, not summarised from the parts that still read.
     """
     if os.path.exists(db_path):
-        check_file(db_path)
+        verify_file(db_path)
     with connect(db_path, read_only=True) as con:
         counts = {t: con.execute(f"select count(*) from {t}").fetchall()[0][0] for t in _COUNTED}
         stages = _dicts(con, """

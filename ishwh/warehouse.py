@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -228,13 +229,36 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
 # --------------------------------------------------------------------------- connecting
 
 
+# Warehouse files this process holds open (resolved path -> connections). POSIX file locks
+# belong to the process and closing *any* descriptor of the file drops them all, so the
+# integrity check, which opens and closes the file, must not run while DuckDB holds it here.
+_OPEN_HERE: Counter[str] = Counter()
+
+
+def verify_file(db_path: str | os.PathLike) -> None:
+    """Check the whole warehouse file for damage (:func:`ishwh.integrity.check_file`)
+    unless this process already has it open (it was checked when first opened)."""
+    if _OPEN_HERE[str(Path(db_path).resolve())] == 0:
+        check_file(db_path)
+
+
+def _close(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    con.close()
+    key = str(path.resolve())
+    _OPEN_HERE[key] -= 1
+    if _OPEN_HERE[key] <= 0:
+        del _OPEN_HERE[key]
+
+
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     if not read_only:
         # Before DuckDB opens it for writing: a write would bury damage under a checkpoint.
         # (Read-only opens rely on DuckDB's own checks of the blocks they read.)
-        check_file(path)
+        verify_file(path)
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only)
+        _OPEN_HERE[str(path.resolve())] += 1
+        return con
     except duckdb.IOException as exc:
         text = str(exc)
         if is_corruption(exc):
@@ -264,7 +288,7 @@ def init(db_path: str | os.PathLike) -> list[Migration]:
     try:
         done = migrate(con)
     finally:
-        con.close()
+        _close(con, path)
     images_dir(path).mkdir(exist_ok=True)
     remove_stale_parts(images_dir(path))
     return done
@@ -306,7 +330,7 @@ def connect(
             remove_stale_parts(images_dir(path))
         yield con
     finally:
-        con.close()
+        _close(con, path)
 
 
 @contextmanager
