@@ -433,7 +433,8 @@ def _confined(folder: Path, text: str) -> tuple[Path, str | None]:
     (so a stored link never points at another link).
     """
     rel = Path(text)
-    if rel.is_absolute() or text.startswith(("/", "\\")) or (len(text) > 2 and text[1] == ":" and text[2] in "/\\"):
+    drive = len(text) > 2 and text[1] == ":" and text[2] in "/\\"  # C:\ on Windows
+    if rel.is_absolute() or text.startswith(("/", "\\")) or drive:
         return rel, "is an absolute path (give a path relative to the manifest folder)"
     if os.path.normpath(text).replace("\\", "/").split("/")[0] == "..":
         return rel, "leads outside the manifest folder (images must lie inside it)"
