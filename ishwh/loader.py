@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from ishwh.errors import IshwhError
+from ishwh.store import registered
 from ishwh.warehouse import transaction
 
 # table -> key columns, in load order (parents first).
@@ -72,8 +73,7 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> in
         return 0
     keys = TABLE_KEYS[table]
     cols = [c for c in rows.column_names]
-    con.register("_ishwh_new", rows)
-    try:
+    with registered(con, rows, "_ishwh_new"):
         before = con.execute(f"select count(*) from {table}").fetchall()[0][0]
         match = " and ".join(f"t.{k} = n.{k}" for k in keys)
         col_list = ", ".join(cols)
@@ -84,11 +84,6 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> in
             f"where not exists (select 1 from {table} t where {match})"
         ).fetchall()
         after = con.execute(f"select count(*) from {table}").fetchall()[0][0]
-    finally:
-        try:
-            con.unregister("_ishwh_new")
-        except duckdb.Error:  # an aborted transaction refuses even this; the cause matters
-            pass
     return int(after - before)
 
 
@@ -120,8 +115,7 @@ def _explain_clash(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) 
         keys = TABLE_KEYS[table]
         if rows is None or rows.num_rows == 0 or not set(unique + keys) <= set(rows.column_names):
             continue
-        con.register("_ishwh_clash", rows.select(list(keys + unique)))
-        try:
+        with registered(con, rows.select(list(keys + unique)), "_ishwh_clash"):
             on = " and ".join(f"t.{c} = n.{c}" for c in unique)
             differ = " or ".join(f"t.{k} <> n.{k}" for k in keys)
             hit = con.execute(
@@ -129,8 +123,6 @@ def _explain_clash(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) 
                 f"{', '.join('t.' + k for k in keys)} "
                 f"from _ishwh_clash n join {table} t on {on} where {differ} limit 1"
             ).fetchall()
-        finally:
-            con.unregister("_ishwh_clash")
         if not hit:
             continue
         row = hit[0]
