@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ishwh.errors import InvalidInput
+from ishwh.images import check_pixels
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -47,6 +48,7 @@ def read_bytes(path: str | os.PathLike) -> np.ndarray:
         raise InvalidInput(f"cannot read image {path}: {exc.strerror or exc}") from exc
     if data.size == 0 or looks_truncated(data):
         raise InvalidInput(f"cannot read image {path}: empty or truncated file")
+    check_pixels(path, data)  # a decompression bomb is refused from its header
     return data
 
 

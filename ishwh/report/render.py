@@ -25,6 +25,7 @@ import polars as pl
 
 from ishwh import __version__
 from ishwh.errors import InvalidInput, NotFound
+from ishwh.export import atomic_target, check_target, os_error
 from ishwh.report import plots
 from ishwh.report.tables import gene_tasks_wide, run_named, table1_wide
 from ishwh.vocab import stage_key
@@ -560,25 +561,34 @@ def build_report(
     ``level`` picks the ontology level of the ROC and manual-vs-predicted figures (default:
     the level with the most structures that have an AUC). Returns the written paths.
     """
+    out = check_target(out_dir, db_path, folder=True)  # before any work
     data = gather(db_path, runs, level)
     figs = make_figures(data)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    fig_paths = []
-    for f in figs:
-        path = out / "figures" / f"{f.name}.png"
-        path.write_bytes(f.png)
-        fig_paths.append(path)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out) from exc
+
+    def put(path: Path, write) -> Path:
+        # Each file atomically (temp + rename): a killed report never leaves half a file.
+        with atomic_target(path) as tmp:
+            write(tmp)
+        return path
+
+    fig_paths = [put(out / "figures" / f"{f.name}.png", lambda t, f=f: t.write_bytes(f.png))
+                 for f in figs]
     table_paths = []
     for name, df in table_frames(data).items():
         csv, pq = out / "tables" / f"{name}.csv", out / "tables" / f"{name}.parquet"
-        _flat(df).write_csv(csv)
-        df.write_parquet(pq)
+        put(csv, lambda t, df=df: _flat(df).write_csv(t))
+        put(pq, lambda t, df=df: df.write_parquet(t))
         table_paths += [csv, pq]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = _sections(data, figs)
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(render_html(data, sections, generated), encoding="utf-8")
-    md_path.write_text(render_markdown(data, sections, generated), encoding="utf-8")
+    put(html_path, lambda t: t.write_text(render_html(data, sections, generated),
+                                          encoding="utf-8"))
+    put(md_path, lambda t: t.write_text(render_markdown(data, sections, generated),
+                                        encoding="utf-8"))
     return ReportResult(html_path, md_path, fig_paths, table_paths, data.runs, data.level)
