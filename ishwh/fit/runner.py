@@ -103,6 +103,42 @@ def _validate(stage: str, tasks: str, split: str, repeats: int) -> None:
         raise InvalidInput("--repeats must be at least 1")
 
 
+SELECTS = ("group", "task", "all")
+
+
+def validate_trainer(C: float | None, Cs: Sequence[float], cv: int, select: str) -> None:
+    """Refuse trainer parameters that make no sense, before any work.
+
+    The error's ``param`` attribute names the parameter (``C``, ``Cs``, ``cv``, ``select``),
+    so that a front end can name its own option.
+    """
+    import math  # noqa: PLC0415
+
+    def bad(x) -> bool:
+        return isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) \
+            or x <= 0
+
+    def refuse(param: str, message: str, hint: str | None = None) -> InvalidInput:
+        err = InvalidInput(message, hint=hint)
+        err.param = param
+        return err
+
+    if C is not None and bad(C):
+        raise refuse("C", f"C must be a positive number, got {C!r}",
+                     "e.g. 0.01; or leave C unset to choose it by inner CV")
+    if C is None:
+        grid = list(Cs)
+        if not grid:
+            raise refuse("Cs", "the C grid is empty", "e.g. 1e-4,1e-3,1e-2")
+        wrong = [c for c in grid if bad(c)]
+        if wrong:
+            raise refuse("Cs", f"every C of the grid must be a positive number, got {wrong[0]!r}")
+    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+        raise refuse("cv", f"the inner CV needs at least 2 folds, got {cv!r}")
+    if select not in SELECTS:
+        raise refuse("select", f"select must be one of {', '.join(SELECTS)}, not {select!r}")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -273,8 +309,7 @@ def fit(
     _validate(stage, tasks, split, repeats)
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
-    if select not in ("group", "task", "all"):
-        raise InvalidInput(f"select must be 'group', 'task' or 'all', not {select!r}")
+    validate_trainer(C, Cs, cv, select)
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
