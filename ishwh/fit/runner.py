@@ -224,6 +224,20 @@ def get_or_make_split(
     return split_id, {int(e): s for e, s in got}
 
 
+def _check_stage_ready(con: duckdb.DuckDBPyConnection, fsid: int, features: str, stage: str,
+                       set_finished) -> None:
+    """A feature set is usable at a stage it finished (``feature_set_stages``), or, where no
+    stage is recorded, once the whole set is finished; a skipped stage is named with why."""
+    row = con.execute("select status, reason from feature_set_stages where feature_set_id = ? "
+                      "and stage = ?", [fsid, stage]).fetchall()
+    if row and row[0][0] == "skipped":
+        raise InvalidInput(f"feature set {features!r} has no vectors at stage {stage}: "
+                           f"featurize skipped that stage: {row[0][1]}")
+    if not row and set_finished is None:
+        raise InvalidInput(f"feature set {features!r} is not finished yet at stage {stage}",
+                           hint="let `ishwh featurize` complete (it resumes) and fit again")
+
+
 def _json(obj) -> str:
     """JSON text; numpy scalars and arrays become plain numbers and lists."""
     def default(o):
@@ -323,9 +337,7 @@ def fit(
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
             [fsid]).fetchall()[0]
-        if fs_row[2] is None:
-            raise InvalidInput(f"feature set {features!r} is not finished yet",
-                               hint="let `ishwh featurize` complete (it resumes) and fit again")
+        _check_stage_ready(con, fsid, features, stage, fs_row[2])
         exp_ids, gene_ids = tasks_mod.stage_experiments(con, stage)
         if exp_ids.size == 0:
             raise NotFound(f"no experiments at stage {stage}", hint="check `ishwh status`")
