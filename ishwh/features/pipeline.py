@@ -868,7 +868,9 @@ def featurize(
     ----------
     db_path: the warehouse file.
     extractor: ``cnn`` (one set per layer x pool, named ``<backbone>.<layer>.<pool>``),
-        ``bow`` (set ``bow``, 10,521 dims) or ``grid`` (set ``grid``, nx*ny*nz dims).
+        ``bow`` (set ``bow``, 10,521 dims; ``bow={"n_words": N, "step": S}`` makes
+        ``bow.w<N>.s<S>``; a stage with fewer non-zero SIFT descriptors than words is skipped
+        and named, see docs/bag_of_words.md) or ``grid`` (set ``grid``, nx*ny*nz dims).
     layers: CNN module names (default :data:`ishwh.features.DEFAULT_LAYERS`).
     pools: pooling over the sections of an experiment: ``max`` and/or ``mean``.
     stages: restrict to these stages (default: all).
