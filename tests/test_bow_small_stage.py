@@ -16,6 +16,7 @@ from ishwh import warehouse
 from ishwh.features import bow as bowmod
 from ishwh.features import featurize_report
 
+pytestmark = pytest.mark.slow  # end to end: ingest, SIFT, k-means, fit (~20 s)
 runner = CliRunner()
 N_GENES = 30          # large stage E13.5: 30 experiments x 2 sections of 256 x 192 px
 WORDS = 24

@@ -46,6 +46,7 @@ def test_the_readme_has_the_examples():
         assert needle in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sql", BLOCKS, ids=[f"block{i + 1}" for i in range(len(BLOCKS))])
 def test_readme_sql_runs_as_written(demo_db, sql):
     res = runner.invoke(app, ["sql", sql, "--db", str(demo_db), "--format", "csv"])

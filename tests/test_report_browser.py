@@ -88,6 +88,7 @@ def _framed(page: Path, width: int, height: int) -> Path:
     return host
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(WIDTHS))
 def test_every_figure_fits_the_window_wide_and_narrow(report, tmp_path, kind):
     """At 1400 px and at a phone's 390 px: the page does not scroll sideways (wide tables
