@@ -81,10 +81,10 @@ def test_featurize_finishes_and_names_the_tiny_stage(featurized):
     assert res.exit_code == 0, res.output
     name = f"bow.w{WORDS}"
     assert f"{name}: {N_GENES} new experiment vector(s), finished" in res.output
-    assert "stage E11.5 skipped" in res.output and "fewer than the 24 words" in res.output
+    assert "stage E11.5 skipped" in res.output and "a 24-word codebook" in res.output
     # one keypoint per SIFT size in the tiny section: the count said is the true one
     ys, xs = bowmod.keypoint_grid(40 // 4, 48 // 4)
-    assert len(ys) * len(xs) == 1 and "only 1 at keypoint size 8" in res.output
+    assert len(ys) * len(xs) == 1 and "codebook: 1 at keypoint size 8, 1 at" in res.output
     assert _q(db, "select stage, status, reason is not null from feature_set_stages "
                   "order by stage") == [("E11.5", "skipped", True), ("E13.5", "finished", False)]
     assert _q(db, "select count(*) from experiment_features") == [(N_GENES,)]
@@ -105,7 +105,7 @@ def test_fit_works_on_the_large_stage_and_names_the_skipped_one(featurized):
     assert res.exit_code == 1
     lines = [x for x in res.output.splitlines() if x.startswith("Error")]
     assert len(lines) == 1 and "skipped that stage" in lines[0] and "E11.5" in lines[0]
-    assert "only 1 at keypoint size 8" in lines[0]
+    assert "codebook: 1 at keypoint size 8" in lines[0]
 
 
 def test_rerun_retries_only_the_skipped_stage(featurized):

@@ -571,8 +571,8 @@ class _StageTooSmall(InvalidInput):
         fewest = min(short.values())
         sizes = ", ".join(f"{n:,} at keypoint size {k}" for k, n in short.items())
         super().__init__(
-            f"only {sizes} non-zero SIFT descriptors in its {n_sections} section(s), fewer "
-            f"than the {n_words} words of a codebook",
+            f"too few non-zero SIFT descriptors for a {n_words}-word codebook: {sizes} "
+            f"(from {n_sections} section(s))",
             hint=f"a set with fewer words (e.g. {fewest // 4}) or a smaller grid step covers it"
             if fewest // 4 >= 2 else "it needs more (or larger) sections, or a smaller grid step")
         self.stage = stage
