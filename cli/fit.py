@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from .common import DbOption, JsonOption, console, db_default, print_json
+from .progress import bar
 
 
 def _trainer_knobs(c: float | None, cs: str | None, cv: int, select: str) -> dict:
@@ -82,7 +83,7 @@ def fit(
     knobs = _trainer_knobs(c, cs, cv, select)
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
-                         force=force, progress=not as_json, device=device, **knobs)
+                         force=force, progress=bar(not as_json), device=device, **knobs)
     rows = runner.summary(db, run_ids)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})

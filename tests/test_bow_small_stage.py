@@ -15,6 +15,7 @@ from cli.app import app
 from ishwh import warehouse
 from ishwh.features import bow as bowmod
 from ishwh.features import featurize_report
+from ishwh.progress import Recorder
 
 pytestmark = pytest.mark.slow  # end to end: ingest, SIFT, k-means, fit (~20 s)
 runner = CliRunner()
@@ -110,9 +111,14 @@ def test_fit_works_on_the_large_stage_and_names_the_skipped_one(featurized):
 
 def test_rerun_retries_only_the_skipped_stage(featurized):
     db, _ = featurized
-    res = featurize_report(db, extractor="bow", workers=0, progress=False,
+    said = Recorder()
+    res = featurize_report(db, extractor="bow", workers=0, progress=said,
                            bow={"n_words": WORDS})
     assert res.written == {} and list(res.skipped) == ["E11.5"]
+    # the skip is said through the progress protocol (the CLI's bar prints it)
+    assert [m for m in said.messages if "stage E11.5 skipped" in m] == [
+        f"bow.w{WORDS}: stage E11.5 skipped: {res.skipped['E11.5']} "
+        "(hint: it needs more (or larger) sections, or a smaller grid step)"]
     assert res.finished == [f"bow.w{WORDS}"]
 
 

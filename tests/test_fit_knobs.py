@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from toy_warehouse import make_toy_warehouse
 from typer.testing import CliRunner
 
 from cli.app import app
 from ishwh import warehouse
-from ishwh.fit.toy import make_toy_warehouse
 
 runner = CliRunner()
 

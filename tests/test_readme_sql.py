@@ -42,7 +42,7 @@ def demo_db(tmp_path_factory) -> Path:
 def test_the_readme_has_the_examples():
     assert len(BLOCKS) >= 4
     text = " ".join(BLOCKS)
-    for needle in ("level_auc", "structure_auc", "with recursive", "annotations"):
+    for needle in ("level_auc", "structure_auc", "structure_ancestors", "annotations"):
         assert needle in text
 
 
