@@ -26,10 +26,7 @@ def _trainer_knobs(c: float | None, cs: str | None, cv: int, select: str) -> dic
         except ValueError:
             raise InvalidInput(f"--Cs: cannot read {cs!r} as numbers",
                                hint="e.g. --Cs 1e-4,1e-3,1e-2") from None
-    try:
-        validate_trainer(c, grid, cv, select)
-    except InvalidInput as exc:
-        raise InvalidInput(f"--{getattr(exc, 'param', 'C')}: {exc.message}", exc.hint) from None
+    validate_trainer(c, grid, cv, select)  # its errors name their flag (cli.app)
     return {"C": c, "Cs": grid, "cv": cv, "select": select}
 
 

@@ -109,36 +109,30 @@ SELECTS = ("group", "task", "all")
 
 
 def validate_trainer(C: float | None, Cs: Sequence[float], cv: int, select: str) -> None:
-    """Refuse trainer parameters that make no sense, before any work.
-
-    The error's ``param`` attribute names the parameter (``C``, ``Cs``, ``cv``, ``select``),
-    so that a front end can name its own option.
-    """
+    """Refuse trainer parameters that make no sense, before any work (the error's ``param``
+    names the parameter: ``C``, ``Cs``, ``cv`` or ``select``)."""
     import math  # noqa: PLC0415
 
     def bad(x) -> bool:
         return isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) \
             or x <= 0
 
-    def refuse(param: str, message: str, hint: str | None = None) -> InvalidInput:
-        err = InvalidInput(message, hint=hint)
-        err.param = param
-        return err
-
     if C is not None and bad(C):
-        raise refuse("C", f"C must be a positive number, got {C!r}",
-                     "e.g. 0.01; or leave C unset to choose it by inner CV")
+        raise InvalidInput(f"C must be a positive number, got {C!r}",
+                           hint="e.g. 0.01; or leave C unset to choose it by inner CV", param="C")
     if C is None:
         grid = list(Cs)
         if not grid:
-            raise refuse("Cs", "the C grid is empty", "e.g. 1e-4,1e-3,1e-2")
+            raise InvalidInput("the C grid is empty", hint="e.g. 1e-4,1e-3,1e-2", param="Cs")
         wrong = [c for c in grid if bad(c)]
         if wrong:
-            raise refuse("Cs", f"every C of the grid must be a positive number, got {wrong[0]!r}")
+            raise InvalidInput(f"every C of the grid must be a positive number, got {wrong[0]!r}",
+                               param="Cs")
     if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
-        raise refuse("cv", f"the inner CV needs at least 2 folds, got {cv!r}")
+        raise InvalidInput(f"the inner CV needs at least 2 folds, got {cv!r}", param="cv")
     if select not in SELECTS:
-        raise refuse("select", f"select must be one of {', '.join(SELECTS)}, not {select!r}")
+        raise InvalidInput(f"select must be one of {', '.join(SELECTS)}, not {select!r}",
+                           param="select")
 
 
 # --------------------------------------------------------------------------- helpers
