@@ -12,7 +12,8 @@ from .progress import bar
 
 
 def _trainer_knobs(c: float | None, cs: str | None, cv: int, select: str) -> dict:
-    """--C/--Cs/--cv/--select as runner.fit keywords; nonsense refused before any work."""
+    """The trainer options (--C, --Cs, --cv, --select) as runner.fit keywords, checked
+    before any work."""
     from ishwh.errors import InvalidInput  # noqa: PLC0415
     from ishwh.fit.runner import validate_trainer  # noqa: PLC0415
     from ishwh.fit.trainer import DEFAULT_CS  # noqa: PLC0415
