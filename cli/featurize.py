@@ -27,6 +27,22 @@ def _sift_option(sift: str, extractor: str) -> dict | None:
     return {"sift": sift}
 
 
+def _bow_options(extractor: str, sift: str, words: int | None, step: int | None) -> dict | None:
+    """--sift/--words/--step as the library's ``bow`` parameters (bag of words only)."""
+    from ishwh.errors import InvalidInput  # noqa: PLC0415
+
+    out = _sift_option(sift, extractor) or {}
+    for flag, key, v, low in (("--words", "n_words", words, 2), ("--step", "step", step, 1)):
+        if v is None:
+            continue
+        if extractor != "bow":
+            raise InvalidInput(f"{flag} applies to --extractor bow only")
+        if v < low:
+            raise InvalidInput(f"{flag} must be at least {low}, got {v}")
+        out[key] = v
+    return out or None
+
+
 def featurize(
     extractor: Annotated[
         str, typer.Option("--extractor", "-e", help="cnn, bow or grid.")
@@ -76,6 +92,16 @@ def featurize(
                           "images) or auto (torch on a GPU, else OpenCV; an existing set keeps "
                           "its own).")
     ] = "auto",
+    words: Annotated[
+        int | None, typer.Option("--words", help="bow: words per codebook (default 500; "
+                                 "another number makes set bow.w<N>). A stage with fewer "
+                                 "non-zero SIFT descriptors than words is skipped and named.")
+    ] = None,
+    step: Annotated[
+        int | None, typer.Option("--step", help="bow: dense SIFT grid spacing in pixels of "
+                                 "the image read at 1/4 size (default 16; another makes "
+                                 ".s<S>). Smaller = more descriptors per section.")
+    ] = None,
     on_error: Annotated[
         str, typer.Option("--on-error", help="On an unreadable image: fail (stop; chunks "
                           "already written are kept) or skip (report it and go on).")
@@ -97,16 +123,21 @@ def featurize(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
         weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),
-        backbone=backbone, spatial=spatial, bow=_sift_option(sift, extractor),
+        backbone=backbone, spatial=spatial, bow=_bow_options(extractor, sift, words, step),
     )
     if as_json:
         print_json({"names": result.names, "written": result.written,
-                    "finished": result.finished, "problems": result.problems})
+                    "finished": result.finished, "problems": result.problems,
+                    "skipped_stages": result.skipped})
         return
     for name in result.names:
         n = result.written.get(name, 0)
         state = "finished" if name in result.finished else "not finished"
         console.print(f"{name}: {n:,} new experiment vector(s), {state}", soft_wrap=True)
+    for st, why in result.skipped.items():
+        console.print(f"  stage {st} skipped (no vectors; fit refuses it): {why} -- fewer "
+                      "--words or a smaller --step make a set that covers it",
+                      soft_wrap=True, markup=False, highlight=False)
     if result.problems:
         # With a progress bar, each problem was already shown when it happened.
         err_console.print(f"[yellow]{len(result.problems)} problem(s)[/]", soft_wrap=True)

@@ -60,6 +60,8 @@ class FeaturizeResult:
     written: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    # stages a set could not be made for, and why (bag of words: too few descriptors)
+    skipped: dict[str, str] = field(default_factory=dict)
     # seconds: "setup" (loading the network, codebooks...) and "compute" (the section loop)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -395,6 +397,10 @@ def _bow_params(opts: dict, old: dict | None = None) -> dict:
         raise InvalidInput(f"unknown bag-of-words parameter(s) {sorted(unknown)}")
     p.update(opts.get("bow") or {})
     p["sizes"] = [int(s) for s in p["sizes"]]
+    for key, low in (("n_words", 2), ("step", 1)):
+        v = p[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise InvalidInput(f"bag-of-words {key} must be an integer >= {low}, got {v!r}")
     on_gpu = resolve_device(opts["device"]).type == "cuda"
     gpu_asked = str(opts["device"]).startswith("cuda")
     if p["sift"] is None:
@@ -498,6 +504,9 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
                 kept_bytes += sum(d.nbytes for d in full)
             if sample.add(descs):
                 break  # enough (closing the generator stops the workers)
+    short = {p["sizes"][s]: n for s, n in enumerate(sample.have) if n < p["n_words"]}
+    if short:
+        raise _StageTooSmall(stage, short, p["n_words"], len(order))
     try:
         fitted = sample.fit(p["n_words"], p["n_init"])
     except InvalidInput as exc:
@@ -512,8 +521,47 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
     return centers, cache
 
 
-def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+class _StageTooSmall(InvalidInput):
+    """A stage has fewer non-zero descriptors (at some SIFT size) than the codebook has
+    words: k-means cannot make the codebook, so the stage is skipped (see :func:`_run_bow`)."""
+
+    def __init__(self, stage: str, short: dict[int, int], n_words: int, n_sections: int):
+        fewest = min(short.values())
+        sizes = ", ".join(f"{n:,} at keypoint size {k}" for k, n in short.items())
+        super().__init__(
+            f"too few non-zero SIFT descriptors for a {n_words}-word codebook: {sizes} "
+            f"(from {n_sections} section(s))",
+            hint=f"a set with fewer words (e.g. {fewest // 4}) or a smaller grid step covers it"
+            if fewest // 4 >= 2 else "it needs more (or larger) sections, or a smaller grid step")
+        self.stage = stage
+
+
+def bow_set_name(n_words: int = bowmod.N_WORDS, step: int = bowmod.STEP) -> str:
+    """``bow``; a non-default number of words or grid step adds ``.w<n>`` / ``.s<step>``."""
     name = "bow"
+    if n_words != bowmod.N_WORDS:
+        name += f".w{n_words}"
+    if step != bowmod.STEP:
+        name += f".s{step}"
+    return name
+
+
+def _mark_stage(con, fsid: int, stage: str, status: str, reason: str | None = None) -> None:
+    """Record that set ``fsid`` is finished at ``stage``, or skipped it (and why)."""
+    with warehouse.transaction(con):
+        con.execute("delete from feature_set_stages where feature_set_id = ? and stage = ?",
+                    [fsid, stage]).fetchall()
+        con.execute("insert into feature_set_stages (feature_set_id, stage, status, reason) "
+                    "values (?, ?, ?, ?)", [fsid, stage, status, reason]).fetchall()
+
+
+def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+    """Bag of words, stage by stage. A stage with fewer non-zero SIFT descriptors than the
+    codebook has words is skipped: no codebook and no vectors for it, the reason in
+    ``result.skipped`` and ``feature_set_stages``, a message; the other stages go on, and
+    the set is finished (and usable by ``fit``) stage by stage."""
+    asked = opts.get("bow") or {}
+    name = bow_set_name(asked.get("n_words", bowmod.N_WORDS), asked.get("step", bowmod.STEP))
     found = _existing_set(con, name)
     p = _bow_params(opts, found[1] if found else None)
     result.names = [name]
@@ -543,12 +591,25 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
             ids = [e for e in ids_all if stage_of[e] == stage]
             chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
             if chunks:
-                _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers, sift,
-                           opts, result, failed)
+                try:
+                    _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers,
+                               sift, opts, result, failed)
+                except _StageTooSmall as exc:
+                    result.skipped[stage] = exc.message
+                    _mark_stage(con, fsid, stage, "skipped", str(exc))
+                    _say(opts["progress"], f"{name}: stage {stage} skipped: {exc}")
+                    continue
+                done = _done(con, [fsid])[fsid]
+            if not set(ids) - failed - done:
+                _mark_stage(con, fsid, stage, "finished")
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()
-    result.finished = _finish(con, {name: fsid}, eligible, failed)
+    # Experiments of skipped stages do not hold the set back (fit names the skip).
+    skipped = {int(r[0]) for r in con.execute(
+        "select e.experiment_id from experiments e join feature_set_stages f using (stage) "
+        "where f.feature_set_id = ? and f.status = 'skipped'", [fsid]).fetchall()}
+    result.finished = _finish(con, {name: fsid}, eligible, failed | skipped)
 
 
 def _bow_stage(con, fsid: int, stage: str, ids: list[int], chunks: list[list[int]],
@@ -617,7 +678,8 @@ def _write_bow_chunk(con, fsid, ids, done, secs, counts, p, opts, result, failed
                               "section_id": np.asarray(sec_ids, dtype=np.int64)},
                              np.concatenate(sec_vecs))
         store.write_experiment_features(con, fsid, write, np.stack(exp_vecs))
-    result.written["bow"] = result.written.get("bow", 0) + len(write)
+    name = bow_set_name(p["n_words"], p["step"])
+    result.written[name] = result.written.get(name, 0) + len(write)
 
 
 # --------------------------------------------------------------------------- grid
@@ -766,7 +828,9 @@ def featurize(
     ----------
     db_path: the warehouse file.
     extractor: ``cnn`` (one set per layer x pool, named ``<backbone>.<layer>.<pool>``),
-        ``bow`` (set ``bow``, 10,521 dims) or ``grid`` (set ``grid``, nx*ny*nz dims).
+        ``bow`` (set ``bow``, 10,521 dims; ``bow={"n_words": N, "step": S}`` makes
+        ``bow.w<N>.s<S>``; a stage with fewer non-zero SIFT descriptors than words is skipped
+        and named, see docs/bag_of_words.md) or ``grid`` (set ``grid``, nx*ny*nz dims).
     layers: CNN module names (default :data:`ishwh.features.DEFAULT_LAYERS`).
     pools: pooling over the sections of an experiment: ``max`` and/or ``mean``.
     stages: restrict to these stages (default: all).
