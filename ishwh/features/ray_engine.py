@@ -164,9 +164,12 @@ def ray_session(address: str | None) -> Iterator[Any]:
     except (ConnectionError, OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = address or "a new local cluster"
+        hint = ("start one on this machine with `ray start --head`, or give no address for a "
+                "private local cluster" if address == "auto" else
+                "check the address (auto, ray://host:port) and that the cluster runs the same "
+                "Ray and Python versions as this machine")
         raise InvalidInput(f"cannot connect to the Ray cluster at {where}: {first}",
-                           hint="check the address (auto, ray://host:port) and that the "
-                                "cluster runs the same Ray and Python versions") from exc
+                           hint=hint) from exc
     try:
         yield ray
     finally:
