@@ -85,25 +85,6 @@ def assert_same_vectors(a: Path, b: Path) -> None:
         assert float(np.abs(x - x_b).max()) <= 1e-5, name
 
 
-@pytest.mark.slow
-def test_ray_engine_gives_the_local_vectors_from_a_file_url(ray_cluster, reference, tmp_path):
-    db = copy_fresh(reference, tmp_path)
-    url = warehouse.images_dir(reference).resolve().as_uri()  # file:///...
-    assert url.startswith("file:///")
-    res = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", progress=False,
-                           chunk_size=1, engine="ray",
-                           ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
-    assert res.partitions == {"total": 3, "computed": 3, "reused": 0}
-    assert sorted(res.finished) == sorted(res.names)
-    assert all(v == 3 for v in res.written.values())
-    assert_same_vectors(reference, db)
-    assert not staging_dir(db).exists()  # partitions are removed once ingested
-    # Run again: nothing to do, no partition computed, nothing added.
-    again = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", progress=False,
-                             engine="ray")
-    assert again.written == {} and sorted(again.finished) == sorted(res.names)
-
-
 class _Killed(Exception):
     pass
 
@@ -117,7 +98,9 @@ class _KillAfterFirstPartition(Recorder):
 
 
 @pytest.mark.slow
-def test_interrupted_job_reruns_only_the_missing_partitions(ray_cluster, reference, tmp_path):
+def test_interrupted_job_resumes_with_the_local_vectors(ray_cluster, reference, tmp_path):
+    """Killed after one partition, resumed from a file:// URL with two actors: only the two
+    missing partitions are computed, and the vectors are the local engine's."""
     db = copy_fresh(reference, tmp_path)
     args = dict(layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1, engine="ray")
     with pytest.raises(_Killed):
@@ -126,10 +109,20 @@ def test_interrupted_job_reruns_only_the_missing_partitions(ray_cluster, referen
     assert len(parts) == 1  # one partition finished before the driver died
     assert not list(staging_dir(db).glob("*.tmp"))
     assert counts(db)[1] == 0  # nothing reached the warehouse
-    res = featurize_report(db, progress=False, **args)
+
+    url = warehouse.images_dir(reference).resolve().as_uri()  # file:///...
+    assert url.startswith("file:///")
+    res = featurize_report(db, progress=False, **args,
+                           ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
     assert res.partitions == {"total": 3, "computed": 2, "reused": 1}
+    assert sorted(res.finished) == sorted(res.names)
+    assert all(v == 3 for v in res.written.values())
     assert_same_vectors(reference, db)
-    assert not staging_dir(db).exists()
+    assert not staging_dir(db).exists()  # partitions are removed once ingested
+
+    # Run again: nothing to do, nothing added.
+    again = featurize_report(db, progress=False, **args)
+    assert again.written == {} and sorted(again.finished) == sorted(res.names)
 
 
 def _free_port() -> int:
