@@ -281,7 +281,8 @@ class CnnPlan:
 def cnn_plan(con, opts: dict, result: FeaturizeResult,
              before_write: Callable[[list[int]], None] | None = None) -> CnnPlan | None:
     """The CNN sets, chunks and missing pairs; ``None`` when there is nothing to do (then
-    no network is loaded). ``before_write(scope ids)`` runs before any set is created."""
+    no network is loaded). ``before_write(scope ids)`` runs before the network is loaded and
+    any set is created (the Ray engine connects and checks its workers there)."""
     layers = list(dict.fromkeys(opts["layers"] or DEFAULT_LAYERS))
     pools = list(dict.fromkeys(opts["pools"]))
     backbone, size, spatial = opts["backbone"], opts["image_size"], opts["spatial"]
@@ -303,6 +304,8 @@ def cnn_plan(con, opts: dict, result: FeaturizeResult,
             return None
 
     t0 = time.perf_counter()
+    if before_write is not None:
+        before_write(scope_ids)
     device = opts["device"]
     resolve_device(device)
     digest = weights_digest(weights if weights is not None else bundled_weights_path())
@@ -315,8 +318,6 @@ def cnn_plan(con, opts: dict, result: FeaturizeResult,
     params = {name: {"backbone": backbone, "layer": lay, "pool": p, "image_size": size,
                      "spatial": spatial, "weights_sha256": digest}
               for (lay, p), name in names.items()}
-    if before_write is not None:
-        before_write(scope_ids)
     fsids: dict[str, int] = {}
     for (lay, _), name in names.items():
         fsids[name] = _ensure_set(con, name, "cnn", ext.dims_[lay], params[name])

@@ -1,0 +1,124 @@
+"""Ray engine vs local engine on the same sections, 1 vs 2 extractor actors, and per-section
+costs for the projection in docs/scale.md.
+
+    PYTHONPATH=. python benchmarks/ray_featurize.py --genes 20 --out /tmp/ray_bench.json
+
+Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each)
+in a temporary folder, featurizes it with the local engine and with the Ray engine on a local
+cluster (``ray.init(num_cpus=<cores>)``, started once and timed on its own), and times the
+per-section costs on the real Allen ISH image of ../shared/data/allen (2980x1888 JPEG).
+Prints a Markdown table; ``--out`` also writes the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ishwh import warehouse
+from ishwh.features import featurize_report
+from ishwh.features.cnn import CNNFeatures, decode_for_cnn
+from ishwh.synth import ingest_synthetic
+
+REAL_IMAGE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "allen" / "images"
+              / "Prox1_P56_sagittal_ISH_downsample2.jpg")
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    db = dest / src.name
+    shutil.copy(src, db)
+    warehouse.images_dir(db).symlink_to(warehouse.images_dir(src))
+    return db
+
+
+def _per_section_costs(reps: int) -> dict[str, float]:
+    """Seconds per section: decoding (real ISH JPEG, synthetic PNG) and the CNN on 1 thread."""
+    import torch  # noqa: PLC0415
+
+    out: dict[str, float] = {}
+    if REAL_IMAGE.is_file():
+        decode_for_cnn(REAL_IMAGE, 231, 2980, 1888)
+        t = time.perf_counter()
+        for _ in range(reps):
+            decode_for_cnn(REAL_IMAGE, 231, 2980, 1888)
+        out["decode_real_2980x1888_s"] = (time.perf_counter() - t) / reps
+        out["real_image_bytes"] = REAL_IMAGE.stat().st_size
+    torch.set_num_threads(1)
+    ext = CNNFeatures(layers=["blocks.5"], device="cpu", batch_size=4).fit()
+    imgs = np.random.default_rng(0).integers(0, 255, (4, 231, 231, 3), dtype=np.uint8)
+    ext.section_features(imgs)
+    t = time.perf_counter()
+    n = max(1, reps // 4)
+    for _ in range(n):
+        ext.section_features(imgs)
+    out["cnn_cpu_1thread_s"] = (time.perf_counter() - t) / (4 * n)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--genes", type=int, default=20)
+    ap.add_argument("--workers", default="1,2", help="Ray extractor actors to try")
+    ap.add_argument("--chunk-size", type=int, default=2, help="experiments per partition")
+    ap.add_argument("--reps", type=int, default=20, help="repetitions of the cost timings")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    import ray  # noqa: PLC0415
+
+    tmp = Path(tempfile.mkdtemp(prefix="ishwh-ray-bench-"))
+    try:
+        base = tmp / "base" / "wh.duckdb"
+        base.parent.mkdir()
+        warehouse.init(base)
+        ingest_synthetic(base, "demo", progress=False, n_genes=args.genes, stages=("E13.5",))
+        with warehouse.connect(base, read_only=True) as con:
+            n_sections = con.execute("select count(*) from sections").fetchone()[0]
+        common = dict(layers=["blocks.5"], pools=("max",), device="cpu", progress=False,
+                      chunk_size=args.chunk_size)
+        rows = []
+        t = time.perf_counter()
+        res = featurize_report(_copy(base, tmp / "local"), **common)
+        rows.append({"engine": "local", "workers": "1 decoding process",
+                     "wall_s": time.perf_counter() - t, **res.timings})
+        t = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level="error")
+        cluster_start = time.perf_counter() - t
+        for w in [int(x) for x in args.workers.split(",")]:
+            t = time.perf_counter()
+            res = featurize_report(_copy(base, tmp / f"ray{w}"), engine="ray",
+                                   ray={"workers": w}, **common)
+            rows.append({"engine": "ray", "workers": f"{w} actor(s)",
+                         "wall_s": time.perf_counter() - t, **res.timings})
+        ray.shutdown()
+        costs = _per_section_costs(args.reps)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    local_rate = n_sections / rows[0]["compute"]
+    print(f"{n_sections} sections ({args.genes} experiments), {os.cpu_count()} cores; "
+          f"Ray local cluster start {cluster_start:.1f} s\n")
+    print("| engine | workers | setup s | compute s | sections/s | vs local | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        rate = n_sections / r["compute"]
+        r["sections_per_s"] = rate
+        print(f"| {r['engine']} | {r['workers']} | {r.get('setup', 0):.1f} | "
+              f"{r['compute']:.1f} | {rate:.1f} | {rate / local_rate:.2f}x | "
+              f"{r['wall_s']:.1f} |")
+    print("\nper-section costs (s):", json.dumps({k: round(v, 5) for k, v in costs.items()}))
+    if args.out:
+        args.out.write_text(json.dumps({"n_sections": n_sections, "cores": os.cpu_count(),
+                                        "cluster_start_s": cluster_start, "rows": rows,
+                                        "costs": costs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
