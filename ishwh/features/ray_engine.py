@@ -158,6 +158,10 @@ def ray_session(address: str | None) -> Iterator[Any]:
         return
     if address is not None:
         _check_reachable(address)
+    # Ray's core worker logs a warning line on stderr for every actor pool of Ray Data
+    # (constructor arguments in the object store, ray-project/ray#53727); keep stderr to our
+    # own lines. Ray's log files keep everything; set the variable to see it on stderr.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level="error", configure_logging=True)
@@ -416,11 +420,16 @@ def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
             n_sections = sum(len(by_exp.get(e, [])) for c in missing for e in chunks[c])
             progress.start("featurize cnn (ray)", n_sections, "sections")
             try:
-                _compute(session[0], missing, chunks, by_exp, root, ext, len(keys), files, opts,
-                         ray_opts, progress)
+                first, first_c = _compute(session[0], missing, chunks, by_exp, root, ext,
+                                          len(keys), files, opts, ray_opts, progress)
             finally:
                 progress.done()
             result.timings["compute"] = time.perf_counter() - t1
+            # Until the first partition: the actors' start (import torch, load the network)
+            # and the pipeline filling; the rest is the steady state.
+            result.timings["first_partition"] = first - t1
+            result.partitions["first_sections"] = sum(len(by_exp.get(e, []))
+                                                      for e in chunks[first_c])
     _ingest(con, plan, todo, files, names, by_exp, result, progress)
     pipeline.cnn_finish(con, plan, result)
     for c in todo:
@@ -442,8 +451,9 @@ def _preflight(ray: Any, root: str, relpath: str) -> None:
 
 def _compute(ray: Any, missing: list[int], chunks: list[list[int]], by_exp: dict,
              root: str, ext: Any, n_keys: int, files: dict, opts: dict, ray_opts: RayOptions,
-             progress: Progress) -> None:
-    """Run the Ray Data pipeline over the missing partitions; write each as it completes."""
+             progress: Progress) -> tuple[float, int]:
+    """Run the Ray Data pipeline over the missing partitions; write each as it completes.
+    Returns when (``perf_counter``) the first partition was written, and which it was."""
     _quiet_data_context(ray)
     items = []
     for c in missing:
@@ -471,6 +481,7 @@ def _compute(ray: Any, missing: list[int], chunks: list[list[int]], by_exp: dict
                         num_cpus=ray_opts.cpus_per_worker, num_gpus=gpus,
                         fn_constructor_args=(cnn_params, threads))
     pending: dict[int, list[dict]] = {}
+    first: tuple[float, int] | None = None
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i in range(len(batch["partition"])):
             c = int(batch["partition"][i])
@@ -483,7 +494,11 @@ def _compute(ray: Any, missing: list[int], chunks: list[list[int]], by_exp: dict
                 if opts["on_error"] == "fail":
                     _fail_on_error(rows, by_exp)
                 _write_partition(files[c], [f"v{k}" for k in range(n_keys)], rows)
+                first = first or (time.perf_counter(), c)
                 progress.advance(sum(len(by_exp.get(e, [])) for e in chunks[c]))
+    if first is None:  # every partition failed to come back: Ray raised already
+        raise InvalidInput("the Ray job returned no partition")
+    return first
 
 
 def _section_problem(by_exp: dict, experiment_id: int, section_id: int, why: str) -> str:
