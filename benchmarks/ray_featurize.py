@@ -63,6 +63,27 @@ def _per_section_costs(reps: int) -> dict[str, float]:
     return out
 
 
+def projection(costs: dict[str, float], sections: int, gpu_rate: float, cores: int,
+               gbps: float, full_factor: float, nodes: list[int]) -> list[str]:
+    """Markdown rows: hours for ``sections`` on N GPU worker nodes, from measured per-section
+    costs and the stated assumptions (see docs/scale.md)."""
+    lines = ["| images | N nodes | decode-bound s/s | GPU-bound s/s | network-bound s/s "
+             "| sections/s | wall |", "|---|---|---|---|---|---|---|"]
+    for label, factor in (("downsample 2 (measured file)", 1.0),
+                          (f"full resolution (x{full_factor:g} decode and bytes)", full_factor)):
+        decode_s = costs["decode_real_2980x1888_s"] * factor
+        nbytes = costs["real_image_bytes"] * factor
+        per_node = {"decode": (cores - 1) / decode_s, "gpu": gpu_rate,
+                    "net": gbps * 1e9 / 8 / nbytes}
+        for n in nodes:
+            rate = n * min(per_node.values())
+            wall = sections / rate
+            lines.append(f"| {label} | {n} | {n * per_node['decode']:,.0f} | "
+                         f"{n * per_node['gpu']:,.0f} | {n * per_node['net']:,.0f} | "
+                         f"{rate:,.0f} | {wall / 60:,.1f} min |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--genes", type=int, default=20)
@@ -70,7 +91,26 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=2, help="experiments per partition")
     ap.add_argument("--reps", type=int, default=20, help="repetitions of the cost timings")
     ap.add_argument("--out", type=Path)
+    # Projection assumptions (docs/scale.md): none of these is measured here.
+    ap.add_argument("--atlas-sections", type=int, default=300_000)
+    ap.add_argument("--gpu-rate", type=float, default=2000.0,
+                    help="assumed sections/s of one GPU actor (CNN to blocks.5, bf16, batch 128)")
+    ap.add_argument("--cores-per-node", type=int, default=16,
+                    help="CPU cores per GPU node (one goes to the actor, the rest decode)")
+    ap.add_argument("--gbps", type=float, default=10.0, help="network per node, Gbit/s")
+    ap.add_argument("--full-factor", type=float, default=4.0,
+                    help="full-resolution image vs the measured downsample-2 file: bytes and "
+                         "decode time (4 = twice the side)")
+    ap.add_argument("--costs-only", action="store_true",
+                    help="only the per-section costs and the projection (no featurize runs)")
     args = ap.parse_args()
+    if args.costs_only:
+        costs = _per_section_costs(args.reps)
+        print("per-section costs (s):", json.dumps({k: round(v, 5) for k, v in costs.items()}))
+        print("\n".join(projection(costs, args.atlas_sections, args.gpu_rate,
+                                   args.cores_per_node, args.gbps, args.full_factor,
+                                   [1, 4, 16])))
+        return
     import ray  # noqa: PLC0415
 
     tmp = Path(tempfile.mkdtemp(prefix="ishwh-ray-bench-"))
@@ -123,6 +163,9 @@ def main() -> None:
               f"{r['steady_sections_per_s'] / local['steady_sections_per_s']:.2f}x | "
               f"{e2e:.1f} | {e2e / (n_sections / local['wall_s']):.2f}x |")
     print("\nper-section costs (s):", json.dumps({k: round(v, 5) for k, v in costs.items()}))
+    print()
+    print("\n".join(projection(costs, args.atlas_sections, args.gpu_rate, args.cores_per_node,
+                               args.gbps, args.full_factor, [1, 4, 16])))
     if args.out:
         args.out.write_text(json.dumps({"n_sections": n_sections, "cores": os.cpu_count(),
                                         "cluster_start_s": cluster_start, "rows": rows,

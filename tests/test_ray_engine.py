@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ishwh import store, warehouse
+from ishwh import warehouse
 from ishwh.errors import InvalidInput
 from ishwh.features import featurize_report
 from ishwh.progress import Recorder
@@ -24,6 +24,9 @@ from ishwh.progress import Recorder
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'ishwh[ray]')")
 
 from ishwh.features.ray_engine import staging_dir  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_featurize_resume import _rows as vectors  # noqa: E402  (set name -> (ids, X))
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["blocks.5"]
@@ -60,13 +63,6 @@ def copy_fresh(reference: Path, dest: Path) -> Path:
     shutil.copy(reference.with_name("fresh.duckdb"), db)
     warehouse.images_dir(db).symlink_to(warehouse.images_dir(reference))
     return db
-
-
-def vectors(db: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    with warehouse.connect(db, read_only=True) as con:
-        names = [r[0] for r in con.execute("select name from feature_sets order by name"
-                                           ).fetchall()]
-        return {n: store.read_experiment_features(con, n) for n in names}
 
 
 def counts(db: Path) -> tuple[int, int]:
