@@ -384,7 +384,9 @@ def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
 
     ray_opts: RayOptions = opts["ray"]
     progress = or_silent(opts["progress"] if isinstance(opts["progress"], Progress) else None)
-    root = ray_opts.images or str(warehouse.images_dir(db_path).resolve())
+    root = ray_opts.images or str(warehouse.images_dir(db_path))
+    if "://" not in root:  # workers do not share the driver's working directory
+        root = str(Path(root).resolve())
     stage = staging_dir(db_path)
     with ExitStack() as stack:
         session: list[Any] = []
