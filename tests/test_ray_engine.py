@@ -110,7 +110,9 @@ def test_interrupted_job_resumes_with_the_local_vectors(ray_cluster, reference, 
     assert url.startswith("file:///")
     res = featurize_report(db, progress=False, **args,
                            ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
-    assert res.partitions == {"total": 3, "computed": 2, "reused": 1}
+    assert res.partitions["first_sections"] > 0  # timed apart (the actors' start)
+    assert {k: res.partitions[k] for k in ("total", "computed", "reused")} == \
+        {"total": 3, "computed": 2, "reused": 1}
     assert sorted(res.finished) == sorted(res.names)
     assert all(v == 3 for v in res.written.values())
     assert_same_vectors(reference, db)

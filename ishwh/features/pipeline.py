@@ -63,6 +63,7 @@ class FeaturizeResult:
     # seconds: "setup" (loading the network, codebooks...) and "compute" (the section loop)
     timings: dict[str, float] = field(default_factory=dict)
     # engine ray: partitions "total", "computed" (this run) and "reused" (a killed run's)
+    # and "first_sections" (sections of the first partition back; timings["first_partition"])
     partitions: dict[str, int] = field(default_factory=dict)
 
 
