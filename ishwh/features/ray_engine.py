@@ -180,16 +180,30 @@ def ray_session(address: str | None) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _quiet_data_context(ray: Any) -> None:
-    # The library never prints: no Ray Data progress bars, execution banners or notes.
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+_QUIET = {"enable_progress_bars": False, "enable_operator_progress_bars": False,
+          "print_on_execution_start": False, "enable_auto_log_stats": False,
+          "verbose_stats_logs": False}
+
+
+@contextmanager
+def _quiet(ray: Any) -> Iterator[None]:
+    """The library never prints: no Ray Data progress bars, banners or notes for the block
+    (the caller's settings come back afterwards)."""
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.enable_operator_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.enable_auto_log_stats = False
-    ctx.verbose_stats_logs = False
+    saved = {k: getattr(ctx, k) for k in _QUIET}
+    loggers = {n: logging.getLogger(n) for n in ("ray", "ray.data")}
+    levels = {n: lg.level for n, lg in loggers.items()}
+    for k, v in _QUIET.items():
+        setattr(ctx, k, v)
+    for lg in loggers.values():
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+        for n, lg in loggers.items():
+            lg.setLevel(levels[n])
 
 
 # --------------------------------------------------------------------------- reading images
@@ -456,7 +470,6 @@ def _compute(ray: Any, missing: list[int], chunks: list[list[int]], by_exp: dict
              progress: Progress) -> tuple[float, int]:
     """Run the Ray Data pipeline over the missing partitions; write each as it completes.
     Returns when (``perf_counter``) the first partition was written, and which it was."""
-    _quiet_data_context(ray)
     items = []
     for c in missing:
         secs = [s for e in chunks[c] for s in by_exp.get(e, [])]
@@ -474,14 +487,22 @@ def _compute(ray: Any, missing: list[int], chunks: list[list[int]], by_exp: dict
                       device=device,
                       batch_size=opts["batch_size"] or (128 if device == "cuda" else 4))
     threads = max(1, math.ceil(ray_opts.cpus_per_worker))
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(decode_partition, batch_size=1, batch_format="numpy",
-                        num_cpus=ray_opts.decode_cpus,
-                        fn_kwargs={"root": root, "size": ext.image_size})
-    ds = ds.map_batches(Extractor, batch_size=1, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=ray_opts.workers),
-                        num_cpus=ray_opts.cpus_per_worker, num_gpus=gpus,
-                        fn_constructor_args=(cnn_params, threads))
+    with _quiet(ray):
+        # One row (and block) per partition: a decode task per partition, then the actors.
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(decode_partition, batch_size=1, batch_format="numpy",
+                            num_cpus=ray_opts.decode_cpus,
+                            fn_kwargs={"root": root, "size": ext.image_size})
+        ds = ds.map_batches(Extractor, batch_size=1, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=ray_opts.workers),
+                            num_cpus=ray_opts.cpus_per_worker, num_gpus=gpus,
+                            fn_constructor_args=(cnn_params, threads))
+        return _collect(ds, chunks, by_exp, files, n_keys, opts, progress)
+
+
+def _collect(ds: Any, chunks: list[list[int]], by_exp: dict, files: dict, n_keys: int,
+             opts: dict, progress: Progress) -> tuple[float, int]:
+    """Stream the experiment rows back; write each partition as soon as it is complete."""
     pending: dict[int, list[dict]] = {}
     first: tuple[float, int] | None = None
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
