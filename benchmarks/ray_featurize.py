@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ishwh import warehouse
+from ishwh import store, warehouse
 from ishwh.features import featurize_report
 from ishwh.features.cnn import CNNFeatures, decode_for_cnn
 from ishwh.synth import ingest_synthetic
@@ -37,6 +37,19 @@ def _copy(src: Path, dest: Path) -> Path:
     shutil.copy(src, db)
     warehouse.images_dir(db).symlink_to(warehouse.images_dir(src))
     return db
+
+
+def _max_diff(a: Path, b: Path, names: list[str]) -> float:
+    """Largest |difference| between the vectors of two warehouses (same experiments)."""
+    worst = 0.0
+    for name in names:
+        with warehouse.connect(a, read_only=True) as con:
+            ia, xa = store.read_experiment_features(con, name)
+        with warehouse.connect(b, read_only=True) as con:
+            ib, xb = store.read_experiment_features(con, name)
+        assert ia.tolist() == ib.tolist(), name
+        worst = max(worst, float(np.abs(xa - xb).max()))
+    return worst
 
 
 def _per_section_costs(reps: int) -> dict[str, float]:
@@ -125,7 +138,8 @@ def main() -> None:
                       chunk_size=args.chunk_size)
         rows = []
         t = time.perf_counter()
-        res = featurize_report(_copy(base, tmp / "local"), **common)
+        local_db = _copy(base, tmp / "local")
+        res = featurize_report(local_db, **common)
         rows.append({"engine": "local", "workers": "1 decoding process",
                      "wall_s": time.perf_counter() - t, **res.timings})
         t = time.perf_counter()
@@ -134,11 +148,12 @@ def main() -> None:
         cluster_start = time.perf_counter() - t
         for w in [int(x) for x in args.workers.split(",")]:
             t = time.perf_counter()
-            res = featurize_report(_copy(base, tmp / f"ray{w}"), engine="ray",
-                                   ray={"workers": w}, **common)
+            db = _copy(base, tmp / f"ray{w}")
+            res = featurize_report(db, engine="ray", ray={"workers": w}, **common)
             rows.append({"engine": "ray", "workers": f"{w} actor(s)",
                          "wall_s": time.perf_counter() - t, **res.timings,
-                         "first_sections": res.partitions["first_sections"]})
+                         "first_sections": res.partitions["first_sections"],
+                         "max_abs_diff_vs_local": _max_diff(local_db, db, res.names)})
         ray.shutdown()
         costs = _per_section_costs(args.reps)
     finally:
@@ -153,15 +168,16 @@ def main() -> None:
     print(f"{n_sections} sections ({args.genes} experiments, partitions of {args.chunk_size}), "
           f"{os.cpu_count()} cores; Ray local cluster start {cluster_start:.1f} s\n")
     print("| engine | workers | setup s | compute s | first partition s | steady sections/s "
-          "| vs local | end to end sections/s | vs local |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| vs local | end to end sections/s | vs local | max abs diff vs local |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e2e = n_sections / r["wall_s"]
         print(f"| {r['engine']} | {r['workers']} | {r.get('setup', 0):.1f} | "
               f"{r['compute']:.1f} | {r.get('first_partition', 0):.1f} | "
               f"{r['steady_sections_per_s']:.1f} | "
               f"{r['steady_sections_per_s'] / local['steady_sections_per_s']:.2f}x | "
-              f"{e2e:.1f} | {e2e / (n_sections / local['wall_s']):.2f}x |")
+              f"{e2e:.1f} | {e2e / (n_sections / local['wall_s']):.2f}x | "
+              f"{r.get('max_abs_diff_vs_local', 0):.2g} |")
     print("\nper-section costs (s):", json.dumps({k: round(v, 5) for k, v in costs.items()}))
     print()
     print("\n".join(projection(costs, args.atlas_sections, args.gpu_rate, args.cores_per_node,
