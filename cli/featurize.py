@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+from .progress import bar
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -138,14 +139,10 @@ def featurize(
     from ishwh.features import featurize_report  # noqa: PLC0415 - torch loads slowly
 
     ray = _ray_options(engine, address, ray_workers, cpus_per_worker, gpus_per_worker, images)
-    if ray is not None:
-        from .progress import RichProgress  # noqa: PLC0415
-
     result = featurize_report(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
-        weights=weights, image_size=image_size, on_error=on_error,
-        progress=not no_progress if ray is None else RichProgress(quiet=no_progress),
+        weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),
         backbone=backbone, spatial=spatial, bow=_sift_option(sift, extractor),
         engine=engine, ray=ray,
     )

@@ -139,7 +139,8 @@ def test_unreachable_address_is_one_line_and_writes_nothing(reference, tmp_path)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("Error: cannot reach the Ray cluster at ray://127.0.0.1:")
+    assert lines[0].startswith("Error: --address: cannot reach the Ray cluster at "
+                               "ray://127.0.0.1:")
     assert "unexpected" not in lines[0]
     assert counts(db) == (0, 0)
     assert not staging_dir(db).exists()
@@ -156,8 +157,8 @@ def test_workers_that_cannot_read_the_images_write_nothing(ray_cluster, referenc
     assert res.exit_code == 1, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1, res.output
-    assert lines[0].startswith("Error: the Ray workers cannot read the images: cannot read "
-                               f"image {missing}/")
+    assert lines[0].startswith("Error: --images: the Ray workers cannot read the images: "
+                               f"cannot read image {missing}/")
     assert counts(db) == (0, 0)
     assert not staging_dir(db).exists()
 

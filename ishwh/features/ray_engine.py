@@ -90,13 +90,16 @@ class RayOptions:
     def check(self) -> None:
         """Refuse impossible values by name."""
         if self.workers < 1:
-            raise InvalidInput(f"ray workers must be >= 1, got {self.workers}")
+            raise InvalidInput(f"ray workers must be >= 1, got {self.workers}",
+                               param="ray_workers")
         for label, v in (("cpus_per_worker", self.cpus_per_worker),
                          ("decode_cpus", self.decode_cpus)):
             if not v > 0:
-                raise InvalidInput(f"ray {label} must be > 0, got {v}")
+                raise InvalidInput(f"ray {label} must be > 0, got {v}",
+                                   param=label if label == "cpus_per_worker" else None)
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
-            raise InvalidInput(f"ray gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+            raise InvalidInput(f"ray gpus_per_worker must be >= 0, got {self.gpus_per_worker}",
+                               param="gpus_per_worker")
         if self.address is not None:
             _address_host_port(self.address)  # refuses a malformed address
         if self.images and "://" in self.images:
@@ -104,7 +107,8 @@ class RayOptions:
             if scheme not in URL_SCHEMES:
                 raise InvalidInput(f"image source {self.images}: {scheme}:// is not supported",
                                    hint="use a folder every worker can read, or one of "
-                                        + ", ".join(f"{s}://" for s in URL_SCHEMES))
+                                        + ", ".join(f"{s}://" for s in URL_SCHEMES),
+                                   param="images")
 
 
 def import_ray() -> Any:
@@ -128,7 +132,8 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     rest = address[len("ray://"):] if address.startswith("ray://") else address
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise InvalidInput(f"Ray address {address!r} is not auto, ray://host:port or host:port")
+        raise InvalidInput(f"Ray address {address!r} is not auto, ray://host:port or host:port",
+                           param="address")
     return host, int(port)
 
 
@@ -145,7 +150,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         reason = exc.strerror or type(exc).__name__
         raise InvalidInput(f"cannot reach the Ray cluster at {address}: {reason}",
                            hint="start it (ray start --head) or check the address and port; "
-                                "Ray Client listens on port 10001 by default") from exc
+                                "Ray Client listens on port 10001 by default",
+                           param="address") from exc
 
 
 @contextmanager
@@ -173,7 +179,7 @@ def ray_session(address: str | None) -> Iterator[Any]:
                 "check the address (auto, ray://host:port) and that the cluster runs the same "
                 "Ray and Python versions as this machine")
         raise InvalidInput(f"cannot connect to the Ray cluster at {where}: {first}",
-                           hint=hint) from exc
+                           hint=hint, param="address" if address else None) from exc
     try:
         yield ray
     finally:
@@ -392,12 +398,12 @@ def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
     """Compute the missing vectors of the CNN sets on Ray; ingest them in one transaction.
 
     ``opts`` are :func:`ishwh.features.featurize_report`'s, with ``opts["ray"]`` a
-    :class:`RayOptions`; ``opts["progress"]`` is used when it is a :class:`Progress`.
+    :class:`RayOptions`; ``opts["progress"]`` a :class:`Progress` or ``None``.
     """
     from ishwh.features import pipeline  # noqa: PLC0415
 
     ray_opts: RayOptions = opts["ray"]
-    progress = or_silent(opts["progress"] if isinstance(opts["progress"], Progress) else None)
+    progress = or_silent(opts["progress"])
     root = ray_opts.images or str(warehouse.images_dir(db_path))
     if "://" not in root:  # workers do not share the driver's working directory
         root = str(Path(root).resolve())
@@ -462,7 +468,7 @@ def _preflight(ray: Any, root: str, relpath: str) -> None:
         raise InvalidInput(f"the Ray workers cannot read the images: {why}",
                            hint="the image source must be readable from every worker: a "
                                 "shared folder, or a URL (file://, s3://, gs://) given as "
-                                "the image source")
+                                "the image source", param="images")
 
 
 def _compute(ray: Any, missing: list[int], chunks: list[list[int]], by_exp: dict,
