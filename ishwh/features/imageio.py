@@ -53,14 +53,16 @@ def read_bytes(path: str | os.PathLike) -> np.ndarray:
 
 
 def decode_for_cnn(path: str | os.PathLike, size: int, width: int | None = None,
-                   height: int | None = None) -> np.ndarray:
+                   height: int | None = None, data: np.ndarray | None = None) -> np.ndarray:
     """Read one section as a (size, size, 3) uint8 RGB array ready for the network.
 
     The whole section is resized (squashed) to size x size. ``width``/``height`` (from the
     warehouse) let large files be decoded at 1/2, 1/4 or 1/8 resolution when that still
     leaves ``size`` pixels (JPEG does this while decoding, several times faster).
+    ``data``: the file's bytes when they were already read (e.g. from a URL); ``path`` then
+    only names the image in messages.
     """
-    data = read_bytes(path)
+    data = read_bytes(path) if data is None else data
     factor = 1
     if width and height:
         for f in (8, 4, 2):
