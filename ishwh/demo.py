@@ -95,10 +95,12 @@ def run_demo(
         ``{"bow": {"bow": {"n_words": 32}}}`` (tests); :data:`DEMO_FEATURIZE` otherwise.
     """
     # Imported here: the pipeline packages load torch & co., which `ishwh report` never needs.
+    from ishwh.device import resolve_device
     from ishwh.features import featurize
     from ishwh.fit import fit
     from ishwh.synth import ingest_synthetic
 
+    resolve_device(device)  # refuse a missing GPU before any folder or warehouse is made
     out = Path(out_dir)
     db = Path(db_path) if db_path is not None else out / DB_NAME
     timings: dict[str, float] = {}

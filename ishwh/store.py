@@ -52,7 +52,13 @@ def registered(con: duckdb.DuckDBPyConnection, table: pa.Table,
     try:
         yield name
     finally:
-        con.unregister(name)
+        try:
+            con.unregister(name)
+        except duckdb.Error:
+            # After a failed statement the transaction is aborted and refuses even this;
+            # raising here would mask the real cause (e.g. a constraint clash) with
+            # "Current transaction is aborted". A later register of the name replaces it.
+            pass
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:

@@ -321,7 +321,14 @@ def test_named_queries_run_through_ishwh_sql(wh):
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert rows and {r["run_ids"] for r in rows} <= {"4", "5"}
-    assert rows == run_named_rows(wh, "table1", [4, 5])
+    expected = run_named_rows(wh, "table1", [4, 5])
+    # equal up to float rounding (DuckDB's parallel sums vary in the last bit)
+    assert [{k: v for k, v in r.items() if not isinstance(v, float)} for r in rows] == \
+        [{k: v for k, v in r.items() if not isinstance(v, float)} for r in expected]
+    for got, want in zip(rows, expected, strict=True):
+        for k, v in want.items():
+            if isinstance(v, float):
+                assert got[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
     # the data checks pass on a warehouse made by the pipeline's own writers
     from ishwh.checks import run_checks
 

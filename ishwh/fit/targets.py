@@ -161,8 +161,7 @@ def fit_target(
     if target == "detected":
         raise InvalidInput("fit_target is for multi-class targets; use fit for detected")
     runner._validate(stage, "structures", split, repeats)
-    if C is not None and not C > 0:
-        raise InvalidInput(f"C must be positive, not {C}")
+    runner.validate_trainer(C, Cs, cv, select)
     runner.resolve_device(device)
     level_list = runner.parse_levels(levels)
     trainer_params = {"model": model, "C": C,
