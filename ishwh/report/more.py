@@ -27,9 +27,12 @@ _QUERIES = {
 
 def gather(con, runs: list[int]) -> dict[str, pl.DataFrame]:
     """Every frame of these sections, for the report's runs (``class_distribution``: all
-    annotations of the warehouse)."""
+    annotations of the warehouse, when the runs include a multi-class one)."""
     out = {name: run_named(con, query, runs=runs) for name, query in _QUERIES.items()}
     out["pooling"] = plots_more.pooling_pairs(out["feature_set_stage_auc"])
+    if out["class_confusion"].is_empty():
+        # figure 4 belongs to the multi-class part: shown when the runs include one
+        out["class_distribution"] = out["class_distribution"].clear()
     return {k: v for k, v in out.items() if not v.is_empty()}
 
 
