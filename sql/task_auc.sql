@@ -1,6 +1,9 @@
 -- task_auc: test-set AUC of every run x task (structures and gene-level tasks), in SQL.
 -- Grain: one row per run x task kind x task with predictions.
--- Inputs: predictions (structure tasks), gene_predictions (gene-level tasks such as GO terms).
+-- Inputs: predictions (structure tasks), gene_predictions (gene-level tasks such as GO terms),
+-- predicted_annotations against withheld_labels (task_kind 'withheld': a run's annotations of
+-- a stage the experts never annotated, scored against the truth withheld from fit and
+-- annotate; task = the stage).
 -- AUC is the rank (Mann-Whitney) form with ties counted half:
 --   (sum of the average ranks of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
 -- equal to scikit-learn's roc_auc_score. A task whose test set lacks either class has auc
@@ -15,6 +18,12 @@ with scored as (
     select run_id, 'gene' as task_kind, null::bigint as structure_id, task,
            score, label
     from main.gene_predictions
+    union all
+    select p.run_id, 'withheld' as task_kind, p.structure_id, e.stage as task,
+           p.score, t.detected as label
+    from main.predicted_annotations p
+    join main.withheld_labels t using (experiment_id, structure_id)
+    join main.experiments e using (experiment_id)
 ),
 
 ranked as (
