@@ -29,7 +29,7 @@ final as (
         count(*) - count(a.auc) as n_excluded,
         avg(a.auc) as mean_auc,
         stddev_samp(a.auc) as std_auc,
-        sum(a.n_calls) as n_calls,
+        sum(a.n_calls)::bigint as n_calls,
         sum(a.accuracy * a.n_calls) / sum(a.n_calls) as accuracy,
         (sum(a.sensitivity * a.n_pos) / nullif(sum(a.n_pos) filter (where a.sensitivity is not null), 0)
             + sum(a.specificity * a.n_neg)

@@ -563,24 +563,34 @@ def build_report(
     ``level`` picks the ontology level of the ROC and manual-vs-predicted figures (default:
     the level with the most structures that have an AUC). Returns the written paths.
     """
+    from ishwh.report import predicted  # noqa: PLC0415  (it builds on this module)
+
     data = gather(db_path, runs, level)
     figs = make_figures(data)
+    with connect(db_path, read_only=True) as con:
+        pred = predicted.gather_predicted(con, data.runs)
+    pred_figs = predicted.predicted_figures(pred) if pred is not None else []
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     fig_paths = []
-    for f in figs:
+    for f in [*figs, *pred_figs]:
         path = out / "figures" / f"{f.name}.png"
         path.write_bytes(f.png)
         fig_paths.append(path)
     table_paths = []
-    for name, df in table_frames(data).items():
+    frames = table_frames(data)
+    if pred is not None:
+        frames.update(predicted.predicted_tables(pred))
+    for name, df in frames.items():
         csv, pq = out / "tables" / f"{name}.csv", out / "tables" / f"{name}.parquet"
         _flat(df).write_csv(csv)
         df.write_parquet(pq)
         table_paths += [csv, pq]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = _sections(data, figs)
+    if pred is not None:  # before the closing "Runs" section
+        sections.insert(len(sections) - 1, predicted.predicted_section(pred, pred_figs))
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(render_html(data, sections, generated), encoding="utf-8")
     md_path.write_text(render_markdown(data, sections, generated), encoding="utf-8")
