@@ -455,5 +455,66 @@ def standardize_like(X: np.ndarray, model: BatchedLogisticRegression) -> np.ndar
     return (np.asarray(X, dtype=np.float64) - model.mean_) / model.scale_
 
 
-__all__ = ["DEFAULT_CS", "BatchedLogisticRegression", "auc_columns", "kernel", "solve_batched",
-           "standardize_like"]
+def folded_weights(
+    model: BatchedLogisticRegression, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights on the raw features with the standardisation folded in: ``(W, b)``.
+
+    ``W`` (T, d) float32 and ``b`` (T,) float64 with ``x . W[t] + b[t]`` equal to the model's
+    ``decision_function`` (up to float rounding). ``b`` is computed from the float32-rounded
+    ``W``, so the rounding of a weight does not shift every score by ``mean . dW``.
+    """
+    model._check_fitted()
+    alpha = model.dual_coef_.cpu().numpy()                    # (n, T)
+    d = model.n_features_in_
+    w_out = np.empty((alpha.shape[1], d), dtype=np.float32)
+    b = np.asarray(model.intercept_, dtype=np.float64).copy()
+    for j in range(0, d, chunk):
+        sl = slice(j, j + chunk)
+        mean = model.mean_[sl].astype(np.float64)
+        scale = model.scale_[sl].astype(np.float64)
+        xs = (np.asarray(model.X_fit_[:, sl], dtype=np.float64) - mean) / scale
+        w = ((alpha.T @ xs) / scale).astype(np.float32)
+        w_out[:, sl] = w
+        b -= w.astype(np.float64) @ mean
+    return w_out, b
+
+
+def crossfit_scores(
+    model: BatchedLogisticRegression, Y: np.ndarray, mask: np.ndarray, folds: np.ndarray
+) -> np.ndarray:
+    """Out-of-fold scores (n, T) of the training rows of a fitted model.
+
+    Rows of fold ``f`` are scored by models fitted on the other folds with the model's chosen
+    ``C_`` (and its standardisation, which uses no labels). NaN where a task lacks a class in
+    the other folds. ``folds`` (n,) assigns each training row to a fold.
+    """
+    model._check_fitted()
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    mask = np.asarray(mask, dtype=bool)
+    X = model.X_fit_
+    out = np.full(Y.shape, np.nan)
+    work = float(X.shape[0]) ** 2 * max(Y.shape[1], X.shape[1] / X.shape[0])
+    c = torch.as_tensor(np.asarray(model.C_, dtype=np.float64), device=model.device_)
+    with _cpu_threads(model.device_, work):
+        k = kernel(X, X, model.mean_, model.scale_, model.device_)
+        for f in np.unique(folds):
+            tr, va = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            if tr.size == 0 or va.size == 0:
+                continue
+            ytr, mtr = Y[tr], mask[tr].copy()
+            both = ((ytr > 0.5) & mtr).any(0) & ((ytr <= 0.5) & mtr).any(0)
+            mtr[:, ~both] = False
+            basis = _Basis(k[tr][:, tr])
+            theta, _ = solve_batched(basis.z, model._tensor(ytr), model._tensor(mtr), c,
+                                     tol=max(model.tol, CV_TOL), max_iter=model.max_iter)
+            sc = (basis.project(k[va][:, tr]) @ theta[:-1] + theta[-1]).cpu().numpy()
+            sc[:, ~both] = np.nan
+            out[va] = sc
+    return out
+
+
+__all__ = ["DEFAULT_CS", "BatchedLogisticRegression", "auc_columns", "crossfit_scores",
+           "folded_weights", "kernel", "solve_batched", "standardize_like"]
