@@ -175,12 +175,11 @@ def twin_warehouses(tmp_path_factory):
     root = tmp_path_factory.mktemp("twins")
     full = root / "full.duckdb"
     warehouse.init(full)
-    ingest_synthetic(full, "demo", genes=40, stages=("E18.5", "P4"), sections=(3, 3),
+    ingest_synthetic(full, "demo", genes=40, stages=("E18.5", "P4"), images=False,
                      workers=1, progress=False)
     featurize(full, extractor="grid", progress=False)
     empty = root / "empty.duckdb"
     shutil.copy(full, empty)
-    shutil.copytree(warehouse.images_dir(full), warehouse.images_dir(empty))
     with warehouse.connect(empty) as con:
         con.execute("delete from withheld_annotations")
     return full, empty
@@ -205,3 +204,23 @@ def test_fit_is_identical_with_and_without_the_truth(twin_warehouses):
     q = "select run_id, experiment_id, structure_id, score from predictions order by all"
     assert _table(full, q) == _table(empty, q)
     assert len(_table(full, q)) > 100
+
+
+def test_production_models_and_annotate_are_identical_with_and_without_the_truth(
+        twin_warehouses):
+    from ishwh.annotate import annotate
+    from ishwh.fit import fit
+
+    full, empty = twin_warehouses
+    for db in (full, empty):
+        (run,) = fit(db, "grid", "E18.5", holdout="none", progress=False, device="cpu")
+        annotate(db, run, "P4")
+    for q in ("select run_id, task, c, intercept, weights, platt_a, platt_b, threshold "
+              "from models order by all",
+              "select * from predicted_annotations order by all"):
+        assert _table(full, q) == _table(empty, q)
+    assert _table(full, "select count(distinct experiment_id) from predicted_annotations "
+                        "join experiments using (experiment_id) where stage = 'P4'") == [(40,)]
+    # ... while the truth view scores them only where the truth is
+    assert _table(full, "select count(*) from truth_structure_auc")[0][0] > 0
+    assert _table(empty, "select count(*) from truth_structure_auc") == [(0,)]

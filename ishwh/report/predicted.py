@@ -44,8 +44,15 @@ def _has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     ).fetchall()[0][0])
 
 
-def gather_predicted(con: duckdb.DuckDBPyConnection, runs: list[int]) -> PredictedData | None:
-    """The section's data for ``runs``, or None when they annotated nothing."""
+def gather_predicted(con: duckdb.DuckDBPyConnection,
+                     runs: list[int] | None = None) -> PredictedData | None:
+    """The section's data for ``runs`` (None: every finished run that annotated something,
+    production runs included, which Table 1 leaves out), or None when they annotated
+    nothing."""
+    if runs is None:
+        runs = [r[0] for r in con.execute(
+            "select distinct p.run_id from predicted_annotations p join runs r using (run_id) "
+            "where r.status = 'finished' order by 1").fetchall()]
     export = run_named(con, "report_predicted_annotations", runs=runs)
     if export.is_empty():
         return None
@@ -84,14 +91,15 @@ def reliability_figure(bins: pl.DataFrame):
 
     fig, ax = plt.subplots(figsize=(5.2, 4.8), constrained_layout=True)
     ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="perfect calibration")
-    for k, run in enumerate(bins["run_id"].unique(maintain_order=True).to_list()):
-        b = bins.filter(pl.col("run_id") == run).sort("bin")
+    keys = bins.select("run_id", "subset").unique(maintain_order=True).iter_rows()
+    for k, (run, subset) in enumerate(keys):
+        b = bins.filter((pl.col("run_id") == run) & (pl.col("subset") == subset)).sort("bin")
         n = b["n"].to_numpy().astype(float)
         color = plt.get_cmap("tab10")(k % 10)
-        ax.plot(b["mean_probability"], b["observed"], color=color, lw=1.2,
-                label=f"run {run} ({b['stage'][0]}, {b['feature_set'][0]}), "
+        ax.plot(b["mean_probability"], b["observed_rate"], color=color, lw=1.2,
+                label=f"run {run} ({b['stage'][0]}, {b['feature_set'][0]}, {subset}), "
                       f"ECE {b['ece'][0]:.3f}")
-        ax.scatter(b["mean_probability"], b["observed"], s=12 + 120 * n / n.max(),
+        ax.scatter(b["mean_probability"], b["observed_rate"], s=12 + 120 * n / n.max(),
                    color=color, edgecolors="black", linewidths=0.4, zorder=3)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -142,10 +150,11 @@ def predicted_figures(pd_: PredictedData) -> list[Figure]:
     if not pd_.reliability.is_empty():
         figs.append(Figure(
             "reliability", "Reliability diagram (held-out probabilities)",
-            "Per run with stored models: held-out probabilities (test side of a split, a "
-            "stage the run did not train on, or out-of-fold scores) in ten bins against the "
-            "share the experts called detected; the expected calibration error (ECE) is the "
-            "row-weighted mean gap (report_reliability query).",
+            "Per run with stored models: held-out probabilities ('test': the test side of a "
+            "split or a stage the run did not train on; 'oof': out-of-fold scores of a "
+            "production run, the rows its calibration was fitted on) in ten bins against the "
+            "share the experts called detected; ECE = the row-weighted mean gap (the "
+            "reliability and calibration_error views).",
             plots.to_png(reliability_figure(pd_.reliability)),
         ))
     if not pd_.heatmap.is_empty():

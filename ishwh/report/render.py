@@ -568,7 +568,7 @@ def build_report(
     data = gather(db_path, runs, level)
     figs = make_figures(data)
     with connect(db_path, read_only=True) as con:
-        pred = predicted.gather_predicted(con, data.runs)
+        pred = predicted.gather_predicted(con, runs)
     pred_figs = predicted.predicted_figures(pred) if pred is not None else []
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -282,7 +282,7 @@ def _render_task(task: tuple[str, int, str, str]) -> dict[str, Any]:
     stage, g, mode, root = task
     atlas = _WORKER_ATLAS
     assert atlas is not None
-    exp = atlas.experiment(stage, g)
+    exp = atlas.experiment(stage, g, images=mode != "no-images")
     w, h = atlas.params.image_size
     secs = []
     for s in exp.sections:
@@ -453,13 +453,15 @@ def _check_compatible(con, atlas: Atlas) -> None:
 
 def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "demo",
                      seed: int = 0, progress: bool = True, chunk: int = 16,
-                     **overrides: Any) -> dict[str, Any]:
+                     images: bool = True, **overrides: Any) -> dict[str, Any]:
     """Generate the synthetic atlas straight into an initialised warehouse.
 
     Streams: experiments are rendered (images written to the warehouse image folder) and
     loaded in chunks of ``chunk``, each chunk in one transaction, so memory stays bounded
     and an interrupted run resumes where it stopped (experiments already loaded are skipped).
     Running it twice adds nothing. Returns counts of new rows and timing.
+    ``images=False`` renders no section images (experiments without sections; annotations
+    and expression grids are the same): a fast atlas for the grid features only.
     """
     from ishwh import loader, warehouse  # noqa: PLC0415  (workers never import DuckDB)
 
@@ -480,7 +482,8 @@ def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "de
         count(loader.load(con, loader.Batch(**static)))
         have = {r[0] for r in con.execute(
             "select experiment_id from experiments where source = ?", [atlas.source]).fetchall()}
-        tasks = [(st, g, "warehouse", str(root)) for st in params.stages
+        mode = "warehouse" if images else "no-images"
+        tasks = [(st, g, mode, str(root)) for st in params.stages
                  for g in range(params.n_genes) if atlas.experiment_id(st, g) not in have]
         n_sections = 0
         with _progress(progress, len(tasks), f"synthetic {params.name}") as bar:
