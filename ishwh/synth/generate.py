@@ -27,8 +27,8 @@ from ishwh.synth import annotate as ann
 from ishwh.synth import expression as ex
 from ishwh.synth import ontology as onto
 from ishwh.synth.params import ALL_STAGES, SynthParams, resolve
-from ishwh.vocab import ANNOTATED_STAGES
 from ishwh.synth.render import Cells, draw_nuisance, make_cells, render_section
+from ishwh.vocab import ANNOTATED_STAGES
 
 GENE_BASE = 90_000_000
 EXPERIMENT_BASE = 900_000_000
