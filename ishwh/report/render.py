@@ -557,18 +557,22 @@ def build_report(
     out_dir: str | os.PathLike,
     runs: list[int] | None = None,
     level: int | None = None,
+    annotation_runs: list[int] | None = None,
 ) -> ReportResult:
     """Write the report of ``runs`` (default: every finished run) into ``out_dir``.
 
     ``level`` picks the ontology level of the ROC and manual-vs-predicted figures (default:
-    the level with the most structures that have an AUC). Returns the written paths.
+    the level with the most structures that have an AUC). ``annotation_runs``: the runs
+    whose predicted annotations the "Predicted annotations" section shows (default:
+    ``runs``, or every run that annotated when ``runs`` is None). Returns the written paths.
     """
     from ishwh.report import predicted  # noqa: PLC0415  (it builds on this module)
 
     data = gather(db_path, runs, level)
     figs = make_figures(data)
     with connect(db_path, read_only=True) as con:
-        pred = predicted.gather_predicted(con, runs)
+        pred = predicted.gather_predicted(con, annotation_runs if annotation_runs is not None
+                                          else runs)
     pred_figs = predicted.predicted_figures(pred) if pred is not None else []
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
