@@ -1,6 +1,7 @@
 -- annotation_truth_auc: a run's annotations of a never-annotated stage scored against the
 -- withheld truth, per ontology level (the analogue of level_auc for predicted_annotations).
--- Grain: one row per run x stage x level.
+-- Grain: one row per run x stage x level, plus one per run x stage with level NULL (all
+-- structures of the stage together).
 -- Inputs: truth_structure_auc, runs, feature_sets. n_structures counts structures with an
 -- AUC, n_excluded those whose truth lacks a class; mean_auc / std_auc over structures;
 -- accuracy is the share of experiment x structure calls (predicted_annotations.called) that
@@ -38,7 +39,8 @@ final as (
     from structure_auc a
     join runs r using (run_id)
     join feature_sets f using (feature_set_id)
-    group by all
+    group by grouping sets ((a.run_id, a.stage, a.level, f.feature_set),
+                            (a.run_id, a.stage, f.feature_set))
 )
 
 select * from final
