@@ -26,8 +26,11 @@ def main() -> None:
     ap.add_argument("--norms", default="pooled,stage")
     args = ap.parse_args()
 
+    import numpy as np
+
     from ishwh import warehouse
     from ishwh.fit import fit
+    from ishwh.fit import models as models_mod
 
     with warehouse.connect(args.db, read_only=True) as con:
         fs = args.features or con.execute(
@@ -67,6 +70,19 @@ def main() -> None:
             "array_to_string(coalesce(t.train_stages, [c.stage]), ','), c.n, c.ece "
             "from calibration_error c left join run_training t using (run_id) "
             "where c.subset = 'test' order by c.run_id").fetchall()
+        worst = 0.0
+        runs = [r[0] for r in con.execute(
+            "select run_id from models group by run_id order by run_id").fetchall()]
+        for run in runs:
+            m = models_mod.read_models(con, run)
+            ids, X = models_mod.stage_vectors(con, m.feature_set, m.stage, m.feature_norm)
+            pred = con.execute("select experiment_id, structure_id, score from predictions "
+                               "where run_id = ?", [run]).fetchnumpy()
+            row = np.searchsorted(ids, pred["experiment_id"])
+            col = np.searchsorted(m.structure_ids, pred["structure_id"])
+            worst = max(worst, float(np.abs(m.scores(X)[row, col] - pred["score"]).max()))
+        print(f"\nstored models reproduce predictions.score of {len(runs)} runs: "
+              f"max |diff| = {worst:.2e}")
         print("\n| stage | features | trained on | held-out predictions | ECE |")
         print("|---|---|---|---|---|")
         for st, norm, tr, n, e in ece:

@@ -133,14 +133,7 @@ def _versions(device: str) -> dict:
 
 
 def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
-    if tbl.num_rows == 0:
-        return
-    con.register("_ishwh_fit_rows", tbl)
-    try:
-        cols = ", ".join(tbl.column_names)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_fit_rows").fetchall()
-    finally:
-        con.unregister("_ishwh_fit_rows")
+    store.insert_arrow(con, table, tbl)
 
 
 def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
