@@ -267,3 +267,20 @@ def test_cli_fit_production_models_and_refusals(toy):
         out = res.output.strip()
         assert res.exit_code == 1 and msg in out and len(out.splitlines()) == 1, out
     assert _q(toy, "select count(*) from runs") == n_runs
+
+
+def test_calibration_views_equal_python_and_held_out_ece_is_small(toy):
+    (run,) = fit(toy, "grid.toy", "E11.5", tasks="all", progress=False)   # reused if made
+    rows = _q(toy, "select p.score, p.detected, m.platt_a, m.platt_b from predictions p "
+                   "join models m using (run_id, structure_id) where p.run_id = ?", [run])
+    s, y, a, b = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
+    prob = calibration.apply_platt(s, a, b)
+    ece = calibration.expected_calibration_error(prob, y)
+    (sql_ece,) = _q(toy, "select ece from calibration_error where run_id = ? "
+                         "and subset = 'test'", [run])[0]
+    assert sql_ece == pytest.approx(ece, abs=1e-12)
+    # held out: Platt was fitted on out-of-fold training scores, these are test experiments
+    assert ece < 0.06
+    bins = _q(toy, "select sum(n), sum(n * observed_rate) from reliability where run_id = ?",
+              [run])[0]
+    assert bins[0] == len(rows) and bins[1] == pytest.approx(y.sum())
