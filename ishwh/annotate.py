@@ -25,7 +25,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ishwh import warehouse
+from ishwh import store, warehouse
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit import models as models_mod
 from ishwh.fit.calibration import apply_platt
@@ -134,17 +134,11 @@ def annotate(
             "is_consistent": pa.array(np.full(n * t, consistent)),
         })
         prog.start(f"annotate {stage}: writing {n * t:,} predictions", 0)
-        cols = ", ".join(tbl.column_names)
-        con.register("_ishwh_annotations", tbl)   # outside the transaction: an aborted one
-        try:                                      # refuses even the unregister
-            with warehouse.transaction(con):
-                con.execute("delete from predicted_annotations where run_id = ? and "
-                            "experiment_id in (select experiment_id from experiments "
-                            "where stage = ?)", [models.run_id, stage]).fetchall()
-                con.execute(f"insert into predicted_annotations ({cols}) select {cols} "
-                            "from _ishwh_annotations").fetchall()
-        finally:
-            con.unregister("_ishwh_annotations")
+        with warehouse.transaction(con):
+            con.execute("delete from predicted_annotations where run_id = ? and "
+                        "experiment_id in (select experiment_id from experiments "
+                        "where stage = ?)", [models.run_id, stage]).fetchall()
+            store.insert_arrow(con, "predicted_annotations", tbl)
         prog.done()
         timings["write_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0

@@ -43,6 +43,21 @@ def list_array_to_matrix(arr: pa.Array | pa.ChunkedArray, dim: int | None = None
     return values.reshape(n, d)
 
 
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
+    """Insert the rows of an Arrow table into ``table`` (columns matched by name)."""
+    if tbl.num_rows == 0:
+        return
+    con.register("_ishwh_rows", tbl)
+    try:
+        cols = ", ".join(tbl.column_names)
+        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_rows").fetchall()
+    finally:
+        try:
+            con.unregister("_ishwh_rows")
+        except duckdb.Error:  # a failed transaction refuses even this; its own error matters
+            pass
+
+
 def insert_vectors(
     con: duckdb.DuckDBPyConnection,
     table: str,

@@ -241,3 +241,46 @@ def test_platt_threshold_and_ece_against_references():
         m = mask[:, j]
         best = max(f1_score(yt[m, j], sc[m, j] >= c) for c in np.unique(sc[m, j]))
         assert f1_score(yt[m, j], sc[m, j] >= t[j]) == pytest.approx(best)
+
+
+def test_cli_fit_production_models_and_refusals(toy):
+    res = CliRunner().invoke(app, ["fit", "--db", str(toy), "--features", "grid.toy",
+                                   "--stage", "P4", "--train-stages", "E11.5,E13.5",
+                                   "--holdout", "none", "--feature-norm", "stage", "--json"])
+    assert res.exit_code == 0, res.output
+    run = __import__("json").loads(res.stdout)["run_ids"][0]
+    assert _q(toy, "select r.stage, t.train_stages, t.holdout, t.feature_norm from runs r "
+                   "join run_training t using (run_id) where run_id = ?",
+              [run]) == [("P4", ["E11.5", "E13.5"], "none", "stage")]
+    # P4 has no labels: no predictions, but models for annotate
+    assert _q(toy, "select count(*) from predictions where run_id = ?", [run]) == [(0,)]
+    assert _q(toy, "select count(*) > 0 from models where run_id = ?", [run]) == [(True,)]
+    n_runs = _q(toy, "select count(*) from runs")
+    for args, msg in [
+        (["--stage", "P4"], "stage P4 has no labels to evaluate a split on"),
+        (["--stage", "E11.5", "--train-stages", "E12"], "unknown training stage 'E12'"),
+        (["--stage", "E11.5", "--holdout", "all"], "holdout must be 'split' or 'none'"),
+        (["--stage", "E11.5", "--holdout", "none", "--repeats", "2"], "no split to repeat"),
+    ]:
+        res = CliRunner().invoke(app, ["fit", "--db", str(toy), "--features", "grid.toy",
+                                       "--json", *args])
+        out = res.output.strip()
+        assert res.exit_code == 1 and msg in out and len(out.splitlines()) == 1, out
+    assert _q(toy, "select count(*) from runs") == n_runs
+
+
+def test_calibration_views_equal_python_and_held_out_ece_is_small(toy):
+    (run,) = fit(toy, "grid.toy", "E11.5", tasks="all", progress=False)   # reused if made
+    rows = _q(toy, "select p.score, p.detected, m.platt_a, m.platt_b from predictions p "
+                   "join models m using (run_id, structure_id) where p.run_id = ?", [run])
+    s, y, a, b = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
+    prob = calibration.apply_platt(s, a, b)
+    ece = calibration.expected_calibration_error(prob, y)
+    (sql_ece,) = _q(toy, "select ece from calibration_error where run_id = ? "
+                         "and subset = 'test'", [run])[0]
+    assert sql_ece == pytest.approx(ece, abs=1e-12)
+    # held out: Platt was fitted on out-of-fold training scores, these are test experiments
+    assert ece < 0.06
+    bins = _q(toy, "select sum(n), sum(n * observed_rate) from reliability where run_id = ?",
+              [run])[0]
+    assert bins[0] == len(rows) and bins[1] == pytest.approx(y.sum())

@@ -124,12 +124,7 @@ def write_models(
         "platt_b": pa.array(np.asarray(platt_b, dtype=np.float64)),
         "threshold": pa.array(np.asarray(threshold, dtype=np.float64)),
     })
-    con.register("_ishwh_models", tbl)
-    try:
-        cols = ", ".join(tbl.column_names)
-        con.execute(f"insert into models ({cols}) select {cols} from _ishwh_models").fetchall()
-    finally:
-        con.unregister("_ishwh_models")
+    store.insert_arrow(con, "models", tbl)
 
 
 def run_header(con: duckdb.DuckDBPyConnection, run_id: int) -> dict:

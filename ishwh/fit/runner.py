@@ -9,8 +9,15 @@ One run = one feature set x stage x split (x label mode). The flow:
    set, balanced over every structure and gene task of the stage, whatever levels a run asks;
 3. a ``runs`` row is inserted as ``running``; all tasks are fitted at once by
    :class:`~ishwh.fit.trainer.BatchedLogisticRegression`;
-4. ``run_tasks``, ``predictions``, ``gene_predictions`` and ``status = 'finished'`` are written
-   in ONE transaction, so a killed fit never shows as finished nor leaves half its rows.
+4. out-of-fold scores of the training experiments (cross-fitted by gene) give every task its
+   Platt scaling and call threshold; the models are folded into raw-feature weights;
+5. ``run_tasks``, ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and
+   ``status = 'finished'`` are written in ONE transaction, so a killed fit never shows as
+   finished nor leaves half its rows.
+
+Training stages may differ from the evaluated stage (``train_stages``; cross-stage transfer),
+and ``holdout='none'`` trains production models on every annotated experiment (predictions
+are then out of fold). See docs/annotate.md.
 
 An identical fit (same fingerprint: feature set and its contents, stage, split, tasks, levels,
 label mode, trainer parameters, code version) reuses the finished run unless ``force``, which
@@ -126,14 +133,7 @@ def _versions(device: str) -> dict:
 
 
 def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
-    if tbl.num_rows == 0:
-        return
-    con.register("_ishwh_fit_rows", tbl)
-    try:
-        cols = ", ".join(tbl.column_names)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_fit_rows").fetchall()
-    finally:
-        con.unregister("_ishwh_fit_rows")
+    store.insert_arrow(con, table, tbl)
 
 
 def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
@@ -397,7 +397,9 @@ def fit(
             if d.feat_ids.size == 0:
                 raise NotFound(f"feature set {features!r} has no vectors at stage {s}",
                                hint=f"run `ishwh featurize` for {s}")
-        if holdout == "split" and ev.struct.n_tasks + ev.gene.n_tasks == 0:
+        n_stage_tasks = ((ev.struct.n_tasks if tasks in ("structures", "all") else 0)
+                         + (ev.gene.n_tasks if tasks in ("genes", "all") else 0))
+        if holdout == "split" and n_stage_tasks == 0:
             raise NotFound(f"stage {stage} has no labels to evaluate a split on",
                            hint="fit with holdout 'none' to train models for an "
                                 "unannotated stage")

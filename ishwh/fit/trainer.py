@@ -89,6 +89,21 @@ def auc_columns(scores: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarr
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
+def _fold_parts(k: torch.Tensor, y: np.ndarray, mask: np.ndarray, fold: np.ndarray):
+    """Per fold of ``fold``: validation rows, the basis of the other rows, the validation
+    rows' coordinates in it, the other rows' labels and mask, and which tasks keep both
+    classes there (a task lacking one has no optimum: its mask is cleared)."""
+    for f in np.unique(fold):
+        tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        if tr.size == 0 or va.size == 0:
+            continue
+        ytr, mtr = y[tr], mask[tr].copy()
+        both = ((ytr > 0.5) & mtr).any(0) & ((ytr <= 0.5) & mtr).any(0)
+        mtr[:, ~both] = False
+        basis = _Basis(k[tr][:, tr])
+        yield va, basis, basis.project(k[va][:, tr]), ytr, mtr, both
+
+
 class _Basis:
     """Thin-SVD basis of one training matrix, from its Gram matrix ``K``."""
 
@@ -292,16 +307,8 @@ class BatchedLogisticRegression:
         cs = sorted(float(c) for c in self.Cs)
         t = y.shape[1]
         folds = []
-        for f in range(int(self.cv)):
-            tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-            if tr.size == 0 or va.size == 0:
-                continue
-            ytr, mtr = y[tr], mask[tr].copy()
-            # A task lacking a class in this fold's training part has no optimum: leave it out.
-            both = ((ytr > 0.5) & mtr).any(0) & ((ytr <= 0.5) & mtr).any(0)
-            mtr[:, ~both] = False
-            basis = _Basis(k[tr][:, tr])
-            folds.append({"basis": basis, "zva": basis.project(k[va][:, tr]), "va": va,
+        for va, basis, zva, ytr, mtr, both in _fold_parts(k, y, mask, fold):
+            folds.append({"basis": basis, "zva": zva, "va": va,
                           "y": self._tensor(ytr), "m": self._tensor(mtr), "both": both,
                           "theta": None})
         total = np.zeros((len(cs), t))
@@ -500,17 +507,10 @@ def crossfit_scores(
     c = torch.as_tensor(np.asarray(model.C_, dtype=np.float64), device=model.device_)
     with _cpu_threads(model.device_, work):
         k = kernel(X, X, model.mean_, model.scale_, model.device_)
-        for f in np.unique(folds):
-            tr, va = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            if tr.size == 0 or va.size == 0:
-                continue
-            ytr, mtr = Y[tr], mask[tr].copy()
-            both = ((ytr > 0.5) & mtr).any(0) & ((ytr <= 0.5) & mtr).any(0)
-            mtr[:, ~both] = False
-            basis = _Basis(k[tr][:, tr])
+        for va, basis, zva, ytr, mtr, both in _fold_parts(k, Y, mask, folds):
             theta, _ = solve_batched(basis.z, model._tensor(ytr), model._tensor(mtr), c,
                                      tol=max(model.tol, CV_TOL), max_iter=model.max_iter)
-            sc = (basis.project(k[va][:, tr]) @ theta[:-1] + theta[-1]).cpu().numpy()
+            sc = (zva @ theta[:-1] + theta[-1]).cpu().numpy()
             sc[:, ~both] = np.nan
             out[va] = sc
     return out
