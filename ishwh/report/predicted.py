@@ -70,8 +70,8 @@ def gather_predicted(con: duckdb.DuckDBPyConnection,
         row = pick.sort("run_id").row(-1, named=True)
         run, stage = int(row["run_id"]), str(row["stage"])
         heat = pl.from_arrow(con.sql(query_text("report_predicted_heatmap"), params={
-            "run": run, "stage": stage, "genes": HEATMAP_GENES,
-            "structures": HEATMAP_STRUCTURES}).to_arrow_table())
+            "run": run, "stage": stage, "n_genes": HEATMAP_GENES,
+            "n_structures": HEATMAP_STRUCTURES}).to_arrow_table())
     return PredictedData(
         coverage=coverage,
         reliability=run_named(con, "report_reliability", runs=runs),

@@ -1,8 +1,8 @@
 -- report_predicted_heatmap: a gene x structure sample of one run's annotations of one stage (the report's heatmap)
 -- param run: the run whose predicted_annotations are drawn
 -- param stage: the stage (usually one the experts never annotated)
--- param genes: how many genes (those with the most called structures)
--- param structures: how many structures (the most often called among those genes)
+-- param n_genes: how many genes (those with the most called structures)
+-- param n_structures: how many structures (the most often called among those genes)
 -- Grain: one row per chosen gene x chosen structure, with the probability and the call;
 -- gene_rank orders genes (most calls first), graph_order orders structures.
 with predicted as (
@@ -18,7 +18,7 @@ top_genes as (
            row_number() over (order by count(*) filter (where called) desc, gene) as gene_rank
     from predicted
     group by experiment_id, gene
-    qualify gene_rank <= $genes
+    qualify gene_rank <= $n_genes
 ),
 
 top_structures as (
@@ -27,7 +27,7 @@ top_structures as (
     join top_genes t using (experiment_id)
     group by p.structure_id
     order by count(*) filter (where p.called) desc, avg(p.probability) desc, p.structure_id
-    limit $structures
+    limit $n_structures
 ),
 
 final as (

@@ -1,7 +1,7 @@
 -- structure_markers: the genes most confidently expressed in a structure at a stage
 -- param structure: the structure's acronym (or its id)
 -- param stage: the stage (e.g. P4)
--- param limit: how many genes at most (NULL: 20)
+-- param limit: how many genes at most (optional: 20)
 -- Grain: one row per gene with a predicted annotation of the structure or one of its
 -- descendants at the stage, from the latest run that annotated the stage. probability is
 -- the highest over the structure and its descendants (expressed anywhere in it) and
