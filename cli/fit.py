@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from .common import DbOption, JsonOption, console, db_default, print_json
+from .progress import bar
 
 
 def fit(
@@ -72,7 +73,7 @@ def fit(
     db = db or db_default()
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
-                         force=force, progress=not as_json, device=device,
+                         force=force, progress=bar(not as_json), device=device,
                          train_stages=train_stages, holdout=holdout,
                          feature_norm=feature_norm, n_folds=folds)
     rows = runner.summary(db, run_ids)

@@ -16,8 +16,8 @@ from ishwh import warehouse
 from ishwh.annotate import annotate
 from ishwh.features import featurize
 from ishwh.fit import fit
+from ishwh.query import query_text
 from ishwh.report import build_report
-from ishwh.report.tables import query_text
 from ishwh.synth import ingest_synthetic
 
 

@@ -16,9 +16,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from ishwh.query import query_text
 from ishwh.report import plots
 from ishwh.report.render import Figure, _Section
-from ishwh.report.tables import query_text, run_named
+from ishwh.report.tables import run_named
 
 HEATMAP_GENES = 16
 HEATMAP_STRUCTURES = 30

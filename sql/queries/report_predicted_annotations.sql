@@ -1,11 +1,12 @@
 -- report_predicted_annotations: predicted_annotations of the selected runs with the names a reader needs (the report's export)
 -- Grain: one row per run x experiment x structure (the contract columns first).
 -- Inputs: predicted_annotations, selected_runs, experiments, genes, structures.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every run that annotated, production runs included)
 with predicted as (
     select p.*
     from main.predicted_annotations p
     join main.selected_runs r using (run_id)
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 final as (

@@ -1,7 +1,7 @@
 -- report_predicted_coverage: per stage, how many experiments the experts annotated and how many a run annotated (predicted_annotations)
 -- Grain: one row per stage with experiments x run that annotated it (run_id NULL: no run).
 -- Inputs: experiments, labels, predicted_annotations, selected_runs, stages, feature_sets.
--- Optional filter: `set variable report_runs = [1, 2]` (runs whose annotations count).
+-- param runs: run ids, e.g. [1, 2] (optional: every run that annotated, production runs included)
 with experiments as (
     select experiment_id, stage from main.experiments
 ),
@@ -15,6 +15,7 @@ predicted as (
            count(*) filter (where p.called) as n_called
     from main.predicted_annotations p
     join main.selected_runs r using (run_id)
+    where $runs is null or list_contains($runs, run_id)
     group by all
 ),
 

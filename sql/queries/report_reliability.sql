@@ -1,9 +1,10 @@
 -- report_reliability: the reliability diagram's bins of each selected run with stored models, with its expected calibration error
 -- Grain: one row per run x subset ('test' or 'oof') x probability bin (held-out rows only).
 -- Inputs: reliability and calibration_error (the views), selected_runs, feature_sets.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run with stored models)
 with selected as (
     select run_id, feature_set_id from main.selected_runs
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 final as (

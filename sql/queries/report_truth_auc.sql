@@ -2,9 +2,10 @@
 -- Grain: one row per run x stage x level, plus one per run x stage with level NULL (all
 -- structures: mean AUC over every structure with an AUC, accuracy over every call).
 -- Inputs: annotation_truth_auc, selected_runs, stages.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every run that annotated, production runs included)
 with selected as (
     select run_id from main.selected_runs
+    where $runs is null or list_contains($runs, run_id)
 ),
 
 final as (
