@@ -4,7 +4,7 @@
 -- with no prediction), for every experiment of the gene. expert_detected is the labels view
 -- (NULL: the experts did not annotate it, e.g. P4, P14, P28); probability and called come
 -- from predicted_annotations (NULL: no run annotated the experiment). Ordered by stage
--- (developmental), structure (graph order), run.
+-- (developmental: stage_order), structure (graph_order), run.
 with gene as (
     select gene_id, acronym as gene from main.genes where acronym = $gene
 ),
@@ -57,13 +57,14 @@ final as (
         c.expert_density,
         c.run_id,
         c.probability,
-        c.called
+        c.called,
+        st.stage_order,
+        s.graph_order
     from calls c
     join experiments e using (experiment_id)
     join main.structures s using (structure_id)
     left join main.stages st using (stage)
-    order by st.stage_order, e.stage, c.experiment_id, s.graph_order, c.structure_id,
-        c.run_id nulls first
 )
 
 select * from final
+order by stage_order, stage, experiment_id, graph_order, structure_id, run_id nulls first

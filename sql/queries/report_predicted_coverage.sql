@@ -49,7 +49,8 @@ final as (
         r.run_id,
         f.name as feature_set,
         coalesce(r.n_predicted, 0) as n_predicted,
-        r.share_called
+        r.share_called,
+        st.stage_order
     from per_stage s
     left join per_run r using (stage)
     left join main.stages st using (stage)
@@ -58,4 +59,4 @@ final as (
 )
 
 select * from final
-order by (select stage_order from main.stages x where x.stage = final.stage), stage, run_id
+order by stage_order, stage, run_id

@@ -9,11 +9,11 @@ with selected as (
 ),
 
 final as (
-    select a.*
+    select a.*, s.stage_order
     from main.annotation_truth_auc a
     join selected using (run_id)
     left join main.stages s using (stage)
-    order by a.run_id, s.stage_order, a.level nulls last
 )
 
 select * from final
+order by run_id, stage_order, level nulls last

@@ -7,7 +7,7 @@
 -- the highest over the structure and its descendants (expressed anywhere in it) and
 -- where_acronym names the one that has it; called says whether any of them was called; n_called
 -- counts them; expert_detected is the experts' call of the structure itself (labels; NULL
--- when not annotated). Ordered by probability (highest first), then gene.
+-- when not annotated); rank orders them: probability (highest first), then gene.
 with recursive target as (
     select structure_id
     from main.structures
@@ -51,7 +51,7 @@ per_gene as (
     group by experiment_id
 ),
 
-final as (
+ranked as (
     select
         g.acronym as gene,
         p.experiment_id,
@@ -60,7 +60,8 @@ final as (
         s.acronym as where_acronym,
         p.called,
         p.n_called,
-        l.detected as expert_detected
+        l.detected as expert_detected,
+        row_number() over (order by p.probability desc, g.acronym, p.experiment_id) as rank
     from per_gene p
     join stage_experiments e using (experiment_id)
     join main.genes g using (gene_id)
@@ -68,8 +69,11 @@ final as (
     left join main.labels l
         on l.experiment_id = p.experiment_id
         and l.structure_id = (select structure_id from target)
-    order by p.probability desc, g.acronym, p.experiment_id
-    limit coalesce($limit, 20)
+),
+
+final as (
+    select * from ranked where rank <= coalesce($limit, 20)
 )
 
 select * from final
+order by rank
