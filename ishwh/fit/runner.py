@@ -570,8 +570,8 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_li
         if oof_eval:
             start = sum(rows.size for s, rows in parts[:train_list.index(stage)])
             scores = oof[start:start + ev_rows.size]
-        else:
-            scores = est.decision_function(ev.X[ev_rows])
+        else:  # the stored models themselves (float64; the trainer's kernel is float32)
+            scores = models_mod.StoredModels.dot(ev.X[ev_rows], weights, intercept)
         timings["predict_s"] = round(time.perf_counter() - t3, 4)
         c_chosen = est.C_
         fitted = (weights, intercept, platt_a, platt_b, threshold)
