@@ -13,11 +13,21 @@ try:  # typer >= 0.26 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as _cx
 
+from ishwh.environment import environment_error
 from ishwh.errors import IshwhError
 
 _DEBUG_FLAG = "--debug"
 # Exceptions the command-line layer already knows how to show (usage errors, exits).
 _CLI_EXCEPTIONS = (_cx.ClickException, typer.Exit, typer.Abort)
+
+
+def flag_message(exc: IshwhError) -> str:
+    """The error's text, prefixed with the command-line flag of the library parameter it is
+    about (``stage`` -> ``--stage: unknown stage 'E12'``)."""
+    text = str(exc)
+    if exc.param:
+        text = f"--{exc.param.replace('_', '-')}: {text}"
+    return text
 
 
 class IshwhGroup(TyperGroup):
@@ -42,10 +52,15 @@ class IshwhGroup(TyperGroup):
         except IshwhError as exc:
             if IshwhGroup.debug:
                 traceback.print_exc()
-            raise _cx.ClickException(str(exc)) from exc
+            raise _cx.ClickException(flag_message(exc)) from exc
         except KeyboardInterrupt:
             raise typer.Abort() from None
         except Exception as exc:  # a bug or an unexpected failure: still one line
+            named = environment_error(exc)  # disk full, read-only folder, ...: named
+            if named is not None:
+                if IshwhGroup.debug:
+                    traceback.print_exc()
+                raise _cx.ClickException(str(named)) from exc
             if IshwhGroup.debug:
                 traceback.print_exc()
                 raise _cx.ClickException(f"{type(exc).__name__}: {exc}") from exc

@@ -23,7 +23,8 @@ Ids (a manifest names genes by symbol and sections by number only):
   mix them).
 * ``section_id``: the id of the warehouse section with the same
   ``(experiment_id, section_number)``; new sections get
-  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999).
+  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999;
+  the rule lives in :mod:`ishwh.ids`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +44,20 @@ import pyarrow as pa
 
 from ishwh import images, loader, warehouse
 from ishwh.errors import IshwhError, ManifestError
-from ishwh.ontology import structures_from_graph_json
-from ishwh.vocab import STAGES
+from ishwh.ids import SECTION_ID_FACTOR, section_id
+from ishwh.ontology import fill_root_levels, structures_from_graph_json
+from ishwh.progress import Progress, phase
+from ishwh.store import registered
+from ishwh.vocab import GRADES, PATTERNS, STAGES
 
-PATTERNS = ("undetected", "full", "regional", "gradient")
-LEVELS = ("undetected", "low", "medium", "high")  # intensity and density
-SECTION_ID_FACTOR = 10_000
 # Manifest genes get ids above this: Allen gene ids and the synthetic atlas's (90,000,000 + i)
 # lie below it, so one warehouse can hold all three.
 GENE_ID_BASE = 2_000_000_000
+
+# Largest |experiment_id| whose derived section ids still fit a signed 64-bit integer.
+MAX_EXPERIMENT_ID = (2**63 - 1 - (SECTION_ID_FACTOR - 1)) // SECTION_ID_FACTOR
+# Integer columns of structure rows and their width in the warehouse (bits below the sign).
+_INT_BITS = {"structure_id": 63, "parent_id": 63, "level": 31, "graph_order": 31}
 
 _STAGE_BY_KEY = {s.upper(): s for s in STAGES}
 _TRUE = {"1", "true", "yes"}
@@ -154,12 +159,24 @@ def _read_csv(
                 )
             return rows
     except UnicodeDecodeError:
-        problems.add(name, "not UTF-8 text")
+        problems.add(*_not_utf8(path, name))
     except csv.Error as exc:
         problems.add(name, f"not a readable CSV file: {exc}")
     except OSError as exc:
         problems.add(name, f"cannot read: {exc.strerror or exc}")
     return None
+
+
+def _not_utf8(path: Path, name: str) -> tuple[str, str]:
+    """(file:line, reason) of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return _at(name, line), (f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
+                                 "file as UTF-8")
+    return name, "not UTF-8 text"
 
 
 @dataclass
@@ -234,8 +251,15 @@ def _ontology_json(
     except (OSError, UnicodeDecodeError) as exc:
         problems.add(name, f"cannot read: {exc}")
         return name, [], set()
+    except RecursionError:
+        problems.add(name, "nested too deeply to read (JSON arrays or objects inside each "
+                           "other thousands of levels deep)")
+        return name, [], set()
     try:
         rows = structures_from_graph_json(obj)
+    except RecursionError:
+        problems.add(name, "the structure tree is nested too deeply to read")
+        return name, [], set()
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         problems.add(name, f"not an Allen structure graph ({type(exc).__name__}: {exc})")
         return name, [], set()
@@ -256,17 +280,14 @@ def _ontology_json(
                          f"parent_structure_id {node.get('parent_structure_id')} disagrees with "
                          f"its place in the tree (inside {outer})")
         stack.extend((c, nid) for c in node.get("children") or [] if isinstance(c, dict))
-    ids = {r["structure_id"] for r in rows}
+    no_level = {id(r) for r in fill_root_levels(rows)}
     out = []
     for r in rows:
         where = f"{name}: structure {r['structure_id']} ({r['acronym']})"
         if not r.get("acronym"):
             problems.add(where, "no acronym")
-        if r["level"] is None:
-            if r["parent_id"] is None or r["parent_id"] not in ids:
-                r["level"] = 0  # Allen's graph root has no st_level; the table needs one
-            else:
-                problems.add(where, "no st_level")
+        if id(r) in no_level:
+            problems.add(where, "no st_level")
         out.append((where, r))
     return name, out, roots
 
@@ -321,6 +342,12 @@ def _check_structures(
     where_of: dict[int, str] = {}
     for where, r in rows:
         sid = r["structure_id"]
+        wide = [f"{col} {r[col]} is out of range (a {bits + 1}-bit integer)"
+                for col, bits in _INT_BITS.items()
+                if isinstance(r.get(col), int) and not -(2 ** bits) <= r[col] < 2 ** bits]
+        if wide:
+            problems.add(where, "; ".join(wide))
+            continue
         if sid in by_id:
             problems.add(where, f"duplicate structure id {sid} (also {where_of[sid]})")
             continue
@@ -361,16 +388,15 @@ def _check_structures(
 
 
 def _decode_images(
-    todo: list[_Image], progress: bool, workers: int | None = None
+    todo: list[_Image], progress: Progress | None, workers: int | None = None
 ) -> None:
     """Decode (proves readability, gives the size) and checksum every image, in threads."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     def one(img: _Image) -> _Image:
         try:
             img.width, img.height = images.image_size(img.src)
             img.sha256 = images.sha256_file(img.src)
+        except images.ImageTooLarge as exc:
+            img.error = exc.reason
         except IshwhError:
             img.error = "not a readable PNG, JPEG or TIFF image"
         except OSError as exc:
@@ -380,23 +406,44 @@ def _decode_images(
         return img
 
     workers = workers or min(4, os.cpu_count() or 1)  # cv2 decodes outside the GIL
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    console = Console(stderr=True)
-    # Off when stderr is not a terminal: a log file gets no bar frames (nor a blank line).
-    with Progress(*columns, console=console, transient=True,
-                  disable=not (progress and console.is_terminal)) as bar, \
+    with phase(progress, "checking images", len(todo), "images") as advance, \
             ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task("checking images", total=len(todo))
         for _ in pool.map(one, todo):
-            bar.advance(task)
+            advance(1)
+
+
+def _confined(folder: Path, text: str) -> tuple[Path, str | None]:
+    """The real file an image path names, or the reason it may not be used.
+
+    The rule: the path is relative to the manifest folder and, as written, stays inside it
+    (no absolute path, no ``..`` that climbs out). A symbolic link inside the folder is the
+    folder owner's choice: it is followed, and its real file is what gets copied or linked
+    (so a stored link never points at another link).
+    """
+    rel = Path(text)
+    drive = len(text) > 2 and text[1] == ":" and text[2] in "/\\"  # C:\ on Windows
+    if rel.is_absolute() or text.startswith(("/", "\\")) or drive:
+        return rel, "is an absolute path (give a path relative to the manifest folder)"
+    if os.path.normpath(text).replace("\\", "/").split("/")[0] == "..":
+        return rel, "leads outside the manifest folder (images must lie inside it)"
+    src = folder / rel
+    try:
+        real = src.resolve(strict=True)
+    except FileNotFoundError:
+        return rel, "not found" if not src.is_symlink() else "is a link to a missing file"
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a permission problem
+        return rel, f"cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
+    if not real.is_file():
+        return rel, "not found" if not real.exists() else "is not a file"
+    return real, None
 
 
 # --------------------------------------------------------------------------- planning
 
 
 def plan(
-    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *, progress: bool = False
+    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *,
+    progress: Progress | None = None,
 ) -> Plan:
     """Read and check a manifest folder against the warehouse; write nothing.
 
@@ -411,7 +458,13 @@ def plan(
     wh = _Warehouse.read(con)
 
     # ---- ontology
+    n_problems = len(problems)
     onto_name, onto_rows, roots = _ontology_rows(folder, problems)
+    # A file that could not be read at all is a root cause: the rows that name its
+    # structures (or experiments, genes) are not listed one by one after it.
+    broken: dict[str, str] = {}
+    if onto_name is not None and not onto_rows and len(problems) > n_problems:
+        broken["unknown structure"] = onto_name
     if onto_name is None and not wh.structures:
         problems.add(str(folder), "no ontology.json or structures.csv (and the warehouse "
                                   "has no structures yet)")
@@ -428,7 +481,10 @@ def plan(
         problems.add(str(folder), "no sections.csv")
         rows = []
     else:
+        n_problems = len(problems)
         rows = _read_csv(folder, name, SECTIONS_COLUMNS, problems) or []
+        if not rows and len(problems) > n_problems:
+            broken["unknown experiment"] = broken["unknown gene"] = name
     genes: dict[str, dict[str, Any]] = {}       # acronym -> row (+ first line)
     experiments: dict[int, dict[str, Any]] = {}
     sections: dict[tuple[int, int], dict[str, Any]] = {}
@@ -446,6 +502,11 @@ def plan(
             problems.add(where, f"unknown stage {row['stage']!r} (one of: {', '.join(STAGES)})")
         if eid is None:
             problems.add(where, f"experiment_id {row['experiment_id']!r} is not an integer")
+        elif not -MAX_EXPERIMENT_ID <= eid <= MAX_EXPERIMENT_ID:
+            problems.add(where, f"experiment_id {eid} is out of range (at most "
+                                f"{MAX_EXPERIMENT_ID:,}: section ids are experiment_id x "
+                                f"{SECTION_ID_FACTOR:,} + section_number, a 64-bit integer)")
+            eid = None
         if num is None or not 0 <= num < SECTION_ID_FACTOR:
             problems.add(where, f"section_number {row['section_number']!r} is not an integer "
                                 f"in 0..{SECTION_ID_FACTOR - 1}")
@@ -499,9 +560,9 @@ def plan(
         if not row["image"]:
             problems.add(where, "empty image")
             continue
-        src = folder / row["image"]
-        if not src.is_file():
-            problems.add(where, f"image {row['image']} not found")
+        src, reason = _confined(folder, row["image"])
+        if reason is not None:
+            problems.add(where, f"image {row['image']} {reason}")
             continue
         img = _Image(line, src, row["image"])
         todo.append(img)
@@ -518,8 +579,10 @@ def plan(
     section_rows = _section_rows(con, sections, problems)
 
     # ---- annotations
+    before = len(problems)
     ann_rows = _annotations(con, folder, experiments, all_structures, by_acronym, problems)
     label_rows = _gene_labels(con, folder, genes, wh, problems)
+    _fold_consequences(problems, before, broken)
 
     if problems:
         return result
@@ -539,14 +602,25 @@ def plan(
     return result
 
 
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
-    """``table`` visible to SQL as ``name`` for the block."""
-    con.register(name, table)
-    try:
-        yield
-    finally:
-        con.unregister(name)
+def _fold_consequences(problems: _Problems, start: int, broken: dict[str, str]) -> None:
+    """Replace the problems (from ``start`` on) that only follow from an unreadable file by
+    one line per file that says how many there were."""
+    if not broken:
+        return
+    kept, folded = [], {}
+    for p in problems[start:]:
+        reason = p.split(": ", 1)[1] if ": " in p else p
+        cause = next((f for key, f in broken.items() if reason.startswith(key)), None)
+        if cause is None:
+            kept.append(p)
+        else:
+            where = p.split(":", 1)[0]
+            folded[(where, cause)] = folded.get((where, cause), 0) + 1
+    del problems[start:]
+    problems.extend(kept)
+    for (where, cause), n in folded.items():
+        problems.add(where, f"{n:,} row(s) name structures, experiments or genes that "
+                            f"{cause} should have defined; fix {cause} first (not listed)")
 
 
 def _check_experiments(
@@ -561,7 +635,7 @@ def _check_experiments(
         "stage": [e["stage"] for e in experiments.values()],
         "line": [e["line"] for e in experiments.values()],
     })
-    with _registered(con, "_ishwh_exp", new):
+    with registered(con, new, "_ishwh_exp"):
         clashes = con.execute(
             """
             select n.line, n.experiment_id, g.acronym, e.stage
@@ -588,10 +662,10 @@ def _section_rows(
     new = pa.table({
         "experiment_id": pa.array([k[0] for k in keys], pa.int64()),
         "section_number": pa.array([k[1] for k in keys], pa.int32()),
-        "derived_id": pa.array([k[0] * SECTION_ID_FACTOR + k[1] for k in keys], pa.int64()),
+        "derived_id": pa.array([section_id(*k) for k in keys], pa.int64()),
         "sha256": [usable[k]["image"].sha256 for k in keys],
     })
-    with _registered(con, "_ishwh_sec", new):
+    with registered(con, new, "_ishwh_sec"):
         same_key = con.execute(
             """
             select n.experiment_id, n.section_number, s.section_id, s.sha256
@@ -616,7 +690,7 @@ def _section_rows(
                 problems.add(where, f"experiment {eid} section {num} is already in the "
                                     "warehouse with a different image")
         else:
-            sid = eid * SECTION_ID_FACTOR + num
+            sid = section_id(eid, num)
         out.append({"section_id": sid, "experiment_id": eid, "section_number": num,
                     "image_path": images.content_relpath(img.src, img.sha256),
                     "width": img.width, "height": img.height, "position": s["position"],
@@ -625,7 +699,7 @@ def _section_rows(
         if (eid, num) not in existing:
             problems.add(
                 _at("sections.csv", usable[(eid, num)]["line"]),
-                f"section id {eid * SECTION_ID_FACTOR + num} (experiment {eid} section {num}) "
+                f"section id {section_id(eid, num)} (experiment {eid} section {num}) "
                 f"is already used by experiment {oe} section {on} in the warehouse",
             )
     return out
@@ -659,7 +733,7 @@ def _read_csv_frame(
                 for col, i in zip(cols, idx, strict=True):
                     col.append(fields[i] if i < len(fields) else "")
     except UnicodeDecodeError:
-        problems.add(name, "not UTF-8 text")
+        problems.add(*_not_utf8(path, name))
         return None
     except csv.Error as exc:
         problems.add(name, f"not a readable CSV file: {exc}")
@@ -680,7 +754,7 @@ def _known_experiments(
     ask = sorted({i for i in ids if i not in manifest})
     if not ask:
         return set(manifest)
-    with _registered(con, "_ishwh_ids", pa.table({"experiment_id": pa.array(ask, pa.int64())})):
+    with registered(con, pa.table({"experiment_id": pa.array(ask, pa.int64())}), "_ishwh_ids"):
         found = con.execute(
             "select experiment_id from _ishwh_ids join experiments using (experiment_id)"
         ).fetchall()
@@ -737,7 +811,7 @@ def _annotations(
 
     # Calls: one of the enumeration in any case, or empty for unknown (NULL).
     for order, (col, allowed) in enumerate(
-            (("pattern", PATTERNS), ("intensity", LEVELS), ("density", LEVELS)), start=2):
+            (("pattern", PATTERNS), ("intensity", GRADES), ("density", GRADES)), start=2):
         low = pl.col(col).str.to_lowercase()
         report(df.filter((low != "") & ~low.is_in(list(allowed))), order,
                lambda r, col=col, allowed=allowed:
@@ -754,7 +828,7 @@ def _annotations(
 
     rows = df.select(experiment_id="eid", structure_id="sid", pattern="pattern",
                      intensity="intensity", density="density", line="line").to_arrow()
-    with _registered(con, "_ishwh_ann", rows):
+    with registered(con, rows, "_ishwh_ann"):
         clashes = con.execute(
             """
             select n.line, n.experiment_id, n.structure_id
@@ -801,7 +875,7 @@ def _gene_labels(
         lines.append(line)
     if out:
         new = _table("gene_labels", out).append_column("line", pa.array(lines, pa.int64()))
-        with _registered(con, "_ishwh_gl", new):
+        with registered(con, new, "_ishwh_gl"):
             clashes = con.execute(
                 """
                 select n.line, n.task from _ishwh_gl n join gene_labels g using (gene_id, task)
@@ -819,7 +893,7 @@ def _gene_labels(
 
 def ingest_dir(
     db_path: str | os.PathLike, folder: str | os.PathLike, *, link: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Check a manifest folder, then load it all-or-nothing into the warehouse.
 
@@ -833,7 +907,7 @@ def ingest_dir(
     link:
         Hard-link (or, across file systems, symlink) the images instead of copying them.
     progress:
-        Show a progress bar over the images on stderr.
+        Where to report the image check (:class:`ishwh.progress.Progress`); None: nowhere.
 
     Returns
     -------

@@ -8,7 +8,8 @@ same buffer, and a ListArray read back becomes a (n, d) view of its values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -43,19 +44,30 @@ def list_array_to_matrix(arr: pa.Array | pa.ChunkedArray, dim: int | None = None
     return values.reshape(n, d)
 
 
-def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
-    """Insert the rows of an Arrow table into ``table`` (columns matched by name)."""
-    if tbl.num_rows == 0:
-        return
-    con.register("_ishwh_rows", tbl)
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, table: pa.Table,
+               name: str = "_ishwh_rows") -> Iterator[str]:
+    """``table`` visible to SQL as ``name`` for the block (unregistered on the way out)."""
+    con.register(name, table)
     try:
-        cols = ", ".join(tbl.column_names)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_rows").fetchall()
+        yield name
     finally:
         try:
-            con.unregister("_ishwh_rows")
-        except duckdb.Error:  # a failed transaction refuses even this; its own error matters
+            con.unregister(name)
+        except duckdb.Error:
+            # After a failed statement the transaction is aborted and refuses even this;
+            # raising here would mask the real cause (e.g. a constraint clash) with
+            # "Current transaction is aborted". A later register of the name replaces it.
             pass
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Insert every row of the Arrow table ``rows`` into ``table`` (columns by name)."""
+    if rows.num_rows == 0:
+        return
+    cols = ", ".join(rows.column_names)
+    with registered(con, rows) as name:
+        con.execute(f"insert into {table} ({cols}) select {cols} from {name}").fetchall()
 
 
 def insert_vectors(
@@ -67,13 +79,7 @@ def insert_vectors(
     """Insert rows ``(key columns..., vec)`` into ``table`` (a table with a ``vec`` column)."""
     data = {k: pa.array(np.asarray(v)) for k, v in key_columns.items()}
     data["vec"] = matrix_to_list_array(x)
-    batch = pa.table(data)
-    con.register("_ishwh_vectors", batch)
-    try:
-        cols = ", ".join(data)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_vectors").fetchall()
-    finally:
-        con.unregister("_ishwh_vectors")
+    insert_arrow(con, table, pa.table(data))
 
 
 def write_experiment_features(

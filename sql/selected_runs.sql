@@ -1,9 +1,11 @@
--- selected_runs: the finished runs a report (or a named report query) covers.
+-- selected_runs: the finished runs a report (or a named report query) may cover.
 -- Grain: one row per finished run.
--- Inputs: runs, run_training. Optional filter, read when the view is queried:
--- `set variable report_runs = [1, 2]` (unset: every finished within-stage split run; runs
--- trained on other stages or without a split are left to transfer_auc and annotate, so they
--- never mix into Table 1's cells).
+-- Inputs: runs, run_training. is_default: the run is covered when no runs are named: every
+-- finished within-stage split run (runs trained on other stages or without a split are left
+-- to transfer_auc and annotate, so they never mix into Table 1's cells). The named queries
+-- choose with their optional $runs parameter:
+--   where ($runs is null and is_default) or list_contains($runs, run_id)
+-- (`ishwh sql --query table1 --param runs=[1,2]`).
 create or replace view selected_runs as
 with runs as (
     select * from main.runs
@@ -17,12 +19,9 @@ other_schemes as (
 ),
 
 final as (
-    select *
+    select *, run_id not in (select run_id from other_schemes) as is_default
     from runs
     where status = 'finished'
-        and (getvariable('report_runs') is null
-            and run_id not in (select run_id from other_schemes)
-            or list_contains(getvariable('report_runs'), run_id))
 )
 
 select * from final

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
+from toy_warehouse import make_toy_warehouse
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -14,7 +15,6 @@ from ishwh import store, warehouse
 from ishwh.annotate import annotate
 from ishwh.fit import calibration, fit
 from ishwh.fit import models as models_mod
-from ishwh.fit.toy import make_toy_warehouse
 
 STAGES = ("E11.5", "E13.5", "E15.5", "P4")
 LEVELS = (3, 6, 12)

@@ -32,7 +32,6 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -53,7 +52,8 @@ from ishwh.fit.trainer import (
     crossfit_scores,
     folded_weights,
 )
-from ishwh.vocab import STAGES, TASK_KINDS
+from ishwh.progress import Progress, or_silent, phase
+from ishwh.vocab import STAGES, TASK_KINDS, check_stage
 
 FIT_VERSION = 2          # bump when a change alters what an identical fit would produce
 NO_SPLIT = 0             # runs.split_id of a run without a split (holdout 'none')
@@ -85,11 +85,12 @@ def parse_levels(levels: str | int | Sequence[int] | None) -> list[int] | None:
                 else:
                     out_set.add(int(part))
             except ValueError:
-                raise InvalidInput(f"--levels: cannot read {part!r}",
-                                   hint="write e.g. 1-10 or 1,3,5-7") from None
+                raise InvalidInput(f"cannot read levels {part!r}",
+                                   hint="write e.g. 1-10 or 1,3,5-7", param="levels") from None
         out = sorted(out_set)
     if not out or min(out) < 0:
-        raise InvalidInput("--levels must name at least one level >= 0", hint="e.g. 1-10")
+        raise InvalidInput("levels must name at least one level >= 0", hint="e.g. 1-10",
+                           param="levels")
     return out
 
 
@@ -109,14 +110,45 @@ def levels_text(levels: list[int] | None) -> str | None:
 
 
 def _validate(stage: str, tasks: str, split: str, repeats: int) -> None:
-    if stage not in STAGES:
-        raise InvalidInput(f"--stage: unknown stage {stage!r}", hint="one of " + ", ".join(STAGES))
+    check_stage(stage)
     if tasks not in TASK_KINDS:
-        raise InvalidInput(f"--tasks must be one of {', '.join(TASK_KINDS)}, not {tasks!r}")
+        raise InvalidInput(f"tasks must be one of {', '.join(TASK_KINDS)}, not {tasks!r}",
+                           param="tasks")
     if split not in SPLIT_METHODS:
-        raise InvalidInput(f"--split must be one of {', '.join(SPLIT_METHODS)}, not {split!r}")
+        raise InvalidInput(f"split must be one of {', '.join(SPLIT_METHODS)}, not {split!r}",
+                           param="split")
     if repeats < 1:
-        raise InvalidInput("--repeats must be at least 1")
+        raise InvalidInput("repeats must be at least 1", param="repeats")
+
+
+SELECTS = ("group", "task", "all")
+
+
+def validate_trainer(C: float | None, Cs: Sequence[float], cv: int, select: str) -> None:
+    """Refuse trainer parameters that make no sense, before any work (the error's ``param``
+    names the parameter: ``C``, ``Cs``, ``cv`` or ``select``)."""
+    import math  # noqa: PLC0415
+
+    def bad(x) -> bool:
+        return isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) \
+            or x <= 0
+
+    if C is not None and bad(C):
+        raise InvalidInput(f"C must be a positive number, got {C!r}",
+                           hint="e.g. 0.01; or leave C unset to choose it by inner CV", param="C")
+    if C is None:
+        grid = list(Cs)
+        if not grid:
+            raise InvalidInput("the C grid is empty", hint="e.g. 1e-4,1e-3,1e-2", param="Cs")
+        wrong = [c for c in grid if bad(c)]
+        if wrong:
+            raise InvalidInput(f"every C of the grid must be a positive number, got {wrong[0]!r}",
+                               param="Cs")
+    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+        raise InvalidInput(f"the inner CV needs at least 2 folds, got {cv!r}", param="cv")
+    if select not in SELECTS:
+        raise InvalidInput(f"select must be one of {', '.join(SELECTS)}, not {select!r}",
+                           param="select")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -130,10 +162,6 @@ def _versions(device: str) -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
-    store.insert_arrow(con, table, tbl)
 
 
 def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
@@ -188,7 +216,7 @@ def get_or_make_split(
                 "insert into split_defs (stage, method, seed, repeat_index, params) "
                 "values (?, ?, ?, ?, ?) returning split_id",
                 [stage, method, seed, repeat_index, _json(params)]).fetchall()[0][0])
-            _insert_arrow(con, "splits", pa.table({
+            store.insert_arrow(con, "splits", pa.table({
                 "split_id": pa.array(np.full(len(experiment_ids), split_id, dtype=np.int32)),
                 "experiment_id": pa.array(experiment_ids),
                 "subset": pa.array(np.where(test_rows, "test", "train").tolist()),
@@ -196,6 +224,20 @@ def get_or_make_split(
     got = con.execute("select experiment_id, subset from splits where split_id = ?",
                       [split_id]).fetchall()
     return split_id, {int(e): s for e, s in got}
+
+
+def _check_stage_ready(con: duckdb.DuckDBPyConnection, fsid: int, features: str, stage: str,
+                       set_finished) -> None:
+    """A feature set is usable at a stage it finished (``feature_set_stages``), or, where no
+    stage is recorded, once the whole set is finished; a skipped stage is named with why."""
+    row = con.execute("select status, reason from feature_set_stages where feature_set_id = ? "
+                      "and stage = ?", [fsid, stage]).fetchall()
+    if row and row[0][0] == "skipped":
+        raise InvalidInput(f"feature set {features!r} has no vectors at stage {stage}: "
+                           f"featurize skipped that stage: {row[0][1]}")
+    if not row and set_finished is None:
+        raise InvalidInput(f"feature set {features!r} is not finished yet at stage {stage}",
+                           hint="let `ishwh featurize` complete (it resumes) and fit again")
 
 
 def _json(obj) -> str:
@@ -211,42 +253,6 @@ def _json(obj) -> str:
 
 def _fingerprint(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-class _Progress:
-    """A rich progress bar on stderr (or nothing)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled = enabled
-        self.total = total
-
-    def __enter__(self):
-        if not self.enabled:
-            self._cm = nullcontext()
-            return self
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._p = Progress(TextColumn("[bold]fit[/] {task.description}"), BarColumn(),
-                           TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
-                           console=Console(stderr=True), transient=False)
-        self._cm = self._p
-        self._p.__enter__()
-        self._id = self._p.add_task("", total=self.total)
-        return self
-
-    def step(self, text: str) -> None:
-        if self.enabled:
-            self._p.update(self._id, description=text)
-
-    def advance(self) -> None:
-        if self.enabled:
-            self._p.advance(self._id)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            return self._p.__exit__(*exc)
-        return False
 
 
 # --------------------------------------------------------------------------- fit
@@ -326,7 +332,7 @@ def fit(
     seed: int = 0,
     shuffle_labels: bool = False,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | None = None,
     *,
     train_stages: str | Sequence[str] | None = None,
     holdout: str = "split",
@@ -370,24 +376,24 @@ def fit(
         raise InvalidInput("holdout 'none' makes one run: there is no split to repeat")
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
-    if select not in ("group", "task", "all"):
-        raise InvalidInput(f"select must be 'group', 'task' or 'all', not {select!r}")
+    validate_trainer(C, Cs, cv, select)
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
                       "max_iter": 100}
     run_ids: list[int] = []
-    with warehouse.connect(db_path) as con, _Progress(progress, repeats) as bar:
+    bar = or_silent(progress)
+    with warehouse.connect(db_path) as con, phase(bar, f"fit {stage}", repeats,
+                                                   "runs") as advance:
         clean_unfinished(con)
         t0 = time.perf_counter()
-        bar.step(f"{stage}: reading labels and features")
+        bar.describe(f"fit {stage}: reading labels and features")
         fsid = store.feature_set_id(con, features)
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
             [fsid]).fetchall()[0]
-        if fs_row[2] is None:
-            raise InvalidInput(f"feature set {features!r} is not finished yet",
-                               hint="let `ishwh featurize` complete (it resumes) and fit again")
+        for s in dict.fromkeys([stage, *train_list]):
+            _check_stage_ready(con, fsid, features, s, fs_row[2])
         data = {s: _read_stage(con, features, s, feature_norm)
                 for s in dict.fromkeys([stage, *train_list])}
         ev = data[stage]
@@ -430,7 +436,7 @@ def fit(
             timings = {"read_s": round(read_s, 4)}
             t1 = time.perf_counter()
             if holdout == "split":
-                bar.step(f"{stage}: split {split} seed {seed} repeat {r}")
+                bar.describe(f"fit {stage}: split {split} seed {seed} repeat {r}")
                 split_id, subset = get_or_make_split(
                     con, stage, split, seed, r, ev.exp_ids, ev.gene_ids, [ev.struct, ev.gene])
             else:
@@ -448,7 +454,7 @@ def fit(
                 "order by run_id", [fp]).fetchall()]
             if old and not force:
                 run_ids.append(int(old[-1]))
-                bar.advance()
+                advance(1)
                 continue
             run_id = _one_run(
                 con, bar, fsid=fsid, stage=stage, split_id=split_id, subset=subset, data=data,
@@ -459,13 +465,13 @@ def fit(
                 device=device, min_pos=min_train_pos, min_neg=min_train_neg,
                 timings=timings, replace=old)
             run_ids.append(run_id)
-            bar.advance()
+            advance(1)
     return run_ids
 
 
-def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_list, holdout,
-             feature_norm, n_folds, tasks, level_list, label_mode, seed, repeat, split, fp,
-             trainer_params, device, min_pos, min_neg, timings, replace) -> int:
+def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned, train_list,
+             holdout, feature_norm, n_folds, tasks, level_list, label_mode, seed, repeat, split,
+             fp, trainer_params, device, min_pos, min_neg, timings, replace) -> int:
     t_start = time.perf_counter()
     ev = data[stage]
     # Training rows per training stage, and the rows of `stage` that get predictions.
@@ -544,7 +550,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_li
     c_chosen = None
     fitted = None
     if n_fit:
-        bar.step(f"{stage}: fitting {n_fit} tasks on {n_train} experiments "
+        bar.describe(f"fit {stage}: fitting {n_fit} tasks on {n_train} experiments "
                  f"(run {run_id})")
         y_tr = np.concatenate([m.y[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
         m_tr = np.concatenate([m.mask[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
@@ -557,7 +563,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_li
         t2 = time.perf_counter()
         est.fit(X_tr, y_tr, m_tr, groups)
         timings["train_s"] = round(time.perf_counter() - t2, 4)
-        bar.step(f"{stage}: out-of-fold scores, calibration (run {run_id})")
+        bar.describe(f"fit {stage}: out-of-fold scores, calibration (run {run_id})")
         t3 = time.perf_counter()
         folds = models_mod.gene_folds(gene_tr, y_tr, m_tr, n_folds, seed)
         oof = crossfit_scores(est, y_tr, m_tr, folds)
@@ -577,7 +583,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_li
         fitted = (weights, intercept, platt_a, platt_b, threshold)
         versions["device"] = str(est.device_)
 
-    bar.step(f"{stage}: writing run {run_id}")
+    bar.describe(f"fit {stage}: writing run {run_id}")
     t4 = time.perf_counter()
     task_rows: dict[str, list] = {k: [] for k in (
         "run_id", "task_kind", "task", "status", "reason", "c", "n_train_pos", "n_train_neg")}
@@ -636,11 +642,11 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_li
     })
     with warehouse.transaction(con):
         _delete_runs(con, [int(x) for x in replace])   # --force: the new run replaces the old
-        _insert_arrow(con, "run_tasks", task_tbl)
+        store.insert_arrow(con, "run_tasks", task_tbl)
         for t in pred_tables:
-            _insert_arrow(con, "predictions", t)
+            store.insert_arrow(con, "predictions", t)
         for t in gene_tables:
-            _insert_arrow(con, "gene_predictions", t)
+            store.insert_arrow(con, "gene_predictions", t)
         models_mod.write_run_training(con, run_id, train_list, holdout, feature_norm, n_folds,
                                       n_train)
         if fitted is not None:
@@ -659,9 +665,9 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, data, aligned, train_li
 
 def summary(db_path: str | os.PathLike, run_ids: Sequence[int]) -> list[dict]:
     """The level rollup (``level_auc``) of ``run_ids``: one dict per run x level."""
-    from ishwh.resources import sql_text
+    from ishwh.query import query_text
 
     with warehouse.connect(db_path, read_only=True) as con:
-        tbl = con.sql(sql_text("queries/fit_summary"),
+        tbl = con.sql(query_text("fit_summary"),
                       params={"run_ids": [int(r) for r in run_ids]}).to_arrow_table()
     return tbl.to_pylist()
