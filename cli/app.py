@@ -13,6 +13,7 @@ try:  # typer >= 0.26 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as _cx
 
+from ishwh.environment import environment_error
 from ishwh.errors import IshwhError
 
 _DEBUG_FLAG = "--debug"
@@ -55,6 +56,11 @@ class IshwhGroup(TyperGroup):
         except KeyboardInterrupt:
             raise typer.Abort() from None
         except Exception as exc:  # a bug or an unexpected failure: still one line
+            named = environment_error(exc)  # disk full, read-only folder, ...: named
+            if named is not None:
+                if IshwhGroup.debug:
+                    traceback.print_exc()
+                raise _cx.ClickException(str(named)) from exc
             if IshwhGroup.debug:
                 traceback.print_exc()
                 raise _cx.ClickException(f"{type(exc).__name__}: {exc}") from exc

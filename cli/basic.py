@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ishwh import export, warehouse
 from ishwh import query as q
 from ishwh import status as st
-from ishwh import warehouse
 from ishwh.errors import IshwhError
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
@@ -100,6 +100,9 @@ def sql(
         str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
     ] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --out file if it exists.")
+    ] = False,
     params: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="A parameter of the named query, KEY=VALUE (value: "
@@ -124,7 +127,10 @@ def sql(
         raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
     if fmt == "parquet" and out is None:
         raise typer.BadParameter("--format parquet needs --out FILE", param_hint="--format")
-    result = q.run(db or db_default(), query, name, q.parse_params(params))
+    db = db or db_default()
+    if out is not None:
+        export.check_target(out, db, force=force)  # before the query runs
+    result = q.run(db, query, name, q.parse_params(params))
     if fmt == "table":
         t = Table(*result.column_names)
         for row in result.to_pylist():
@@ -132,7 +138,9 @@ def sql(
         console.print(t)
         err_console.print(f"{result.num_rows} row(s)", soft_wrap=True)
         return
-    text = q.write_table(result, fmt, out)
+    if out is not None:
+        export.write_query_result(result, fmt, out, db_path=db, force=force)
+    text = None if out is not None else q.write_table(result, fmt, None)
     if text is not None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:

@@ -27,6 +27,40 @@ def _sift_option(sift: str, extractor: str) -> dict | None:
     return {"sift": sift}
 
 
+def _bow_options(extractor: str, sift: str, words: int | None, step: int | None) -> dict | None:
+    """--sift/--words/--step as the library's ``bow`` parameters (bag of words only)."""
+    from ishwh.errors import InvalidInput  # noqa: PLC0415
+
+    out = _sift_option(sift, extractor) or {}
+    for flag, key, v, low in (("--words", "n_words", words, 2), ("--step", "step", step, 1)):
+        if v is None:
+            continue
+        if extractor != "bow":
+            raise InvalidInput(f"{flag} applies to --extractor bow only")
+        if v < low:
+            raise InvalidInput(f"{flag} must be at least {low}, got {v}")
+        out[key] = v
+    return out or None
+
+
+def _ray_options(engine: str, address: str | None, ray_workers: int | None,
+                 cpus_per_worker: float | None, gpus_per_worker: float | None,
+                 images: str | None) -> dict | None:
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("--engine must be local or ray")
+    given = {"address": address, "workers": ray_workers, "cpus_per_worker": cpus_per_worker,
+             "gpus_per_worker": gpus_per_worker, "images": images}
+    given = {k: v for k, v in given.items() if v is not None}
+    if engine == "local":
+        if given:
+            flags = {"address": "--address", "workers": "--ray-workers",
+                     "cpus_per_worker": "--cpus-per-worker", "gpus_per_worker": "--gpus-per-worker",
+                     "images": "--images"}
+            raise typer.BadParameter(f"{flags[next(iter(given))]} applies to --engine ray only")
+        return None
+    return given
+
+
 def featurize(
     extractor: Annotated[
         str, typer.Option("--extractor", "-e", help="cnn, bow or grid.")
@@ -76,10 +110,47 @@ def featurize(
                           "images) or auto (torch on a GPU, else OpenCV; an existing set keeps "
                           "its own).")
     ] = "auto",
+    words: Annotated[
+        int | None, typer.Option("--words", help="bow: words per codebook (default 500; "
+                                 "another number makes set bow.w<N>). A stage with fewer "
+                                 "non-zero SIFT descriptors than words is skipped and named.")
+    ] = None,
+    step: Annotated[
+        int | None, typer.Option("--step", help="bow: dense SIFT grid spacing in pixels of "
+                                 "the image read at 1/4 size (default 16; another makes "
+                                 ".s<S>). Smaller = more descriptors per section.")
+    ] = None,
     on_error: Annotated[
         str, typer.Option("--on-error", help="On an unreadable image: fail (stop; chunks "
                           "already written are kept) or skip (report it and go on).")
     ] = "fail",
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster, cnn "
+                          "only; needs the ray extra: pip install 'ishwh[ray]'). Same vectors.")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="ray: the cluster: auto (started here with "
+                                 "`ray start`), ray://host:port (Ray Client) or host:port; "
+                                 "default: a private local cluster for this run.")
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option("--ray-workers", help="ray: extractor actors, each holding "
+                                 "one network (default 1).")
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None, typer.Option("--cpus-per-worker", help="ray: CPUs reserved per actor, "
+                                   "fractional (default 0.5; decoding tasks use the rest).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option("--gpus-per-worker", help="ray: GPUs per actor, fractional "
+                                   "(default 1 on a cluster with GPUs, else 0).")
+    ] = None,
+    images: Annotated[
+        str | None, typer.Option("--images", help="ray: where the workers read the images: a "
+                                 "folder or URL (file://, s3://, gs://, hdfs://) holding the "
+                                 "warehouse's relative image paths (default: its image "
+                                 "folder).")
+    ] = None,
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress bar.")
     ] = False,
@@ -93,20 +164,34 @@ def featurize(
     """
     from ishwh.features import featurize_report  # noqa: PLC0415 - torch loads slowly
 
+    ray = _ray_options(engine, address, ray_workers, cpus_per_worker, gpus_per_worker, images)
     result = featurize_report(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
         weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),
-        backbone=backbone, spatial=spatial, bow=_sift_option(sift, extractor),
+        backbone=backbone, spatial=spatial, bow=_bow_options(extractor, sift, words, step),
+        engine=engine, ray=ray,
     )
     if as_json:
-        print_json({"names": result.names, "written": result.written,
-                    "finished": result.finished, "problems": result.problems})
+        out = {"names": result.names, "written": result.written,
+               "finished": result.finished, "problems": result.problems,
+               "skipped_stages": result.skipped}
+        if result.partitions:
+            out["partitions"] = result.partitions
+        print_json(out)
         return
+    if result.partitions:
+        pt = result.partitions
+        err_console.print(f"ray: {pt['computed']} partition(s) computed, {pt['reused']} reused "
+                          "from an interrupted run", soft_wrap=True)
     for name in result.names:
         n = result.written.get(name, 0)
         state = "finished" if name in result.finished else "not finished"
         console.print(f"{name}: {n:,} new experiment vector(s), {state}", soft_wrap=True)
+    for st, why in result.skipped.items():
+        console.print(f"  stage {st} skipped (no vectors; fit refuses it): {why} -- fewer "
+                      "--words or a smaller --step make a set that covers it",
+                      soft_wrap=True, markup=False, highlight=False)
     if result.problems:
         # With a progress bar, each problem was already shown when it happened.
         err_console.print(f"[yellow]{len(result.problems)} problem(s)[/]", soft_wrap=True)

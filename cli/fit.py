@@ -11,6 +11,26 @@ from .common import DbOption, JsonOption, console, db_default, print_json
 from .progress import bar
 
 
+def _trainer_knobs(c: float | None, cs: str | None, cv: int, select: str) -> dict:
+    """The trainer options (--C, --Cs, --cv, --select) as runner.fit keywords, checked
+    before any work."""
+    from ishwh.errors import InvalidInput  # noqa: PLC0415
+    from ishwh.fit.runner import validate_trainer  # noqa: PLC0415
+    from ishwh.fit.trainer import DEFAULT_CS  # noqa: PLC0415
+
+    if c is not None and cs is not None:
+        raise InvalidInput("give either --C (one fixed C) or --Cs (a grid to choose C from)")
+    grid: list[float] = list(DEFAULT_CS)
+    if cs is not None:
+        try:
+            grid = [float(x) for x in cs.split(",") if x.strip()]
+        except ValueError:
+            raise InvalidInput(f"--Cs: cannot read {cs!r} as numbers",
+                               hint="e.g. --Cs 1e-4,1e-3,1e-2") from None
+    validate_trainer(c, grid, cv, select)  # its errors name their flag (cli.app)
+    return {"C": c, "Cs": grid, "cv": cv, "select": select}
+
+
 def fit(
     features: Annotated[
         str, typer.Option("--features", help="Feature set name (see `ishwh status`).")
@@ -63,6 +83,17 @@ def fit(
     device: Annotated[
         str, typer.Option("--device", help="auto (GPU if present), cpu or cuda.")
     ] = "auto",
+    # -- the trainer's knobs (recorded in runs.params.trainer)
+    c: Annotated[float | None, typer.Option(
+        "--C", help="Fixed inverse L2 strength for every classifier (> 0; standardised "
+        "features). Default: chosen by inner CV over --Cs.")] = None,
+    cs: Annotated[str | None, typer.Option(
+        "--Cs", help="C grid for the inner CV, comma-separated (default 1e-6,1e-5,...,1).")
+    ] = None,
+    cv: Annotated[int, typer.Option("--cv", help="Inner cross-validation folds (>= 2).")] = 3,
+    select: Annotated[str, typer.Option(
+        "--select", help="How C is chosen: group (one per ontology level, one for gene "
+        "tasks), task (one per classifier) or all (one for the run).")] = "group",
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -71,11 +102,12 @@ def fit(
     from ishwh.fit import runner  # heavy (torch): imported when the command runs
 
     db = db or db_default()
+    knobs = _trainer_knobs(c, cs, cv, select)
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
                          force=force, progress=bar(not as_json), device=device,
                          train_stages=train_stages, holdout=holdout,
-                         feature_norm=feature_norm, n_folds=folds)
+                         feature_norm=feature_norm, n_folds=folds, **knobs)
     rows = runner.summary(db, run_ids)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})

@@ -103,10 +103,12 @@ def run_demo(
     """
     # Imported here: the pipeline packages load torch & co., which `ishwh report` never needs.
     from ishwh.annotate import annotate
+    from ishwh.device import resolve_device
     from ishwh.features import featurize
     from ishwh.fit import fit
     from ishwh.synth import PRESETS, ingest_synthetic
 
+    resolve_device(device)  # refuse a missing GPU before any folder or warehouse is made
     out = Path(out_dir)
     db = Path(db_path) if db_path is not None else out / DB_NAME
     timings: dict[str, float] = {}

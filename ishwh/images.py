@@ -4,6 +4,7 @@ warehouse's image folder under content-addressed names (so re-ingesting is a no-
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import threading
@@ -12,19 +13,93 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from ishwh.environment import environment_error
 from ishwh.errors import InvalidInput
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
+# The largest image ishwh decodes, in pixels (width x height). A compressed file can claim
+# any size: a 109 KB PNG of 30,000 x 30,000 pixels takes 3.8 GB to decode. 250 million
+# pixels is ~750 MB decoded as RGB and well above a full-resolution Allen ISH section.
+# Override with the environment variable ISHWH_MAX_PIXELS or the ``max_pixels`` argument.
+DEFAULT_MAX_PIXELS = 250_000_000
+MAX_PIXELS_ENV = "ISHWH_MAX_PIXELS"
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+# ishwh applies its own limit (above) before any decode; PIL's own check would refuse
+# large-but-allowed images with a different message, so it is off for PIL's header reads.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageTooLarge(InvalidInput):
+    """An image whose header claims more pixels than the limit (a decompression bomb).
+    ``reason`` is the message without the file name (for file:line reports)."""
+
+    reason = ""
+
+
+def pixel_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels``, else ``$ISHWH_MAX_PIXELS``, else the default."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidInput(f"{MAX_PIXELS_ENV}={os.environ[MAX_PIXELS_ENV]!r} is not a positive "
+                           "number of pixels", hint="e.g. ISHWH_MAX_PIXELS=250000000")
+    return value
+
+
+def header_size(source: str | os.PathLike | bytes | np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding the pixels; None when
+    the header cannot be read (the decoder will then say what is wrong)."""
+    try:
+        if isinstance(source, np.ndarray | bytes):
+            fp = io.BytesIO(source if isinstance(source, bytes) else source.tobytes())
+            with Image.open(fp) as im:
+                return int(im.size[0]), int(im.size[1])
+        with Image.open(source) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def check_pixels(
+    path: str | os.PathLike, source: str | os.PathLike | bytes | np.ndarray | None = None,
+    max_pixels: int | None = None,
+) -> None:
+    """Refuse an image whose header claims more pixels than :func:`pixel_limit` allows.
+
+    ``source``: the file's bytes if already read (else the file at ``path`` is opened).
+    """
+    size = header_size(path if source is None else source)
+    if size is None:
+        return
+    limit = pixel_limit(max_pixels)
+    w, h = size
+    if w * h > limit:
+        reason = f"image too large: {w:,} x {h:,} pixels (limit {limit:,})"
+        exc = ImageTooLarge(f"{path}: {reason}",
+                            hint=f"set {MAX_PIXELS_ENV} to allow larger images")
+        exc.reason = reason
+        raise exc
+
+
+def read_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image as an (H, W, 3) uint8 RGB array.
 
     Gray images are repeated over three channels; 16-bit images are scaled to 8 bits;
-    an alpha channel is dropped. Raises :class:`InvalidInput` for an unreadable file.
+    an alpha channel is dropped. Raises :class:`InvalidInput` for an unreadable file and
+    :class:`ImageTooLarge` (before decoding) above the pixel limit.
     """
     data = np.fromfile(str(path), dtype=np.uint8)
+    check_pixels(path, data, max_pixels)
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if img is not None:
@@ -64,9 +139,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image, decoding it fully (which also proves it is readable)."""
-    img = read_rgb(path)
+def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of an image, decoding it fully (which also proves it is readable);
+    an image above the pixel limit is refused from its header, before decoding."""
+    img = read_rgb(path, max_pixels)
     return int(img.shape[1]), int(img.shape[0])
 
 
@@ -94,17 +170,32 @@ def place_image(
     src = Path(src)
     rel = content_relpath(src, digest)
     dest = images_root / rel
+    if dest.is_symlink() and not dest.exists():
+        dest.unlink()  # a dangling link from an older ishwh: place the file again
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_name(dest)
-        if link:
-            try:
-                os.link(src, tmp)
-            except OSError:  # another file system: fall back to a symbolic link
-                tmp.symlink_to(src.resolve())
-        else:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)  # atomic: a killed copy never looks finished
+        # The real file, never a link to it: os.link on a (relative) symlink would store
+        # the link itself, which dangles once it sits in the image folder.
+        real = src.resolve(strict=True)
+        try:
+            if link:
+                try:
+                    os.link(real, tmp)
+                except OSError:  # another file system: fall back to a symbolic link
+                    tmp.symlink_to(real)
+            else:
+                shutil.copyfile(real, tmp)
+            os.replace(tmp, dest)  # atomic: a killed copy never looks finished
+        except OSError as exc:  # disk full, read-only image folder: name the image folder
+            named = environment_error(exc, images_root)
+            if named is None:
+                raise
+            raise named from exc
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed copy (disk full) leaves no part file
+        if not dest.exists():
+            raise InvalidInput(f"stored image {dest} does not resolve to a file")
     return rel
 
 
@@ -128,6 +219,14 @@ def store_array(img: np.ndarray, images_root: Path, fmt: str = ".png") -> Stored
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_name(dest)
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+        except OSError as exc:  # disk full, read-only image folder: named, no part file left
+            named = environment_error(exc, images_root)
+            if named is None:
+                raise
+            raise named from exc
+        finally:
+            tmp.unlink(missing_ok=True)
     return StoredImage(rel, digest, int(img.shape[1]), int(img.shape[0]))

@@ -89,6 +89,54 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> in
     return int(after - before)
 
 
+# Secondary unique keys of the loaded tables: a clash there is not caught by ``insert_new``'s
+# key match and aborts the load; :func:`_explain_clash` names the rows and their sources.
+_UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
+    "genes": ("acronym",),
+    "sections": ("experiment_id", "section_number"),
+}
+
+
+def _sources(con: duckdb.DuckDBPyConnection, table: str, value: Any) -> str:
+    """Where the warehouse's rows of a gene or experiment came from (experiments.source)."""
+    col = "gene_id" if table == "genes" else "experiment_id"
+    rows = con.execute(f"select distinct source from experiments where {col} = ? "
+                       "and source is not null order by 1 limit 3", [value]).fetchall()
+    return ", ".join(r[0] for r in rows) or "an earlier ingest"
+
+
+def _explain_clash(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> str | None:
+    """One line naming the first secondary-key clash between a batch and the warehouse."""
+    batch_source = None
+    if "experiments" in tables and "source" in tables["experiments"].column_names:
+        found = [s for s in tables["experiments"].column("source").unique().to_pylist() if s]
+        batch_source = ", ".join(found[:3]) if found else None
+    coming = f" by this load ({batch_source})" if batch_source else " by this load"
+    for table, unique in _UNIQUE_KEYS.items():
+        rows = tables.get(table)
+        keys = TABLE_KEYS[table]
+        if rows is None or rows.num_rows == 0 or not set(unique + keys) <= set(rows.column_names):
+            continue
+        with registered(con, rows.select(list(keys + unique)), "_ishwh_clash"):
+            on = " and ".join(f"t.{c} = n.{c}" for c in unique)
+            differ = " or ".join(f"t.{k} <> n.{k}" for k in keys)
+            hit = con.execute(
+                f"select {', '.join('n.' + c for c in unique + keys)}, "
+                f"{', '.join('t.' + k for k in keys)} "
+                f"from _ishwh_clash n join {table} t on {on} where {differ} limit 1"
+            ).fetchall()
+        if not hit:
+            continue
+        row = hit[0]
+        what = ", ".join(f"{c} {v}" for c, v in zip(unique, row[:len(unique)], strict=True))
+        new_key = row[len(unique):len(unique) + len(keys)]
+        old_key = row[len(unique) + len(keys):]
+        return (f"{table}: {what} is already in the warehouse as {keys[0]} {old_key[0]} "
+                f"(from {_sources(con, table, old_key[0])}) but is given {keys[0]} "
+                f"{new_key[0]}{coming}")
+    return None
+
+
 def load(con: duckdb.DuckDBPyConnection, batch: Batch) -> dict[str, int]:
     """Load a batch all-or-nothing; return the number of new rows per table."""
     tables = batch.tables()
@@ -101,9 +149,11 @@ def load(con: duckdb.DuckDBPyConnection, batch: Batch) -> dict[str, int]:
                     current = name
                     added[name] = insert_new(con, name, tables[name])
     except duckdb.ConstraintException as exc:
+        cause = _explain_clash(con, tables) or str(exc).splitlines()[0]
         raise IshwhError(
-            f"rows for {current} violate the warehouse schema, nothing was loaded: "
-            f"{str(exc).splitlines()[0]}"
+            f"rows for {current} clash with the warehouse, nothing was loaded: {cause}",
+            hint="give the clashing genes or sections other names or numbers, or load into "
+                 "another warehouse",
         ) from exc
     except (duckdb.ConversionException, duckdb.BinderException) as exc:
         # A source built rows with a wrong column name or type: a bug in that source.

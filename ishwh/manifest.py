@@ -54,6 +54,11 @@ from ishwh.vocab import GRADES, PATTERNS, STAGES
 # lie below it, so one warehouse can hold all three.
 GENE_ID_BASE = 2_000_000_000
 
+# Largest |experiment_id| whose derived section ids still fit a signed 64-bit integer.
+MAX_EXPERIMENT_ID = (2**63 - 1 - (SECTION_ID_FACTOR - 1)) // SECTION_ID_FACTOR
+# Integer columns of structure rows and their width in the warehouse (bits below the sign).
+_INT_BITS = {"structure_id": 63, "parent_id": 63, "level": 31, "graph_order": 31}
+
 _STAGE_BY_KEY = {s.upper(): s for s in STAGES}
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
@@ -154,12 +159,24 @@ def _read_csv(
                 )
             return rows
     except UnicodeDecodeError:
-        problems.add(name, "not UTF-8 text")
+        problems.add(*_not_utf8(path, name))
     except csv.Error as exc:
         problems.add(name, f"not a readable CSV file: {exc}")
     except OSError as exc:
         problems.add(name, f"cannot read: {exc.strerror or exc}")
     return None
+
+
+def _not_utf8(path: Path, name: str) -> tuple[str, str]:
+    """(file:line, reason) of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return _at(name, line), (f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
+                                 "file as UTF-8")
+    return name, "not UTF-8 text"
 
 
 @dataclass
@@ -234,8 +251,15 @@ def _ontology_json(
     except (OSError, UnicodeDecodeError) as exc:
         problems.add(name, f"cannot read: {exc}")
         return name, [], set()
+    except RecursionError:
+        problems.add(name, "nested too deeply to read (JSON arrays or objects inside each "
+                           "other thousands of levels deep)")
+        return name, [], set()
     try:
         rows = structures_from_graph_json(obj)
+    except RecursionError:
+        problems.add(name, "the structure tree is nested too deeply to read")
+        return name, [], set()
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         problems.add(name, f"not an Allen structure graph ({type(exc).__name__}: {exc})")
         return name, [], set()
@@ -318,6 +342,12 @@ def _check_structures(
     where_of: dict[int, str] = {}
     for where, r in rows:
         sid = r["structure_id"]
+        wide = [f"{col} {r[col]} is out of range (a {bits + 1}-bit integer)"
+                for col, bits in _INT_BITS.items()
+                if isinstance(r.get(col), int) and not -(2 ** bits) <= r[col] < 2 ** bits]
+        if wide:
+            problems.add(where, "; ".join(wide))
+            continue
         if sid in by_id:
             problems.add(where, f"duplicate structure id {sid} (also {where_of[sid]})")
             continue
@@ -365,6 +395,8 @@ def _decode_images(
         try:
             img.width, img.height = images.image_size(img.src)
             img.sha256 = images.sha256_file(img.src)
+        except images.ImageTooLarge as exc:
+            img.error = exc.reason
         except IshwhError:
             img.error = "not a readable PNG, JPEG or TIFF image"
         except OSError as exc:
@@ -378,6 +410,32 @@ def _decode_images(
             ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(one, todo):
             advance(1)
+
+
+def _confined(folder: Path, text: str) -> tuple[Path, str | None]:
+    """The real file an image path names, or the reason it may not be used.
+
+    The rule: the path is relative to the manifest folder and, as written, stays inside it
+    (no absolute path, no ``..`` that climbs out). A symbolic link inside the folder is the
+    folder owner's choice: it is followed, and its real file is what gets copied or linked
+    (so a stored link never points at another link).
+    """
+    rel = Path(text)
+    drive = len(text) > 2 and text[1] == ":" and text[2] in "/\\"  # C:\ on Windows
+    if rel.is_absolute() or text.startswith(("/", "\\")) or drive:
+        return rel, "is an absolute path (give a path relative to the manifest folder)"
+    if os.path.normpath(text).replace("\\", "/").split("/")[0] == "..":
+        return rel, "leads outside the manifest folder (images must lie inside it)"
+    src = folder / rel
+    try:
+        real = src.resolve(strict=True)
+    except FileNotFoundError:
+        return rel, "not found" if not src.is_symlink() else "is a link to a missing file"
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a permission problem
+        return rel, f"cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
+    if not real.is_file():
+        return rel, "not found" if not real.exists() else "is not a file"
+    return real, None
 
 
 # --------------------------------------------------------------------------- planning
@@ -400,7 +458,13 @@ def plan(
     wh = _Warehouse.read(con)
 
     # ---- ontology
+    n_problems = len(problems)
     onto_name, onto_rows, roots = _ontology_rows(folder, problems)
+    # A file that could not be read at all is a root cause: the rows that name its
+    # structures (or experiments, genes) are not listed one by one after it.
+    broken: dict[str, str] = {}
+    if onto_name is not None and not onto_rows and len(problems) > n_problems:
+        broken["unknown structure"] = onto_name
     if onto_name is None and not wh.structures:
         problems.add(str(folder), "no ontology.json or structures.csv (and the warehouse "
                                   "has no structures yet)")
@@ -417,7 +481,10 @@ def plan(
         problems.add(str(folder), "no sections.csv")
         rows = []
     else:
+        n_problems = len(problems)
         rows = _read_csv(folder, name, SECTIONS_COLUMNS, problems) or []
+        if not rows and len(problems) > n_problems:
+            broken["unknown experiment"] = broken["unknown gene"] = name
     genes: dict[str, dict[str, Any]] = {}       # acronym -> row (+ first line)
     experiments: dict[int, dict[str, Any]] = {}
     sections: dict[tuple[int, int], dict[str, Any]] = {}
@@ -435,6 +502,11 @@ def plan(
             problems.add(where, f"unknown stage {row['stage']!r} (one of: {', '.join(STAGES)})")
         if eid is None:
             problems.add(where, f"experiment_id {row['experiment_id']!r} is not an integer")
+        elif not -MAX_EXPERIMENT_ID <= eid <= MAX_EXPERIMENT_ID:
+            problems.add(where, f"experiment_id {eid} is out of range (at most "
+                                f"{MAX_EXPERIMENT_ID:,}: section ids are experiment_id x "
+                                f"{SECTION_ID_FACTOR:,} + section_number, a 64-bit integer)")
+            eid = None
         if num is None or not 0 <= num < SECTION_ID_FACTOR:
             problems.add(where, f"section_number {row['section_number']!r} is not an integer "
                                 f"in 0..{SECTION_ID_FACTOR - 1}")
@@ -488,9 +560,9 @@ def plan(
         if not row["image"]:
             problems.add(where, "empty image")
             continue
-        src = folder / row["image"]
-        if not src.is_file():
-            problems.add(where, f"image {row['image']} not found")
+        src, reason = _confined(folder, row["image"])
+        if reason is not None:
+            problems.add(where, f"image {row['image']} {reason}")
             continue
         img = _Image(line, src, row["image"])
         todo.append(img)
@@ -507,8 +579,10 @@ def plan(
     section_rows = _section_rows(con, sections, problems)
 
     # ---- annotations
+    before = len(problems)
     ann_rows = _annotations(con, folder, experiments, all_structures, by_acronym, problems)
     label_rows = _gene_labels(con, folder, genes, wh, problems)
+    _fold_consequences(problems, before, broken)
 
     if problems:
         return result
@@ -526,6 +600,27 @@ def plan(
     }
     result.images = {s["image"].sha256: s["image"].src for s in sections.values()}
     return result
+
+
+def _fold_consequences(problems: _Problems, start: int, broken: dict[str, str]) -> None:
+    """Replace the problems (from ``start`` on) that only follow from an unreadable file by
+    one line per file that says how many there were."""
+    if not broken:
+        return
+    kept, folded = [], {}
+    for p in problems[start:]:
+        reason = p.split(": ", 1)[1] if ": " in p else p
+        cause = next((f for key, f in broken.items() if reason.startswith(key)), None)
+        if cause is None:
+            kept.append(p)
+        else:
+            where = p.split(":", 1)[0]
+            folded[(where, cause)] = folded.get((where, cause), 0) + 1
+    del problems[start:]
+    problems.extend(kept)
+    for (where, cause), n in folded.items():
+        problems.add(where, f"{n:,} row(s) name structures, experiments or genes that "
+                            f"{cause} should have defined; fix {cause} first (not listed)")
 
 
 def _check_experiments(
@@ -638,7 +733,7 @@ def _read_csv_frame(
                 for col, i in zip(cols, idx, strict=True):
                     col.append(fields[i] if i < len(fields) else "")
     except UnicodeDecodeError:
-        problems.add(name, "not UTF-8 text")
+        problems.add(*_not_utf8(path, name))
         return None
     except csv.Error as exc:
         problems.add(name, f"not a readable CSV file: {exc}")

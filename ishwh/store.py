@@ -54,7 +54,10 @@ def registered(con: duckdb.DuckDBPyConnection, table: pa.Table,
     finally:
         try:
             con.unregister(name)
-        except duckdb.Error:  # a failed transaction refuses even this; its own error matters
+        except duckdb.Error:
+            # After a failed statement the transaction is aborted and refuses even this;
+            # raising here would mask the real cause (e.g. a constraint clash) with
+            # "Current transaction is aborted". A later register of the name replaces it.
             pass
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import duckdb
 
+from ishwh.environment import environment_error, remove_stale_parts
 from ishwh.errors import IshwhError, SchemaError, WarehouseInUse, WarehouseNotFound
+from ishwh.integrity import WarehouseCorrupt, check_file, is_corruption
 from ishwh.resources import resource_dir
 
 DEFAULT_DB = "ishwh.duckdb"
@@ -186,7 +189,13 @@ def views_current(con: duckdb.DuckDBPyConnection) -> bool:
     if not exists:
         return False
     rows = con.execute("select checksum from schema_views").fetchall()
-    return [r[0] for r in rows] == [views_checksum()]
+    if [r[0] for r in rows] != [views_checksum()]:
+        return False
+    # A view dropped (or replaced by a table) by hand since: the checksum cannot tell.
+    views = {r[0] for r in con.execute(
+        "select table_name from information_schema.tables "
+        "where table_schema = 'main' and table_type = 'VIEW'").fetchall()}
+    return all(path.stem in views for path in view_files())
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -220,11 +229,43 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
 # --------------------------------------------------------------------------- connecting
 
 
+# Warehouse files this process holds open (resolved path -> connections). POSIX file locks
+# belong to the process and closing *any* descriptor of the file drops them all, so the
+# integrity check, which opens and closes the file, must not run while DuckDB holds it here.
+_OPEN_HERE: Counter[str] = Counter()
+
+
+def verify_file(db_path: str | os.PathLike) -> None:
+    """Check the whole warehouse file for damage (:func:`ishwh.integrity.check_file`)
+    unless this process already has it open (it was checked when first opened)."""
+    if _OPEN_HERE[str(Path(db_path).resolve())] == 0:
+        check_file(db_path)
+
+
+def _close(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    con.close()
+    key = str(path.resolve())
+    _OPEN_HERE[key] -= 1
+    if _OPEN_HERE[key] <= 0:
+        del _OPEN_HERE[key]
+
+
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if not read_only:
+        # Before DuckDB opens it for writing: a write would bury damage under a checkpoint.
+        # (Read-only opens rely on DuckDB's own checks of the blocks they read.)
+        verify_file(path)
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only)
+        _OPEN_HERE[str(path.resolve())] += 1
+        return con
     except duckdb.IOException as exc:
         text = str(exc)
+        if is_corruption(exc):
+            raise WarehouseCorrupt(path, text.splitlines()[0]) from exc
+        named = environment_error(exc, path)  # a missing or read-only folder, disk full
+        if named is not None:
+            raise named from exc
         if "lock" in text.lower():
             raise WarehouseInUse(
                 f"warehouse {path} is in use by another ishwh process",
@@ -233,6 +274,8 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             ) from exc
         raise IshwhError(f"cannot open warehouse {path}: {text.splitlines()[0]}") from exc
     except duckdb.Error as exc:
+        if is_corruption(exc):
+            raise WarehouseCorrupt(path, str(exc).splitlines()[0]) from exc
         raise IshwhError(f"cannot open warehouse {path}: {str(exc).splitlines()[0]}") from exc
 
 
@@ -245,8 +288,9 @@ def init(db_path: str | os.PathLike) -> list[Migration]:
     try:
         done = migrate(con)
     finally:
-        con.close()
+        _close(con, path)
     images_dir(path).mkdir(exist_ok=True)
+    remove_stale_parts(images_dir(path))
     return done
 
 
@@ -276,13 +320,17 @@ def connect(
             # Views are code: a newer ishwh may ship new or changed ones without a migration.
             if read_only:
                 raise SchemaError(
-                    f"the views of warehouse {path} are from another ishwh version",
+                    f"the views of warehouse {path} are missing or from another ishwh version",
                     hint=f"run `ishwh init --db {path}`",
                 )
             create_views(con)
+        if not read_only:
+            # The writer holds DuckDB's lock: temporary image files of a killed ingest are
+            # leftovers now, cleaned before this write adds its own.
+            remove_stale_parts(images_dir(path))
         yield con
     finally:
-        con.close()
+        _close(con, path)
 
 
 @contextmanager

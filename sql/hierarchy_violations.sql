@@ -1,23 +1,13 @@
 -- hierarchy_violations: predicted annotations that break the ontology, before and after
 -- `annotate --consistent`.
 -- Grain: one row per run x stage of predicted_annotations.
--- Inputs: predicted_annotations, experiments, structures (the ancestor closure is built here
--- from parent_id). A violation is an (experiment, structure, ancestor) triple, both predicted,
--- where the structure is more probable than its ancestor (probability) or called while the
--- ancestor is not (call). *_before read raw_probability / raw_called, *_after the stored
+-- Inputs: predicted_annotations, experiments, structure_ancestors. A violation is an
+-- (experiment, structure, ancestor) triple, both predicted, where the structure is more
+-- probable than its ancestor (probability) or called while the ancestor is not (call). *_before read raw_probability / raw_called, *_after the stored
 -- probability / called (equal unless is_consistent).
 create or replace view hierarchy_violations as
-with recursive ancestors(structure_id, ancestor_id, depth) as (
-    select structure_id, structure_id, 0 from main.structures
-    union all
-    select a.structure_id, s.parent_id, a.depth + 1
-    from ancestors a
-    join main.structures s on s.structure_id = a.ancestor_id
-    where s.parent_id is not null and a.depth < 64
-),
-
-pairs as (
-    select distinct structure_id, ancestor_id from ancestors where depth > 0
+with pairs as (
+    select structure_id, ancestor_id from main.structure_ancestors where depth > 0
 ),
 
 predicted as (

@@ -1,8 +1,8 @@
 -- selected_runs: the finished runs a report (or a named report query) may cover.
 -- Grain: one row per finished run.
 -- Inputs: runs, run_training. is_default: the run is covered when no runs are named: every
--- finished within-stage split run; runs trained on other stages or without a split are left
--- to transfer_auc and annotate, so they never mix into Table 1's cells. The named queries
+-- finished within-stage split run (runs trained on other stages or without a split are left
+-- to transfer_auc and annotate, so they never mix into Table 1's cells). The named queries
 -- choose with their optional $runs parameter:
 --   where ($runs is null and is_default) or list_contains($runs, run_id)
 -- (`ishwh sql --query table1 --param runs=[1,2]`).

@@ -269,3 +269,49 @@ def test_killed_run_resumes_without_refetching(db_path, allen_data, tmp_path):
 def q_url(section_image_id: int) -> str:
     return ("http://api.brain-map.org/api/v2/section_image_download/"
             f"{section_image_id}?downsample=4")
+
+
+def test_ingest_fills_a_lateral_to_medial_position_for_every_section(db_path, allen_data,
+                                                                     tmp_path):
+    client = AllenClient(tmp_path / "cache", transport=_api(allen_data).transport(),
+                         backoff_s=0)
+    ingest_allen(db_path, ["E11.5", "P4", "E13.5"], client=client, progress=False)
+    with warehouse.connect(db_path, read_only=True) as con:
+        rows = con.execute("select experiment_id, section_number, position from sections "
+                           "order by experiment_id, section_number").fetchall()
+    assert len(rows) > 20 and all(p is not None for _, _, p in rows)
+    by_exp: dict[int, list[tuple[int, float]]] = {}
+    for e, n, p in rows:
+        by_exp.setdefault(e, []).append((n, p))
+    for secs in by_exp.values():
+        numbers = [n for n, _ in secs]
+        # the series' span, measured in section numbers (cut depth / thickness), as 0..1
+        expected = [0.5] if len(secs) == 1 else [
+            (n - numbers[0]) / (numbers[-1] - numbers[0]) for n in numbers]
+        assert [p for _, p in secs] == pytest.approx(expected)
+
+
+def test_section_numbers_run_lateral_to_medial_in_a_real_alignment(allen_data):
+    """Data set 69289763 (Prox1 P56, real data_set.xml with its alignment records): in the
+    reference space (P56: 58 x 200 µm across, midline at 5,800 µm) the sections approach the
+    midline as their number (and so their position) grows."""
+    from ishwh.allen.positions import reference_lateral, section_positions
+    from ishwh.allen.readers import read_data_set_xml
+
+    rec = read_data_set_xml(allen_data / "api_responses/SectionDataSet_69289763_data_set.xml")
+    tvr = [float(x) for x in rec["alignment3d"]["tvr"].split(",")]
+    images = sorted(rec["section_images"], key=lambda im: im["section_number"])
+    assert len(images) >= 15
+    z = [reference_lateral(tvr, [float(x) for x in im["alignment2d"]["tsv"].split(",")],
+                           im["section_number"], rec["section_thickness"], im["width"],
+                           im["height"]) for im in images]
+    midline = 58 * 200 / 2
+    distance = [abs(midline - v) for v in z]
+    assert all(v < midline for v in z)                   # one hemisphere
+    positions = section_positions([im["section_number"] for im in images])
+    assert positions[0] == 0 and positions[-1] == 1
+    # medial-ward: the distance to the midline falls with position (Spearman rho < -0.95)
+    rank = np.argsort(np.argsort(distance))
+    rho = np.corrcoef(rank, np.argsort(np.argsort(positions)))[0, 1]
+    assert rho < -0.95
+    assert distance[0] > 3000 and distance[-1] < 1000    # lateral start, near the midline

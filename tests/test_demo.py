@@ -44,7 +44,7 @@ def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     html = (out / "report" / "report.html").read_text(encoding="utf-8")
     runs = pl.read_csv(out / "report" / "tables" / "runs.csv")
     cnn = [f for f in runs["feature_set"].unique().to_list() if not f.startswith("bow")]
-    assert cnn and "bow" in runs["feature_set"].to_list()
+    assert cnn and "bow.w24" in runs["feature_set"].to_list()  # 24 words: set bow.w24
     assert runs["stage"].unique().to_list() == ["E18.5"]
     assert html.count('<img src="data:image/png;base64,') >= 3
     # the Predicted annotations section: P4 annotated by the production run, exported

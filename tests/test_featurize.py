@@ -267,17 +267,20 @@ def test_featurize_bow_small_codebook_resumes_with_stored_codebooks(db_path):
     opts = dict(extractor="bow", workers=1, progress=False, chunk_size=1,
                 bow={"n_words": 16, "max_descriptors": 3000})
     featurize(db_path, **opts)
-    _, x1, dim, _ = read_set(db_path, "bow")
+    _, x1, dim, _ = read_set(db_path, "bow.w16")
     assert dim == 17 * 3 * 7
     with warehouse.connect(db_path) as con:  # drop one experiment: a resume recomputes it
         con.execute("delete from experiment_features where experiment_id = 102").fetchall()
         con.execute("delete from section_features where section_id in (10200, 10201)"
                     ).fetchall()
     res = featurize_report(db_path, **opts)
-    assert res.written == {"bow": 1}
-    np.testing.assert_array_equal(read_set(db_path, "bow")[1], x1)
-    with pytest.raises(InvalidInput, match=r"other parameters: .*n_words 16 \(now 8\)"):
-        featurize(db_path, extractor="bow", progress=False, bow={"n_words": 8})
+    assert res.written == {"bow.w16": 1}
+    np.testing.assert_array_equal(read_set(db_path, "bow.w16")[1], x1)
+    # another number of words is another set; other parameters must match the set's
+    with pytest.raises(InvalidInput, match=r"other parameters: .*max_descriptors 3000 "
+                                           r"\(now 2000\)"):
+        featurize(db_path, extractor="bow", progress=False,
+                  bow={"n_words": 16, "max_descriptors": 2000})
 
 
 def test_featurize_grid(db_path):

@@ -163,10 +163,13 @@ def test_graph_json_root_without_st_level_gets_level_0(db_path, tmp_path):
 
 def test_real_allen_graph17_ontology(db_path, tmp_path, allen_data):
     tree = (allen_data / "ontology/dmba_graph17_tree_from_brainmapr.json").read_text()
-    # A real ISH section (Prox1, P56), named by an absolute path (read in place, copied in).
+    # A real ISH section (Prox1, P56), linked into the folder (the link is followed to the
+    # real file, which is copied in; absolute paths are refused, see test_reliability.py).
     real = allen_data / "images/Prox1_P56_sagittal_ISH_downsample2.jpg"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "prox1.jpg").symlink_to(real)
     folder = make_manifest(tmp_path / "m", structures_csv=None, ontology_json=tree,
-                           sections_csv=SECTIONS + f"Prox1,P56,69289763,1,{real},,\n",
+                           sections_csv=SECTIONS + "Prox1,P56,69289763,1,prox1.jpg,,\n",
                            annotations_csv="experiment_id,structure,pattern,intensity,density\n"
                            "100,15566,full,high,high\n200,M,regional,low,low\n")
     result = manifest.ingest_dir(db_path, folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -70,3 +71,60 @@ def test_every_embedded_image_decodes_in_the_browser(report, tmp_path):
     res = _chromium(page, "--dump-dom")
     n = len(report.figures)
     assert f"IMAGES_OK {n}/{n}" in res.stderr, res.stderr[-2000:]
+
+
+# Widths the report is checked at: a desktop window and a phone (CSS px).
+WIDTHS = {"wide": 1400, "narrow": 390}
+# Screenshots for docs/: ISHWH_SCREENSHOTS=docs writes them there (relative to the repo).
+SHOTS = os.environ.get("ISHWH_SCREENSHOTS")
+
+
+def _framed(page: Path, width: int, height: int) -> Path:
+    """A page showing ``page`` in a ``width`` px frame: headless Chromium's window is at least
+    500 px wide, so a phone's width is a frame of that width (what the page sees inside)."""
+    host = page.with_name(f"frame_{width}_{page.name}")
+    host.write_text(f'<!DOCTYPE html><body style="margin:0"><iframe src="{page.name}" '
+                    f'style="width:{width}px;height:{height}px;border:0"></iframe></body>')
+    return host
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(WIDTHS))
+def test_every_figure_fits_the_window_wide_and_narrow(report, tmp_path, kind):
+    """At 1400 px and at a phone's 390 px: the page does not scroll sideways (wide tables
+    scroll in their own box), every figure is inside the window and decodes, and a screenshot
+    of the top of the page is taken (into docs/ with ISHWH_SCREENSHOTS=docs)."""
+    import cv2
+
+    width, height = WIDTHS[kind], 1800
+    probe = (
+        "<script>window.addEventListener('load', () => {"
+        "const w = window.innerWidth;"
+        "const imgs = [...document.images];"
+        "const fit = imgs.filter(i => i.complete && i.naturalWidth > 100"
+        " && i.getBoundingClientRect().right <= w + 1 && i.getBoundingClientRect().left >= 0);"
+        "console.log('LAYOUT ' + w + ' ' + document.documentElement.scrollWidth + ' '"
+        " + fit.length + '/' + imgs.length);});</script>"
+    )
+    page = report.html.with_name(f"probe_{kind}.html")  # beside the report: same folder
+    page.write_text(report.html.read_text(encoding="utf-8").replace("</body>", probe + "</body>"))
+    window = max(width, 500)
+    shown = page if width >= 500 else _framed(page, width, height)
+    res = _chromium(shown, "--dump-dom", f"--window-size={window},{height}")
+    found = re.search(r"LAYOUT (\d+) (\d+) (\d+)/(\d+)", res.stderr)
+    assert found, res.stderr[-2000:]
+    inner, scroll, fit, n = (int(x) for x in found.groups())
+    assert inner == width and scroll <= inner, (kind, inner, scroll)
+    assert n == len(report.figures) and fit == n, (kind, fit, n)
+    shown = report.html if width >= 500 else _framed(report.html, width, height)
+    shot = tmp_path / f"report_{kind}.png"
+    res = _chromium(shown, f"--screenshot={shot}", f"--window-size={window},{height}")
+    assert shot.is_file(), res.stderr[-2000:]
+    img = cv2.imread(str(shot))[:, :width]
+    assert img.shape[1] == width and img.std() > 10   # something drawn, not a blank page
+    cv2.imwrite(str(shot), img)
+    page.unlink()
+    if SHOTS:
+        dest = Path(__file__).resolve().parents[1] / SHOTS
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, dest / f"report_{kind}.png")

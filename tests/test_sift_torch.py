@@ -127,7 +127,7 @@ def read_bow(db: Path) -> tuple[np.ndarray, np.ndarray, dict]:
         vecs = con.execute("select vec from experiment_features order by experiment_id"
                            ).fetchall()
         cbs = con.execute("select centers from codebooks order by stage, scale").fetchall()
-        params = con.execute("select params from feature_sets where name = 'bow'").fetchall()
+        params = con.execute("select params from feature_sets where name like 'bow%'").fetchall()
     return (np.array([v[0] for v in vecs], np.float32), np.array([c[0] for c in cbs]),
             json.loads(params[0][0]))
 
@@ -141,7 +141,7 @@ def test_featurize_with_torch_sift_matches_opencv(tmp_path):
         db = synthetic_warehouse(tmp_path / f"{impl}.duckdb")
         res = featurize_report(db, extractor="bow", device="cpu", workers=workers,
                                progress=False, bow={**SMALL, "sift": impl})
-        assert res.written == {"bow": 3} and res.finished == ["bow"]
+        assert res.written == {"bow.w32": 3} and res.finished == ["bow.w32"]
         dbs[impl] = read_bow(db)
     (xo, co, po), (xt, ct, pt) = dbs["opencv"], dbs["torch"]
     assert (po["sift"], pt["sift"], po["upright"]) == ("opencv", "torch", True)
@@ -155,13 +155,13 @@ def test_featurize_with_torch_sift_matches_opencv(tmp_path):
     # set's vectors are recomputed by the torch path from its codebooks.
     db = tmp_path / "opencv.duckdb"
     with warehouse.connect(db) as con:
-        con.execute("update feature_sets set params = ? where name = 'bow'",
+        con.execute("update feature_sets set params = ? where name like 'bow%'",
                     [json.dumps({**po, "sift": "torch"})])
         con.execute("delete from experiment_features")
         con.execute("delete from section_features")
     res = featurize_report(db, extractor="bow", device="cpu", workers=0, progress=False,
                            bow={**SMALL, "sift": "torch"})
-    assert res.written == {"bow": 3}
+    assert res.written == {"bow.w32": 3}
     x2, c2, _ = read_bow(db)
     np.testing.assert_array_equal(c2, co)
     np.testing.assert_array_equal(x2, xo)  # measured: identical
@@ -179,7 +179,7 @@ def test_a_set_keeps_its_sift_and_refuses_the_other(tmp_path):
                     "from sections where experiment_id = ?)", [eid])
     # --device cpu on a torch set: it goes on with torch (on the CPU), nothing mixed
     res = featurize_report(db, **opts, bow=SMALL)
-    assert res.written == {"bow": 1}
+    assert res.written == {"bow.w32": 1}
     x2, _, p = read_bow(db)
     assert p["sift"] == "torch"
     np.testing.assert_array_equal(x2, x1)
@@ -189,7 +189,7 @@ def test_a_set_keeps_its_sift_and_refuses_the_other(tmp_path):
     # a set made before the keypoints were upright (no "upright", no "sift") is refused
     with warehouse.connect(db) as con:
         params = {k: v for k, v in p.items() if k not in ("upright", "sift")}
-        con.execute("update feature_sets set params = ? where name = 'bow'",
+        con.execute("update feature_sets set params = ? where name like 'bow%'",
                     [json.dumps(params)])
     with pytest.raises(InvalidInput, match=r"upright None \(now True\)") as err:
         featurize_report(db, **opts, bow=SMALL)

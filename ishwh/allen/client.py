@@ -30,7 +30,8 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ishwh.allen.queries import API_BASE, PAGE_SIZE, Rma
-from ishwh.errors import NetworkError, NotFound
+from ishwh.environment import remove_stale_parts
+from ishwh.errors import InvalidInput, NetworkError, NotFound
 
 USER_AGENT = "ishwh (ISH warehouse; https://api.brain-map.org client)"
 
@@ -153,6 +154,9 @@ class AllenClient:
             raise ValueError("retries must be at least 1")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.offline = offline
+        if not offline:  # a --from-cache folder is the user's copy: never changed
+            for sub in ("json", "files"):
+                remove_stale_parts(self.cache_dir / sub)  # of a killed earlier download
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff_s = backoff_s
@@ -254,13 +258,21 @@ class AllenClient:
                 obj = json.loads(path.read_bytes())
                 self.stats.add(cache_hits=1)
                 return obj
-            except ValueError:
-                path.unlink(missing_ok=True)  # a damaged entry is not a cache hit
+            except (ValueError, RecursionError) as exc:
+                # A damaged entry is not a cache hit. Never deleted: offline it is the
+                # user's copy (named in the error); online the fresh answer replaces it.
+                if self.offline:
+                    raise InvalidInput(
+                        f"damaged file in the Allen cache: {path} (not readable JSON: "
+                        f"{type(exc).__name__}) for {url}",
+                        hint="fetch it again with network (`ishwh ingest allen --cache-dir "
+                             "DIR`) or restore the cache folder",
+                    ) from None
 
         def check(resp: httpx.Response) -> None:
             try:
                 obj = resp.json()
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise _Transient(f"response is not JSON ({exc})") from exc
             if isinstance(obj, dict) and obj.get("success") is False:
                 raise _Transient(f"API answered success=false: {str(obj.get('msg'))[:200]}")
@@ -297,12 +309,28 @@ class AllenClient:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            path = meta_path.parent / meta["file"]
-            if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
-                return None
-        except (ValueError, KeyError, OSError):
-            return None
-        return path
+            name = meta["file"]
+            # The record may only name a file beside it: a cache is data, not instructions,
+            # and must not lead ishwh to read (and ingest) a file anywhere else.
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                why = f"its record names a file outside the cache ({name!r})"
+            else:
+                path = meta_path.parent / name
+                if path.is_symlink():
+                    why = f"{name} is a symbolic link (the cache holds files only)"
+                elif path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+                    why = f"{name} does not match its recorded size and sha256"
+                else:
+                    return path
+        except (ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+            why = f"its record cannot be read ({type(exc).__name__})"
+        if self.offline:  # offline the cache is all there is: say which entry is damaged
+            raise InvalidInput(
+                f"damaged entry in the Allen cache: {meta_path}: {why} (for {url})",
+                hint="fetch it again with network (`ishwh ingest allen --cache-dir DIR`) or "
+                     "restore the cache folder",
+            )
+        return None
 
     def download(self, url: str, kind: str = "image") -> Path:
         """Download ``url`` into the cache (``kind`` = 'image' | 'zip' | 'any') and return the

@@ -35,6 +35,7 @@ import pyarrow as pa
 from ishwh import loader, warehouse
 from ishwh.allen import queries as q
 from ishwh.allen.client import AllenClient, Unreachable
+from ishwh.allen.positions import section_positions
 from ishwh.allen.readers import Volume, read_grid_annotation, read_grid_zip, read_ontology
 from ishwh.errors import InvalidInput, IshwhError, NotFound
 from ishwh.images import image_size, place_image, sha256_file
@@ -355,6 +356,10 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
                     "section_number": int(im["section_number"]),
                     "image_path": rel, "width": width, "height": height, "sha256": digest,
                 })
+            # lateral (0) -> medial (1) from the section numbers (docs/allen.md)
+            for row, pos in zip(rows, section_positions([r["section_number"] for r in rows]),
+                                strict=True):
+                row["position"] = pos
             return rows
 
         todo = [e for e in exp_ids if e not in done["sections"]]

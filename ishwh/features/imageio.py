@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ishwh.errors import InvalidInput
+from ishwh.images import check_pixels
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -47,18 +48,21 @@ def read_bytes(path: str | os.PathLike) -> np.ndarray:
         raise InvalidInput(f"cannot read image {path}: {exc.strerror or exc}") from exc
     if data.size == 0 or looks_truncated(data):
         raise InvalidInput(f"cannot read image {path}: empty or truncated file")
+    check_pixels(path, data)  # a decompression bomb is refused from its header
     return data
 
 
 def decode_for_cnn(path: str | os.PathLike, size: int, width: int | None = None,
-                   height: int | None = None) -> np.ndarray:
+                   height: int | None = None, data: np.ndarray | None = None) -> np.ndarray:
     """Read one section as a (size, size, 3) uint8 RGB array ready for the network.
 
     The whole section is resized (squashed) to size x size. ``width``/``height`` (from the
     warehouse) let large files be decoded at 1/2, 1/4 or 1/8 resolution when that still
     leaves ``size`` pixels (JPEG does this while decoding, several times faster).
+    ``data``: the file's bytes when they were already read (e.g. from a URL); ``path`` then
+    only names the image in messages.
     """
-    data = read_bytes(path)
+    data = read_bytes(path) if data is None else data
     factor = 1
     if width and height:
         for f in (8, 4, 2):

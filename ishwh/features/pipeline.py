@@ -48,6 +48,7 @@ from ishwh.progress import Progress, or_silent, phase
 from ishwh.query import query_text
 
 EXTRACTORS = ("cnn", "bow", "grid")
+ENGINES = ("local", "ray")
 ON_ERROR = ("skip", "fail")
 DEFAULT_CHUNK = 16  # experiments per commit (~250 sections of the real atlas)
 
@@ -60,8 +61,13 @@ class FeaturizeResult:
     written: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    # stages a set could not be made for, and why (bag of words: too few descriptors)
+    skipped: dict[str, str] = field(default_factory=dict)
     # seconds: "setup" (loading the network, codebooks...) and "compute" (the section loop)
     timings: dict[str, float] = field(default_factory=dict)
+    # engine ray: partitions "total", "computed" (this run) and "reused" (a killed run's)
+    # and "first_sections" (sections of the first partition back; timings["first_partition"])
+    partitions: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -232,7 +238,25 @@ def _cnn_batches(sections: Sequence[_Section], chunk_of: dict[int, int], batch_s
     return batches, owner
 
 
-def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+@dataclass
+class CnnPlan:
+    """What a CNN run has to do; the local and the Ray engine share it (and its sets)."""
+
+    ext: CNNFeatures
+    names: dict[tuple[str, str], str]  # (layer, pool) -> set name
+    fsids: dict[str, int]
+    chunks: list[list[int]]  # the scope cut into chunks (the unit of commit / partition)
+    todo: dict[int, dict[str, set[int]]]  # chunk -> set name -> experiments it lacks
+    params: dict[str, dict]  # set name -> its feature_sets params
+    started: float
+    failed: set[int] = field(default_factory=set)
+
+
+def cnn_plan(con, opts: dict, result: FeaturizeResult,
+             before_write: Callable[[list[int]], None] | None = None) -> CnnPlan | None:
+    """The CNN sets, chunks and missing pairs; ``None`` when there is nothing to do (then
+    no network is loaded). ``before_write(scope ids)`` runs before the network is loaded and
+    any set is created (the Ray engine connects and checks its workers there)."""
     layers = list(dict.fromkeys(opts["layers"] or DEFAULT_LAYERS))
     pools = list(dict.fromkeys(opts["pools"]))
     backbone, size, spatial = opts["backbone"], opts["image_size"], opts["spatial"]
@@ -251,9 +275,11 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
         done = _done(con, [v[0] for v in existing.values()])
         if all(set(scope_ids) <= done[v[0]] for v in existing.values()):
             result.finished = [n for n, v in existing.items() if v[2] is not None]
-            return
+            return None
 
     t0 = time.perf_counter()
+    if before_write is not None:
+        before_write(scope_ids)
     device = opts["device"]
     resolve_device(device)
     digest = weights_digest(weights if weights is not None else bundled_weights_path())
@@ -263,11 +289,12 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     ext = CNNFeatures(backbone=backbone, layers=layers, pools=pools, image_size=size,
                       spatial=spatial, weights=str(weights) if weights else None, device=device,
                       batch_size=batch_size).fit()
+    params = {name: {"backbone": backbone, "layer": lay, "pool": p, "image_size": size,
+                     "spatial": spatial, "weights_sha256": digest}
+              for (lay, p), name in names.items()}
     fsids: dict[str, int] = {}
-    for (lay, p), name in names.items():
-        params = {"backbone": backbone, "layer": lay, "pool": p, "image_size": size,
-                  "spatial": spatial, "weights_sha256": digest}
-        fsids[name] = _ensure_set(con, name, "cnn", ext.dims_[lay], params)
+    for (lay, _), name in names.items():
+        fsids[name] = _ensure_set(con, name, "cnn", ext.dims_[lay], params[name])
 
     chunk_size = opts["chunk_size"] or DEFAULT_CHUNK
     chunks = _chunks(scope_ids, chunk_size)
@@ -278,22 +305,39 @@ def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
         need = {n: set(ids) - done[f] for n, f in fsids.items()}
         if any(need.values()):
             todo[c] = need
-    failed: set[int] = set()
+    return CnnPlan(ext, names, fsids, chunks, todo, params, t0)
+
+
+def cnn_finish(con, plan: CnnPlan, result: FeaturizeResult) -> None:
+    """``finished_at`` on the sets that now hold every experiment that can have them."""
+    all_stages, all_scope = _scope(con, None)
+    eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
+        if all_scope else set()
+    result.finished = _finish(con, plan.fsids, eligible, plan.failed)
+
+
+def _run_cnn(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+    if opts.get("ray") is not None:
+        from ishwh.features import ray_engine  # noqa: PLC0415 - Ray is an optional extra
+
+        ray_engine.run_cnn(con, db_path, opts, result)
+        return
+    plan = cnn_plan(con, opts, result)
+    if plan is None:
+        return
+    ext, chunks, todo, failed = plan.ext, plan.chunks, plan.todo, plan.failed
     if todo:
         chunk_of = {e: c for c in todo for e in chunks[c]}
         sections = _sections(con, warehouse.images_dir(db_path),
                              [e for c in sorted(todo) for e in chunks[c]])
         workers = _default_workers() if opts["workers"] is None else opts["workers"]
-        result.timings["setup"] = time.perf_counter() - t0
+        result.timings["setup"] = time.perf_counter() - plan.started
         t1 = time.perf_counter()
         with _cpu_threads(ext.device_.type, workers):
-            _cnn_loop(con, ext, sections, chunks, todo, chunk_of, fsids, opts, result, failed,
-                      workers)
+            _cnn_loop(con, ext, sections, chunks, todo, chunk_of, plan.fsids, opts, result,
+                      failed, workers)
         result.timings["compute"] = time.perf_counter() - t1
-    all_stages, all_scope = _scope(con, None)
-    eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
-        if all_scope else set()
-    result.finished = _finish(con, fsids, eligible, failed)
+    cnn_finish(con, plan, result)
 
 
 @contextmanager
@@ -395,6 +439,10 @@ def _bow_params(opts: dict, old: dict | None = None) -> dict:
         raise InvalidInput(f"unknown bag-of-words parameter(s) {sorted(unknown)}")
     p.update(opts.get("bow") or {})
     p["sizes"] = [int(s) for s in p["sizes"]]
+    for key, low in (("n_words", 2), ("step", 1)):
+        v = p[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise InvalidInput(f"bag-of-words {key} must be an integer >= {low}, got {v!r}")
     on_gpu = resolve_device(opts["device"]).type == "cuda"
     gpu_asked = str(opts["device"]).startswith("cuda")
     if p["sift"] is None:
@@ -498,6 +546,9 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
                 kept_bytes += sum(d.nbytes for d in full)
             if sample.add(descs):
                 break  # enough (closing the generator stops the workers)
+    short = {p["sizes"][s]: n for s, n in enumerate(sample.have) if n < p["n_words"]}
+    if short:
+        raise _StageTooSmall(stage, short, p["n_words"], len(order))
     try:
         fitted = sample.fit(p["n_words"], p["n_init"])
     except InvalidInput as exc:
@@ -512,8 +563,47 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
     return centers, cache
 
 
-def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+class _StageTooSmall(InvalidInput):
+    """A stage has fewer non-zero descriptors (at some SIFT size) than the codebook has
+    words: k-means cannot make the codebook, so the stage is skipped (see :func:`_run_bow`)."""
+
+    def __init__(self, stage: str, short: dict[int, int], n_words: int, n_sections: int):
+        fewest = min(short.values())
+        sizes = ", ".join(f"{n:,} at keypoint size {k}" for k, n in short.items())
+        super().__init__(
+            f"too few non-zero SIFT descriptors for a {n_words}-word codebook: {sizes} "
+            f"(from {n_sections} section(s))",
+            hint=f"a set with fewer words (e.g. {fewest // 4}) or a smaller grid step covers it"
+            if fewest // 4 >= 2 else "it needs more (or larger) sections, or a smaller grid step")
+        self.stage = stage
+
+
+def bow_set_name(n_words: int = bowmod.N_WORDS, step: int = bowmod.STEP) -> str:
+    """``bow``; a non-default number of words or grid step adds ``.w<n>`` / ``.s<step>``."""
     name = "bow"
+    if n_words != bowmod.N_WORDS:
+        name += f".w{n_words}"
+    if step != bowmod.STEP:
+        name += f".s{step}"
+    return name
+
+
+def _mark_stage(con, fsid: int, stage: str, status: str, reason: str | None = None) -> None:
+    """Record that set ``fsid`` is finished at ``stage``, or skipped it (and why)."""
+    with warehouse.transaction(con):
+        con.execute("delete from feature_set_stages where feature_set_id = ? and stage = ?",
+                    [fsid, stage]).fetchall()
+        con.execute("insert into feature_set_stages (feature_set_id, stage, status, reason) "
+                    "values (?, ?, ?, ?)", [fsid, stage, status, reason]).fetchall()
+
+
+def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
+    """Bag of words, stage by stage. A stage with fewer non-zero SIFT descriptors than the
+    codebook has words is skipped: no codebook and no vectors for it, the reason in
+    ``result.skipped`` and ``feature_set_stages``, a message; the other stages go on, and
+    the set is finished (and usable by ``fit``) stage by stage."""
+    asked = opts.get("bow") or {}
+    name = bow_set_name(asked.get("n_words", bowmod.N_WORDS), asked.get("step", bowmod.STEP))
     found = _existing_set(con, name)
     p = _bow_params(opts, found[1] if found else None)
     result.names = [name]
@@ -543,12 +633,25 @@ def _run_bow(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
             ids = [e for e in ids_all if stage_of[e] == stage]
             chunks = [c for c in _chunks(ids, chunk_size) if set(c) - done]
             if chunks:
-                _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers, sift,
-                           opts, result, failed)
+                try:
+                    _bow_stage(con, fsid, stage, ids, chunks, done, images_root, p, workers,
+                               sift, opts, result, failed)
+                except _StageTooSmall as exc:
+                    result.skipped[stage] = exc.message
+                    _mark_stage(con, fsid, stage, "skipped", str(exc))
+                    _say(opts["progress"], f"{name}: stage {stage} skipped: {exc}")
+                    continue
+                done = _done(con, [fsid])[fsid]
+            if not set(ids) - failed - done:
+                _mark_stage(con, fsid, stage, "finished")
     all_stages, all_scope = _scope(con, None)
     eligible = set(int(e) for e in all_scope.column("experiment_id").to_pylist()) \
         if all_scope else set()
-    result.finished = _finish(con, {name: fsid}, eligible, failed)
+    # Experiments of skipped stages do not hold the set back (fit names the skip).
+    skipped = {int(r[0]) for r in con.execute(
+        "select e.experiment_id from experiments e join feature_set_stages f using (stage) "
+        "where f.feature_set_id = ? and f.status = 'skipped'", [fsid]).fetchall()}
+    result.finished = _finish(con, {name: fsid}, eligible, failed | skipped)
 
 
 def _bow_stage(con, fsid: int, stage: str, ids: list[int], chunks: list[list[int]],
@@ -617,7 +720,8 @@ def _write_bow_chunk(con, fsid, ids, done, secs, counts, p, opts, result, failed
                               "section_id": np.asarray(sec_ids, dtype=np.int64)},
                              np.concatenate(sec_vecs))
         store.write_experiment_features(con, fsid, write, np.stack(exp_vecs))
-    result.written["bow"] = result.written.get("bow", 0) + len(write)
+    name = bow_set_name(p["n_words"], p["step"])
+    result.written[name] = result.written.get(name, 0) + len(write)
 
 
 # --------------------------------------------------------------------------- grid
@@ -708,11 +812,31 @@ def featurize_report(
     spatial: int | None = None,
     chunk_size: int | None = None,
     bow: dict | None = None,
+    engine: str = "local",
+    ray: Any = None,
 ) -> FeaturizeResult:
-    """Compute (or finish) feature sets; see :func:`featurize`. Returns what was done."""
+    """Compute (or finish) feature sets; see :func:`featurize`. Returns what was done.
+
+    ``engine="ray"`` computes CNN sets on a Ray cluster (:mod:`ishwh.features.ray_engine`;
+    ``ray``: its :class:`~ishwh.features.ray_engine.RayOptions`). Same sets, same vectors as
+    the local engine.
+    """
     if extractor not in EXTRACTORS:
         raise InvalidInput(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}",
                            param="extractor")
+    if engine not in ENGINES:
+        raise InvalidInput(f"engine must be local or ray, got {engine!r}", param="engine")
+    if engine == "ray":
+        from ishwh.features.ray_engine import RayOptions, import_ray  # noqa: PLC0415
+
+        if extractor != "cnn":
+            raise InvalidInput(f"the Ray engine computes cnn feature sets, not {extractor}",
+                               hint="run this extractor with the local engine", param="engine")
+        import_ray()  # says how to install Ray before any work
+        ray = ray if isinstance(ray, RayOptions) else RayOptions(**(ray or {}))
+        ray.check()
+    elif ray is not None:
+        raise InvalidInput("Ray options apply to the Ray engine only", param="ray")
     if on_error not in ON_ERROR:
         raise InvalidInput(f"on_error must be skip or fail, got {on_error!r}", param="on_error")
     pools = [pools] if isinstance(pools, str) else list(pools)
@@ -736,7 +860,7 @@ def featurize_report(
     opts = dict(layers=layers, pools=pools, stages=stages, device=device, batch_size=batch_size,
                 workers=workers, weights=weights, image_size=image_size, on_error=on_error,
                 progress=progress, backbone=backbone, spatial=spatial, chunk_size=chunk_size,
-                bow=bow)
+                bow=bow, ray=ray if engine == "ray" else None)
     result = FeaturizeResult(names=[])
     path = Path(db_path)
     with warehouse.connect(path) as con:
@@ -766,7 +890,9 @@ def featurize(
     ----------
     db_path: the warehouse file.
     extractor: ``cnn`` (one set per layer x pool, named ``<backbone>.<layer>.<pool>``),
-        ``bow`` (set ``bow``, 10,521 dims) or ``grid`` (set ``grid``, nx*ny*nz dims).
+        ``bow`` (set ``bow``, 10,521 dims; ``bow={"n_words": N, "step": S}`` makes
+        ``bow.w<N>.s<S>``; a stage with fewer non-zero SIFT descriptors than words is skipped
+        and named, see docs/bag_of_words.md) or ``grid`` (set ``grid``, nx*ny*nz dims).
     layers: CNN module names (default :data:`ishwh.features.DEFAULT_LAYERS`).
     pools: pooling over the sections of an experiment: ``max`` and/or ``mean``.
     stages: restrict to these stages (default: all).

@@ -56,11 +56,17 @@ class StoredModels:
         if X.ndim != 2 or X.shape[1] != self.weights.shape[1]:
             raise InvalidInput(f"vectors have {X.shape[-1]} features; the models of run "
                                f"{self.run_id} take {self.weights.shape[1]}")
-        wt = self.weights.astype(np.float64).T
+        return self.dot(X, self.weights, self.intercept, block)
+
+    @staticmethod
+    def dot(X: np.ndarray, weights: np.ndarray, intercept: np.ndarray,
+            block: int = 512) -> np.ndarray:
+        """``X @ weights.T + intercept`` in float64, in row blocks (also used by ``fit``)."""
+        wt = weights.astype(np.float64).T
         out = np.empty((X.shape[0], wt.shape[1]))
         for i in range(0, X.shape[0], block):
             out[i:i + block] = X[i:i + block].astype(np.float64) @ wt
-        out += self.intercept
+        out += intercept
         return out
 
 

@@ -121,6 +121,36 @@ def _validate(stage: str, tasks: str, split: str, repeats: int) -> None:
         raise InvalidInput("repeats must be at least 1", param="repeats")
 
 
+SELECTS = ("group", "task", "all")
+
+
+def validate_trainer(C: float | None, Cs: Sequence[float], cv: int, select: str) -> None:
+    """Refuse trainer parameters that make no sense, before any work (the error's ``param``
+    names the parameter: ``C``, ``Cs``, ``cv`` or ``select``)."""
+    import math  # noqa: PLC0415
+
+    def bad(x) -> bool:
+        return isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) \
+            or x <= 0
+
+    if C is not None and bad(C):
+        raise InvalidInput(f"C must be a positive number, got {C!r}",
+                           hint="e.g. 0.01; or leave C unset to choose it by inner CV", param="C")
+    if C is None:
+        grid = list(Cs)
+        if not grid:
+            raise InvalidInput("the C grid is empty", hint="e.g. 1e-4,1e-3,1e-2", param="Cs")
+        wrong = [c for c in grid if bad(c)]
+        if wrong:
+            raise InvalidInput(f"every C of the grid must be a positive number, got {wrong[0]!r}",
+                               param="Cs")
+    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+        raise InvalidInput(f"the inner CV needs at least 2 folds, got {cv!r}", param="cv")
+    if select not in SELECTS:
+        raise InvalidInput(f"select must be one of {', '.join(SELECTS)}, not {select!r}",
+                           param="select")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -194,6 +224,20 @@ def get_or_make_split(
     got = con.execute("select experiment_id, subset from splits where split_id = ?",
                       [split_id]).fetchall()
     return split_id, {int(e): s for e, s in got}
+
+
+def _check_stage_ready(con: duckdb.DuckDBPyConnection, fsid: int, features: str, stage: str,
+                       set_finished) -> None:
+    """A feature set is usable at a stage it finished (``feature_set_stages``), or, where no
+    stage is recorded, once the whole set is finished; a skipped stage is named with why."""
+    row = con.execute("select status, reason from feature_set_stages where feature_set_id = ? "
+                      "and stage = ?", [fsid, stage]).fetchall()
+    if row and row[0][0] == "skipped":
+        raise InvalidInput(f"feature set {features!r} has no vectors at stage {stage}: "
+                           f"featurize skipped that stage: {row[0][1]}")
+    if not row and set_finished is None:
+        raise InvalidInput(f"feature set {features!r} is not finished yet at stage {stage}",
+                           hint="let `ishwh featurize` complete (it resumes) and fit again")
 
 
 def _json(obj) -> str:
@@ -332,8 +376,7 @@ def fit(
         raise InvalidInput("holdout 'none' makes one run: there is no split to repeat")
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
-    if select not in ("group", "task", "all"):
-        raise InvalidInput(f"select must be 'group', 'task' or 'all', not {select!r}")
+    validate_trainer(C, Cs, cv, select)
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
@@ -349,9 +392,8 @@ def fit(
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
             [fsid]).fetchall()[0]
-        if fs_row[2] is None:
-            raise InvalidInput(f"feature set {features!r} is not finished yet",
-                               hint="let `ishwh featurize` complete (it resumes) and fit again")
+        for s in dict.fromkeys([stage, *train_list]):
+            _check_stage_ready(con, fsid, features, s, fs_row[2])
         data = {s: _read_stage(con, features, s, feature_norm)
                 for s in dict.fromkeys([stage, *train_list])}
         ev = data[stage]
@@ -428,8 +470,8 @@ def fit(
 
 
 def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned, train_list,
-             holdout, feature_norm, n_folds, tasks, level_list, label_mode, seed, repeat, split, fp,
-             trainer_params, device, min_pos, min_neg, timings, replace) -> int:
+             holdout, feature_norm, n_folds, tasks, level_list, label_mode, seed, repeat, split,
+             fp, trainer_params, device, min_pos, min_neg, timings, replace) -> int:
     t_start = time.perf_counter()
     ev = data[stage]
     # Training rows per training stage, and the rows of `stage` that get predictions.
@@ -534,8 +576,8 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned
         if oof_eval:
             start = sum(rows.size for s, rows in parts[:train_list.index(stage)])
             scores = oof[start:start + ev_rows.size]
-        else:
-            scores = est.decision_function(ev.X[ev_rows])
+        else:  # the stored models themselves (float64; the trainer's kernel is float32)
+            scores = models_mod.StoredModels.dot(ev.X[ev_rows], weights, intercept)
         timings["predict_s"] = round(time.perf_counter() - t3, 4)
         c_chosen = est.C_
         fitted = (weights, intercept, platt_a, platt_b, threshold)

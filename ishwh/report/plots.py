@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 
 import matplotlib
@@ -145,27 +146,41 @@ class RocPanel:
     curves: list[RocCurve]
 
 
-def roc_curves(panels: list[RocPanel], level: int) -> Figure:
-    """ROC curves of the highest-, median- and lowest-AUC structures (the paper's figure 7)."""
-    fig, axes = _grid(len(panels), size=(3.4, 3.4))
+def roc_curves(panels: list[RocPanel], level: int, min_pos: int | None = None) -> Figure:
+    """ROC curves of the highest-, median- and lowest-AUC structures (the paper's figure 7).
+
+    Each panel's legend sits below its axes (never on the curves) and names each curve's
+    structure, AUC and test positives / negatives; ``min_pos``: the minimum number of test
+    positives the picked structures were required to have (said in the title).
+    """
+    fig, axes = _grid(len(panels), ncols_max=3, size=(3.6, 4.6))
     styles = ["-", "--", ":"]
     colors = [_COLORS[2], _COLORS[0], _COLORS[3]]
     for ax, panel in zip(axes, panels, strict=True):
         for i, c in enumerate(panel.curves):
             fpr, tpr, _ = roc_curve(c.truth.astype(int), c.score)
             ax.plot(fpr, tpr, styles[i % 3], color=colors[i % 3], lw=1.8,
-                    label=f"{c.label} (AUC {c.auc:.3f})")
+                    label=f"{c.label}, AUC {c.auc:.3f}")
         ax.plot([0, 1], [0, 1], color="0.75", lw=0.8)
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
         ax.set_aspect("equal")
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.set_title(panel.title, fontsize=9)
-        ax.legend(fontsize=7, loc="lower right", frameon=False)
-    fig.suptitle(f"ROC curves at level {level}: highest, median and lowest AUC structure")
+        ax.set_title("\n".join(textwrap.wrap(panel.title, 40)), fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
+                  handlelength=2.4)
+    title = f"ROC curves at level {level}: highest, median and lowest AUC structure"
+    if min_pos:
+        title += f"\n(structures with at least {min_pos} test positives where there are any)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# Manual annotation colours: every state named in the legend, none looks like another.
+TRUTH_COLORS = {"detected": "#c0392b", "undetected": "#9ecae1", "not annotated": "#ffffff"}
+NO_PREDICTION = "#d9d9d9"
 
 
 def annotation_grid(
@@ -174,32 +189,51 @@ def annotation_grid(
     truth: np.ndarray,
     score: np.ndarray,
     title: str,
-    score_label: str = "P(detected)",
+    score_label: str = "score (uncalibrated)",
 ) -> Figure:
     """Manual vs predicted annotation of sample genes (rows) x structures (columns).
 
     ``truth`` holds 1 / 0 / NaN (no annotation), ``score`` the prediction in [0, 1] (NaN: no
-    prediction). The right panel repeats the manual positives as dots over the scores, so
-    agreement reads at a glance (the paper's figure 6 shows the same on a section image).
+    prediction). Left: the manual annotation in three named colours (detected, undetected,
+    not annotated: white, hatched); right: the score, with the manual positives repeated as
+    dots, so agreement reads at a glance (the paper's figure 6 shows the same on a section
+    image). ``score_label`` names the colour bar: ``score (uncalibrated)`` for
+    logistic(decision score), a probability only where one was calibrated.
     """
+    from matplotlib.patches import Patch  # noqa: PLC0415
+
     n_g, n_s = len(genes), len(structures)
-    width = min(18.0, 2.4 + 0.28 * n_s) * 2
+    # each panel at least 4.2 in wide, so that its title never runs into the other's
+    panel_w = max(4.2, min(18.0, 1.2 + 0.28 * n_s))
     fig, (ax_t, ax_p) = plt.subplots(
-        1, 2, figsize=(width, 1.6 + 0.3 * n_g), sharey=True, constrained_layout=True
+        1, 2, figsize=(2 * panel_w + 1.0, 2.4 + 0.3 * n_g), sharey=True,
+        constrained_layout=True,
     )
-    truth_cmap = matplotlib.colors.ListedColormap(["#f2efe9", "#c0392b"]).with_extremes(
-        bad="#d9d9d9"
-    )
+    truth_cmap = matplotlib.colors.ListedColormap(
+        [TRUTH_COLORS["undetected"], TRUTH_COLORS["detected"]]
+    ).with_extremes(bad=TRUTH_COLORS["not annotated"])
     ax_t.imshow(np.ma.masked_invalid(truth), cmap=truth_cmap, vmin=0, vmax=1, aspect="auto",
                 interpolation="nearest")
-    ax_t.set_title("manual annotation (red = detected, grey = not annotated)", fontsize=9)
-    score_cmap = plt.get_cmap("magma_r").with_extremes(bad="#d9d9d9")
+    gi, si = np.nonzero(np.isnan(truth))
+    for g, j in zip(gi, si, strict=True):  # not annotated: white, hatched grey
+        ax_t.add_patch(matplotlib.patches.Rectangle(
+            (j - 0.5, g - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.6", lw=0))
+    ax_t.set_title("manual annotation", fontsize=9)
+    fig.legend(
+        handles=[Patch(facecolor=TRUTH_COLORS["detected"], label="manual: detected"),
+                 Patch(facecolor=TRUTH_COLORS["undetected"], label="manual: undetected"),
+                 Patch(facecolor="white", edgecolor="0.6", hatch="///",
+                       label="manual: not annotated"),
+                 Patch(facecolor=NO_PREDICTION, label="no prediction")],
+        loc="outside lower center", ncol=4, fontsize=8, frameon=False,
+    )
+    score_cmap = plt.get_cmap("magma_r").with_extremes(bad=NO_PREDICTION)
     im = ax_p.imshow(np.ma.masked_invalid(score), cmap=score_cmap, vmin=0, vmax=1,
                      aspect="auto", interpolation="nearest")
     gi, si = np.nonzero(truth == 1)
     ax_p.scatter(si, gi, s=16, c="#2ecc71", edgecolors="black", linewidths=0.5,
                  label="manual: detected")
-    ax_p.set_title("predicted score (dots: manual detected)", fontsize=9)
+    ax_p.set_title("predicted (dots: manual detected)", fontsize=9)
     for ax in (ax_t, ax_p):
         ax.set_xticks(range(n_s))
         ax.set_xticklabels(structures, rotation=90, fontsize=7)
@@ -210,5 +244,5 @@ def annotation_grid(
         ax.grid(which="minor", color="white", lw=0.6)
         ax.tick_params(which="minor", length=0)
     fig.colorbar(im, ax=ax_p, label=score_label, shrink=0.8)
-    fig.suptitle(title)
+    fig.suptitle("\n".join(textwrap.wrap(title, int(11 * (2 * panel_w + 1)))), fontsize=10)
     return fig

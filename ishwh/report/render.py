@@ -25,6 +25,7 @@ import polars as pl
 
 from ishwh import __version__
 from ishwh.errors import InvalidInput, NotFound
+from ishwh.export import atomic_target, check_target, os_error
 from ishwh.report import plots
 from ishwh.report.tables import gene_tasks_wide, run_named, table1_wide
 from ishwh.vocab import stage_key
@@ -32,6 +33,7 @@ from ishwh.warehouse import connect
 
 MAX_GRID_STRUCTURES = 30   # figure-6 columns; more would be unreadable
 MAX_GRID_GENES = 12        # figure-6 rows
+MIN_ROC_POSITIVES = 5      # ROC picks: structures with at least this many test positives
 MAX_HTML_ROWS = 200        # longer tables are summarised in the page, complete in tables/
 
 
@@ -132,6 +134,11 @@ def _roc_panels(con, sauc: pl.DataFrame, best: pl.DataFrame, level: int) -> list
         rows = sauc.filter(
             (pl.col("run_id") == run_id) & (pl.col("level") == level) & pl.col("auc").is_not_null()
         ).sort(["auc", "acronym"], descending=[True, False])
+        # An AUC on one or two test positives is mostly luck: pick among the structures with
+        # enough positives, unless none has them.
+        enough = rows.filter(pl.col("n_pos") >= MIN_ROC_POSITIVES)
+        few = enough.is_empty()
+        rows = rows if few else enough
         n = rows.height
         picks = []
         for idx, what in ((0, "highest"), ((n - 1) // 2, "median"), (n - 1, "lowest")):
@@ -146,19 +153,24 @@ def _roc_panels(con, sauc: pl.DataFrame, best: pl.DataFrame, level: int) -> list
         for r, what in chosen:
             p = preds.filter(pl.col("structure_id") == r["structure_id"])
             curves.append(plots.RocCurve(
-                label=f"{what}: {r['acronym']}, {r['n_pos']}+/{r['n_neg']}−", auc=float(r["auc"]),
+                label=f"{what}: {r['acronym']} ({r['n_pos']} pos / {r['n_neg']} neg)",
+                auc=float(r["auc"]),
                 truth=p["detected"].to_numpy(), score=p["score"].to_numpy(),
             ))
-        panels.append(plots.RocPanel(f"{stage} · {fs} (run {run_id})", curves))
+        title = f"{stage} · {fs} (run {run_id})"
+        if few:
+            title += f" · no structure has {MIN_ROC_POSITIVES}+ test positives"
+        panels.append(plots.RocPanel(title, curves))
     return panels
 
 
-def _to_unit(score: np.ndarray) -> tuple[np.ndarray, str]:
-    """Scores for a 0..1 colour scale: probabilities as they are, margins through a logistic."""
-    finite = score[np.isfinite(score)]
-    if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1):
-        return score, "score (P(detected))"
-    return 1.0 / (1.0 + np.exp(-score)), "logistic(score)"
+def _to_unit(score: np.ndarray, calibrated: bool = False) -> tuple[np.ndarray, str]:
+    """Scores for a 0..1 colour scale and the colour bar's label. ``predictions.score`` is
+    the classifier's decision score: logistic(score) is in 0..1 but is not a calibrated
+    probability, and says so; calibrated probabilities (``calibrated``) show as they are."""
+    if calibrated:
+        return score, "P(detected), calibrated"
+    return 1.0 / (1.0 + np.exp(-score)), "score (uncalibrated)"
 
 
 def _grid(con, sauc: pl.DataFrame, best: pl.DataFrame, level: int) -> dict | None:
@@ -276,9 +288,11 @@ def make_figures(data: ReportData) -> list[Figure]:
         figs.append(Figure(
             "roc", f"ROC curves at level {data.level}",
             f"Per stage, the run with the best mean AUC at level {data.level}: ROC curves of "
-            "its highest-, median- and lowest-AUC structure, from the test-set predictions "
+            "its highest-, median- and lowest-AUC structure among those with at least "
+            f"{MIN_ROC_POSITIVES} test positives (all structures where none has), from the "
+            "test-set predictions; each legend gives the test positives and negatives "
             "(the paper's figure 7).",
-            plots.to_png(plots.roc_curves(data.roc_panels, data.level)),
+            plots.to_png(plots.roc_curves(data.roc_panels, data.level, MIN_ROC_POSITIVES)),
         ))
     if data.grid:
         g = data.grid
@@ -287,8 +301,9 @@ def make_figures(data: ReportData) -> list[Figure]:
         figs.append(Figure(
             "manual_vs_predicted", f"Manual vs predicted annotation at level {data.level}",
             "Sample test-set genes (rows) x structures of the level (columns, ontology "
-            "order): the manual annotation beside the classifier's score (the paper's "
-            "figure 6, drawn as a grid).",
+            "order): the manual annotation (detected, undetected, not annotated) beside the "
+            "classifier's score, shown as logistic(score): a 0..1 scale, not a calibrated "
+            "probability (the paper's figure 6, drawn as a grid).",
             plots.to_png(plots.annotation_grid(
                 g["genes"], g["structures"], g["truth"], g["score"], title, g["score_label"]
             )),
@@ -493,6 +508,7 @@ td.best{font-weight:700;background:#e3f4e8}tbody tr:nth-child(even){background:#
 border:1px solid #eee}figcaption{color:#555;font-size:.9em;margin-top:4px}
 details{margin:6px 0}summary{cursor:pointer}pre{background:#f6f8fa;padding:8px;
 overflow-x:auto;font-size:.8em}.note{color:#666;font-size:.85em}
+@media (max-width:600px){main{padding:12px 10px}nav ol{columns:1}h1{font-size:1.3em}}
 """
 
 
@@ -565,34 +581,43 @@ def build_report(
     """
     from ishwh.report import predicted  # noqa: PLC0415  (it builds on this module)
 
+    out = check_target(out_dir, db_path, folder=True)  # before any work
     data = gather(db_path, runs, level)
     figs = make_figures(data)
     with connect(db_path, read_only=True) as con:
         pred = predicted.gather_predicted(con, annotation_runs if annotation_runs is not None
                                           else runs)
     pred_figs = predicted.predicted_figures(pred) if pred is not None else []
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    fig_paths = []
-    for f in [*figs, *pred_figs]:
-        path = out / "figures" / f"{f.name}.png"
-        path.write_bytes(f.png)
-        fig_paths.append(path)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out) from exc
+
+    def put(path: Path, write) -> Path:
+        # Each file atomically (temp + rename): a killed report never leaves half a file.
+        with atomic_target(path) as tmp:
+            write(tmp)
+        return path
+
+    fig_paths = [put(out / "figures" / f"{f.name}.png", lambda t, f=f: t.write_bytes(f.png))
+                 for f in [*figs, *pred_figs]]
     table_paths = []
     frames = table_frames(data)
     if pred is not None:
         frames.update(predicted.predicted_tables(pred))
     for name, df in frames.items():
         csv, pq = out / "tables" / f"{name}.csv", out / "tables" / f"{name}.parquet"
-        _flat(df).write_csv(csv)
-        df.write_parquet(pq)
+        put(csv, lambda t, df=df: _flat(df).write_csv(t))
+        put(pq, lambda t, df=df: df.write_parquet(t))
         table_paths += [csv, pq]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = _sections(data, figs)
     if pred is not None:  # before the closing "Runs" section
         sections.insert(len(sections) - 1, predicted.predicted_section(pred, pred_figs))
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(render_html(data, sections, generated), encoding="utf-8")
-    md_path.write_text(render_markdown(data, sections, generated), encoding="utf-8")
+    put(html_path, lambda t: t.write_text(render_html(data, sections, generated),
+                                          encoding="utf-8"))
+    put(md_path, lambda t: t.write_text(render_markdown(data, sections, generated),
+                                        encoding="utf-8"))
     return ReportResult(html_path, md_path, fig_paths, table_paths, data.runs, data.level)

@@ -1,0 +1,175 @@
+"""`featurize --engine ray` on a local Ray cluster (one for the module: Ray starts slowly).
+
+Real warehouses (the synthetic demo atlas's images, real DuckDB files), the real network and
+a real `ray.init(num_cpus=2)` cluster; the local engine is the reference.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ishwh import warehouse
+from ishwh.errors import InvalidInput
+from ishwh.features import featurize_report
+from ishwh.progress import Recorder
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'ishwh[ray]')")
+
+from ishwh.features.ray_engine import staging_dir  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_featurize_resume import _rows as vectors  # noqa: E402  (set name -> (ids, X))
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ["blocks.5"]
+POOLS = ("max", "mean")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local cluster for every test here (each start costs ~10 s)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The demo atlas (3 genes of one stage: 3 experiments, ~48 sections of 320x200) with its
+    CNN sets made by the local engine; copy it with :func:`copy_images_only`."""
+    from ishwh.synth import ingest_synthetic  # noqa: PLC0415
+
+    db = tmp_path_factory.mktemp("ref") / "wh.duckdb"
+    warehouse.init(db)
+    ingest_synthetic(db, "demo", progress=False, n_genes=3, stages=("E13.5",))
+    fresh = db.with_name("fresh.duckdb")
+    shutil.copy(db, fresh)  # before features: the start of every Ray run
+    featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", progress=False)
+    return db
+
+
+def copy_fresh(reference: Path, dest: Path) -> Path:
+    """A copy of the reference warehouse without features (images shared by symlink)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    db = dest / "wh.duckdb"
+    shutil.copy(reference.with_name("fresh.duckdb"), db)
+    warehouse.images_dir(db).symlink_to(warehouse.images_dir(reference))
+    return db
+
+
+def counts(db: Path) -> tuple[int, int]:
+    with warehouse.connect(db, read_only=True) as con:
+        return con.execute("select (select count(*) from feature_sets), "
+                           "(select count(*) from experiment_features)").fetchall()[0]
+
+
+def assert_same_vectors(a: Path, b: Path) -> None:
+    va, vb = vectors(a), vectors(b)
+    assert sorted(va) == sorted(vb) and len(va) == len(LAYERS) * len(POOLS)
+    for name, (ids, x) in va.items():
+        ids_b, x_b = vb[name]
+        assert ids.tolist() == ids_b.tolist() and len(ids) == 3
+        assert x.shape == x_b.shape and x.shape[1] > 1000
+        assert float(np.abs(x - x_b).max()) <= 1e-5, name
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfterFirstPartition(Recorder):
+    """Stops the driver (as a kill would) once the first partition file is on disk."""
+
+    def advance(self, n: int = 1) -> None:
+        super().advance(n)
+        raise _Killed
+
+
+@pytest.mark.slow
+def test_interrupted_job_resumes_with_the_local_vectors(ray_cluster, reference, tmp_path):
+    """Killed after one partition, resumed from a file:// URL with two actors: only the two
+    missing partitions are computed, and the vectors are the local engine's."""
+    db = copy_fresh(reference, tmp_path)
+    args = dict(layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1, engine="ray")
+    with pytest.raises(_Killed):
+        featurize_report(db, progress=_KillAfterFirstPartition(), **args)
+    parts = sorted(staging_dir(db).glob("part-*.parquet"))
+    assert len(parts) == 1  # one partition finished before the driver died
+    assert not list(staging_dir(db).glob("*.tmp"))
+    assert counts(db)[1] == 0  # nothing reached the warehouse
+
+    url = warehouse.images_dir(reference).resolve().as_uri()  # file:///...
+    assert url.startswith("file:///")
+    res = featurize_report(db, progress=False, **args,
+                           ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
+    assert res.partitions["first_sections"] > 0  # timed apart (the actors' start)
+    assert {k: res.partitions[k] for k in ("total", "computed", "reused")} == \
+        {"total": 3, "computed": 2, "reused": 1}
+    assert sorted(res.finished) == sorted(res.names)
+    assert all(v == 3 for v in res.written.values())
+    assert_same_vectors(reference, db)
+    assert not staging_dir(db).exists()  # partitions are removed once ingested
+
+    # Run again: nothing to do, nothing added.
+    again = featurize_report(db, progress=False, **args)
+    assert again.written == {} and sorted(again.finished) == sorted(res.names)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_address_is_one_line_and_writes_nothing(reference, tmp_path):
+    db = copy_fresh(reference, tmp_path)
+    # A subprocess: tests here may not open sockets, and a fresh process has no Ray connection.
+    proc = subprocess.run(
+        [sys.executable, "-m", "ishwh", "featurize", "--engine", "ray", "--address",
+         f"ray://127.0.0.1:{_free_port()}", "--db", str(db), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: --address: cannot reach the Ray cluster at "
+                               "ray://127.0.0.1:")
+    assert "unexpected" not in lines[0]
+    assert counts(db) == (0, 0)
+    assert not staging_dir(db).exists()
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_read_the_images_write_nothing(ray_cluster, reference, tmp_path):
+    from cli.app import app  # noqa: PLC0415
+
+    db = copy_fresh(reference, tmp_path)
+    missing = (tmp_path / "nowhere").as_uri()
+    res = CliRunner().invoke(app, ["featurize", "--engine", "ray", "--images", missing,
+                                   "--db", str(db), "--no-progress"])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1, res.output
+    assert lines[0].startswith("Error: --images: the Ray workers cannot read the images: "
+                               f"cannot read image {missing}/")
+    assert counts(db) == (0, 0)
+    assert not staging_dir(db).exists()
+
+
+def test_bad_ray_options_are_refused_by_name(reference, tmp_path):
+    db = copy_fresh(reference, tmp_path)
+    for opts, word in (({"workers": 0}, "workers"), ({"address": "nohost"}, "address"),
+                       ({"images": "http://x/y"}, "http://"),
+                       ({"cpus_per_worker": 0}, "cpus_per_worker")):
+        with pytest.raises(InvalidInput, match=word):
+            featurize_report(db, engine="ray", ray=opts, progress=False)
+    with pytest.raises(InvalidInput, match="cnn"):
+        featurize_report(db, extractor="grid", engine="ray", progress=False)
+    assert counts(db) == (0, 0)
