@@ -92,6 +92,7 @@ def _root(
 def _register() -> None:
     # Imported here so each command module stays independent; order = order in --help.
     from . import (  # noqa: PLC0415
+        annotate,
         basic,
         demo,
         featurize,
@@ -105,6 +106,7 @@ def _register() -> None:
     ingest.register(app)
     featurize.register(app)
     fit.register(app)
+    annotate.register(app)
     report.register(app)
     demo.register(app)
     synth.register(app)

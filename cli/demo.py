@@ -40,6 +40,11 @@ def demo(
 
     result = run_demo(out, db, device=device, on_step=on_step, progress=RichProgress())
     console.print(rich_table1(result.table1, title="Table 1 analogue: mean test AUC ± std"))
+    if result.annotation and result.annotation["auc"] is not None:
+        a = result.annotation
+        console.print(f"Annotated {a['stage']} (never annotated by the experts; run "
+                      f"{a['run_id']}): AUC {a['auc']:.3f} over {a['n_structures']} structures "
+                      f"against the truth the atlas withheld, calls {a['accuracy']:.1%} right")
     err_console.print(f"demo finished in {time.perf_counter() - start:.1f} s")
     typer.echo(str(result.report.html))
 

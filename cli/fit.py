@@ -57,6 +57,29 @@ def fit(
     force: Annotated[
         bool, typer.Option("--force", help="Refit even if an identical finished run exists.")
     ] = False,
+    train_stages: Annotated[
+        str | None,
+        typer.Option("--train-stages",
+                     help="Stages whose annotated experiments train the models, e.g. "
+                          "E13.5,E15.5,E18.5 (default: --stage; leave it out for "
+                          "leave-one-stage-out transfer)."),
+    ] = None,
+    holdout: Annotated[
+        str,
+        typer.Option("--holdout",
+                     help="split (predict the test side of --stage's split) or none "
+                          "(production models on every annotated experiment; out-of-fold "
+                          "predictions)."),
+    ] = "split",
+    feature_norm: Annotated[
+        str,
+        typer.Option("--feature-norm",
+                     help="pooled (raw vectors) or stage (z-score each stage's vectors on "
+                          "their own; for models that score other stages)."),
+    ] = "pooled",
+    folds: Annotated[
+        int, typer.Option("--folds", help="Cross-fitting folds (calibration, thresholds).")
+    ] = 5,
     device: Annotated[
         str, typer.Option("--device", help="auto (GPU if present), cpu or cuda.")
     ] = "auto",
@@ -85,7 +108,8 @@ def fit(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Fit a classifier per structure of a stage; test-set scores go to `predictions`."""
+    """Fit a classifier per structure of a stage; test-set scores go to `predictions`, the
+    models to `models` (for `ishwh annotate`)."""
     from ishwh.fit import runner  # heavy (torch): imported when the command runs
 
     db = db or db_default()
@@ -93,7 +117,8 @@ def fit(
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
                          force=force, progress=bar(not as_json), device=device, target=target,
-                         model=model, **knobs)
+                         model=model, train_stages=train_stages, holdout=holdout,
+                         feature_norm=feature_norm, n_folds=folds, **knobs)
     rows = runner.summary(db, run_ids, target)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})

@@ -27,6 +27,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "experiments": ("experiment_id",),
     "sections": ("section_id",),
     "annotations": ("experiment_id", "structure_id"),
+    "withheld_annotations": ("experiment_id", "structure_id"),
     "gene_labels": ("gene_id", "task"),
     "expression_grids": ("experiment_id",),
 }
@@ -41,6 +42,7 @@ class Batch:
     experiments: Any = None
     sections: Any = None
     annotations: Any = None
+    withheld_annotations: Any = None  # the truth of unannotated stages (evaluation only)
     gene_labels: Any = None
     expression_grids: Any = None
     extra: dict[str, Any] = field(default_factory=dict)

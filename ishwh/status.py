@@ -12,6 +12,7 @@ from ishwh.warehouse import applied_migrations, connect, verify_file
 _COUNTED = (
     "genes", "structures", "experiments", "sections", "annotations", "gene_labels",
     "expression_grids", "feature_sets", "experiment_features", "runs", "predictions",
+    "models", "predicted_annotations",
 )
 
 

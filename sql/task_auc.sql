@@ -3,6 +3,9 @@
 -- Inputs: predictions (structure tasks), gene_predictions (gene-level tasks such as GO terms),
 -- class_predictions (multi-class targets: task_kind 'class', one one-vs-rest task per
 -- structure x class, task = the class; target_metrics averages them into the macro AUC).
+-- predicted_annotations against withheld_labels (task_kind 'withheld': a run's annotations of
+-- a stage the experts never annotated, scored against the truth withheld from fit and
+-- annotate; task = the stage).
 -- AUC is the rank (Mann-Whitney) form with ties counted half:
 --   (sum of the average ranks of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
 -- equal to scikit-learn's roc_auc_score. A task whose test set lacks either class has auc
@@ -19,8 +22,14 @@ with scored as (
     from main.gene_predictions
     union all
     select run_id, 'class' as task_kind, structure_id, class as task,
-           probability as score, truth = class as label
+           probability as score, truth = class as detected
     from main.class_predictions
+    union all
+    select p.run_id, 'withheld' as task_kind, p.structure_id, e.stage as task,
+           p.score, t.detected
+    from main.predicted_annotations p
+    join main.withheld_labels t using (experiment_id, structure_id)
+    join main.experiments e using (experiment_id)
 ),
 
 ranked as (

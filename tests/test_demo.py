@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 from cli.app import app
 
 # The demo shrunk so the end-to-end test stays around a minute on 2 cores: fewer genes and
-# sections, one stage, a small bag-of-words codebook (its k-means dominates a tiny atlas).
+# sections, one annotated stage and the one it annotates, a small bag-of-words codebook (its
+# k-means dominates a tiny atlas).
 SMALL = {
-    "synth_overrides": {"n_genes": 45, "stages": ("E18.5",), "sections": (3, 3)},
+    "synth_overrides": {"n_genes": 45, "stages": ("E18.5", "P4"), "sections": (3, 3)},
     "featurize_options": {"bow": {"bow": {"n_words": 24, "n_init": 1}}},
 }
 
@@ -37,8 +38,9 @@ def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     assert lines[-1] == str(out / "report" / "report.html")
     assert "Table 1" in res.stdout and "all stages" in res.stdout
     for step in ("init", "synthetic atlas", "features: CNN", "features: bag of words", "fit",
-                 "statistics", "report"):
+                 "statistics", "annotate P4", "report"):
         assert step in res.stderr
+    assert "Annotated P4" in res.stdout and "withheld" in res.stdout
     html = (out / "report" / "report.html").read_text(encoding="utf-8")
     runs = pl.read_csv(out / "report" / "tables" / "runs.csv")
     cnn = [f for f in runs["feature_set"].unique().to_list() if not f.startswith("bow")]
@@ -49,14 +51,20 @@ def test_demo_end_to_end_then_rerun_reuses_everything(tmp_path, monkeypatch):
     comp = pl.read_csv(out / "report" / "tables" / "run_comparisons.csv")
     assert comp.height >= 1 and comp["p_value"].is_not_null().all()
     assert "Wilcoxon" in html and "intensity" in html
+    # the Predicted annotations section: P4 annotated by the production run, exported
+    assert 'id="predicted"' in html
+    pred = pl.read_parquet(out / "report" / "tables" / "predicted_annotations.parquet")
+    assert set(pred["stage"]) == {"P4"} and pred["experiment_id"].n_unique() == 45
+    assert set(pred["run_id"]).isdisjoint(runs["run_id"].to_list())
     first_runs = sorted(runs["run_id"].to_list())
 
     # Running it again reuses the warehouse: the same runs, no new work, the same Table 1.
     steps: list[tuple[str, float]] = []
     again = run_demo(out, **SMALL, progress=False, on_step=lambda n, s, _: steps.append((n, s)))
     assert [n for n, _ in steps] == ["init", "synthetic atlas", "features: CNN",
-                                     "features: bag of words", "fit", "statistics", "table 1",
-                                     "report"]
+                                     "features: bag of words", "fit", "statistics",
+                                     "annotate P4", "table 1", "report"]
+    assert again.annotation["auc"] > 0.5 and again.annotation["n_experiments"] == 45
     assert again.db_path == out / "ishwh.duckdb"
     assert sorted(again.run_ids) == first_runs
     assert set(again.feature_sets) == set(runs["feature_set"].to_list())

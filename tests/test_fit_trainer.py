@@ -106,3 +106,18 @@ def test_estimator_contract():
     assert est.fit(x, y) is est
     with pytest.raises(ValueError, match="3 columns"):
         est.decision_function(np.zeros((2, 4)))
+
+
+def test_folded_weights_equal_the_decision_function():
+    """Stored models (raw-feature weights, standardisation folded in) score as the trainer."""
+    from ishwh.fit.trainer import folded_weights
+
+    rng = np.random.default_rng(5)
+    f = rng.standard_normal((400, 4))
+    x = (np.abs(f @ rng.standard_normal((4, 3000)) + rng.standard_normal((400, 3000))) * 3
+         + 1).astype(np.float32)
+    y = f @ rng.standard_normal((4, 20)) + rng.standard_normal((400, 20)) > 0.5
+    est = BatchedLogisticRegression(C=1e-3, device="cpu").fit(x[:300], y[:300])
+    w, b = folded_weights(est)
+    ours = x[300:].astype(np.float64) @ w.astype(np.float64).T + b
+    assert np.abs(ours - est.decision_function(x[300:])).max() <= 1e-5

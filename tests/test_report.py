@@ -365,7 +365,7 @@ def test_repeated_runs_are_averaged_per_cell(tmp_path):
             select 6, feature_set_id, stage, split_id, tasks, label_mode, 'repeat', 'finished'
             from runs where run_id = 1""").fetchall()
         con.execute("""
-            insert into predictions
+            insert into predictions (run_id, experiment_id, structure_id, score, detected)
             select 6, experiment_id, structure_id, -score + experiment_id % 3, detected
             from predictions where run_id = 1""").fetchall()
         view = dict(((r, lv), (m, s)) for r, lv, m, s in con.execute(

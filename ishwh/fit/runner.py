@@ -9,8 +9,15 @@ One run = one feature set x stage x split (x label mode). The flow:
    set, balanced over every structure and gene task of the stage, whatever levels a run asks;
 3. a ``runs`` row is inserted as ``running``; all tasks are fitted at once by
    :class:`~ishwh.fit.trainer.BatchedLogisticRegression`;
-4. ``run_tasks``, ``predictions``, ``gene_predictions`` and ``status = 'finished'`` are written
-   in ONE transaction, so a killed fit never shows as finished nor leaves half its rows.
+4. out-of-fold scores of the training experiments (cross-fitted by gene) give every task its
+   Platt scaling and call threshold; the models are folded into raw-feature weights;
+5. ``run_tasks``, ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and
+   ``status = 'finished'`` are written in ONE transaction, so a killed fit never shows as
+   finished nor leaves half its rows.
+
+Training stages may differ from the evaluated stage (``train_stages``; cross-stage transfer),
+and ``holdout='none'`` trains production models on every annotated experiment (predictions
+are then out of fold). See docs/annotate.md.
 
 An identical fit (same fingerprint: feature set and its contents, stage, split, tasks, levels,
 label mode, trainer parameters, code version) reuses the finished run unless ``force``, which
@@ -25,6 +32,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 
 import duckdb
@@ -34,13 +42,21 @@ import pyarrow as pa
 from ishwh import store, warehouse
 from ishwh.device import resolve_device
 from ishwh.errors import InvalidInput, NotFound
+from ishwh.fit import calibration
+from ishwh.fit import models as models_mod
 from ishwh.fit import splits as splits_mod
 from ishwh.fit import tasks as tasks_mod
-from ishwh.fit.trainer import DEFAULT_CS, BatchedLogisticRegression
+from ishwh.fit.trainer import (
+    DEFAULT_CS,
+    BatchedLogisticRegression,
+    crossfit_scores,
+    folded_weights,
+)
 from ishwh.progress import Progress, or_silent, phase
-from ishwh.vocab import TASK_KINDS, check_stage
+from ishwh.vocab import STAGES, TASK_KINDS, check_stage
 
-FIT_VERSION = 1          # bump when a change alters what an identical fit would produce
+FIT_VERSION = 2          # bump when a change alters what an identical fit would produce
+NO_SPLIT = 0             # runs.split_id of a run without a split (holdout 'none')
 SPLIT_METHODS = ("stratified", "paper")
 MIN_TRAIN_POS = 3
 MIN_TRAIN_NEG = 3
@@ -164,7 +180,8 @@ def _versions(device: str) -> dict:
 def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
     if not run_ids:
         return
-    for table in ("predictions", "gene_predictions", "run_tasks", "runs"):
+    for table in ("predictions", "gene_predictions", "run_tasks", "models", "run_training",
+                  "predicted_annotations", "runs"):
         con.execute(f"delete from {table} where list_contains($ids, run_id)",
                     {"ids": run_ids}).fetchall()
 
@@ -254,6 +271,69 @@ def _fingerprint(d: dict) -> str:
 # --------------------------------------------------------------------------- fit
 
 
+@dataclass
+class _StageData:
+    """What a run reads of one stage: experiments, task labels and (normalised) vectors."""
+
+    exp_ids: np.ndarray                 # experiments of the stage, sorted
+    gene_ids: np.ndarray
+    struct: tasks_mod.TaskMatrix
+    gene: tasks_mod.TaskMatrix
+    feat_ids: np.ndarray                # experiments with a vector, sorted
+    X: np.ndarray
+    row: np.ndarray                     # task-matrix row of every vector
+
+
+def _read_stage(con, features: str, stage: str, feature_norm: str) -> _StageData:
+    exp_ids, gene_ids = tasks_mod.stage_experiments(con, stage)
+    feat_ids, X = models_mod.stage_vectors(con, features, stage, feature_norm)
+    return _StageData(exp_ids, gene_ids, tasks_mod.structure_tasks(con, stage, exp_ids),
+                      tasks_mod.gene_tasks(con, stage, exp_ids), feat_ids, X,
+                      np.searchsorted(exp_ids, feat_ids))
+
+
+def parse_stages(stages: str | Sequence[str] | None, default: str) -> list[str]:
+    """``'E13.5,E15.5'`` or a list -> the stages in developmental order; None = [default]."""
+    if stages is None:
+        return [default]
+    items = ([x.strip() for x in stages.split(",") if x.strip()] if isinstance(stages, str)
+             else [str(x) for x in stages])
+    bad = [s for s in items if s not in STAGES]
+    if bad or not items:
+        raise InvalidInput(f"unknown training stage {bad[0]!r}" if bad
+                           else "no training stage given", hint="one of " + ", ".join(STAGES))
+    return [s for s in STAGES if s in set(items)]
+
+
+def _align(tm: tasks_mod.TaskMatrix, names: list[str], groups: np.ndarray
+           ) -> tasks_mod.TaskMatrix:
+    """``tm`` with the columns ``names`` (a task ``tm`` lacks: no labels)."""
+    where = {n: i for i, n in enumerate(tm.names)}
+    dst = [j for j, n in enumerate(names) if n in where]
+    src = [where[names[j]] for j in dst]
+    y = np.zeros((tm.y.shape[0], len(names)), dtype=bool)
+    mask = np.zeros_like(y)
+    y[:, dst] = tm.y[:, src]
+    mask[:, dst] = tm.mask[:, src]
+    return tasks_mod.TaskMatrix(tm.kind, names, groups, tm.experiment_ids, y, mask)
+
+
+def _union_tasks(mats: list[tasks_mod.TaskMatrix], kind: str) -> tuple[list[str], np.ndarray]:
+    group_of: dict[str, int] = {}
+    for tm in mats:
+        group_of.update(zip(tm.names, tm.groups.tolist(), strict=True))
+    names = sorted(group_of, key=int) if kind == "structure" else sorted(group_of)
+    return names, np.array([group_of[n] for n in names], dtype=np.int64)
+
+
+def _stack(mats: list[tasks_mod.TaskMatrix]) -> tasks_mod.TaskMatrix:
+    m0 = mats[0]
+    return tasks_mod.TaskMatrix(m0.kind, m0.names, m0.groups,
+                                np.concatenate([m.experiment_ids for m in mats]),
+                                np.concatenate([m.y for m in mats]),
+                                np.concatenate([m.mask for m in mats]))
+
+
 def fit(
     db_path: str | os.PathLike,
     features: str,
@@ -267,6 +347,10 @@ def fit(
     force: bool = False,
     progress: Progress | None = None,
     *,
+    train_stages: str | Sequence[str] | None = None,
+    holdout: str = "split",
+    feature_norm: str = "pooled",
+    n_folds: int = 5,
     C: float | None = None,
     Cs: Sequence[float] = DEFAULT_CS,
     cv: int = 3,
@@ -277,7 +361,8 @@ def fit(
     target: str = "detected",
     model: str | None = None,
 ) -> list[int]:
-    """Fit one L2 logistic regression per task of ``stage`` on the feature set ``features``.
+    """Fit one L2 logistic regression per task on the feature set ``features``; evaluate at
+    ``stage``.
 
     Makes ``repeats`` runs (one per split repeat) and returns their run ids (reused finished
     runs included). ``C=None`` chooses C by inner CV over ``Cs`` (``select``: 'group' = one C
@@ -285,6 +370,15 @@ def fit(
     the training labels (a no-signal control; test labels stay true; label_mode 'shuffled').
     ``target`` other than 'detected' (pattern, intensity, density) fits one multi-class
     ``model`` per structure instead (:func:`ishwh.fit.targets.fit_target`).
+
+    ``train_stages`` (default: ``stage``) are the stages whose annotated experiments train the
+    models; ``stage`` itself contributes the training side of its split. ``holdout='split'``
+    predicts the test side of ``stage``'s split; ``'none'`` trains on every annotated
+    experiment of the training stages and predicts ``stage`` out of fold (cross-fitted,
+    ``n_folds`` folds by gene) when it is a training stage, else with the full models.
+    ``feature_norm``: 'pooled' (raw vectors) or 'stage' (each stage z-scored on its own).
+    Every run stores its models (``models``) with Platt scaling and max-F1 call thresholds
+    fitted on out-of-fold scores of the training experiments.
     """
     if target != "detected" or model is not None:
         from ishwh.fit import targets  # noqa: PLC0415 (targets imports this module)
@@ -299,6 +393,16 @@ def fit(
                 repeats=repeats, seed=seed, force=force, progress=progress, C=C, Cs=Cs,
                 cv=cv, select=select, device=device)
     _validate(stage, tasks, split, repeats)
+    train_list = parse_stages(train_stages, stage)
+    if holdout not in models_mod.HOLDOUTS:
+        raise InvalidInput(f"holdout must be 'split' or 'none', not {holdout!r}")
+    if feature_norm not in models_mod.FEATURE_NORMS:
+        raise InvalidInput(f"feature normalisation must be 'pooled' or 'stage', "
+                           f"not {feature_norm!r}")
+    if n_folds < 2:
+        raise InvalidInput("the number of cross-fitting folds must be at least 2")
+    if holdout == "none" and repeats != 1:
+        raise InvalidInput("holdout 'none' makes one run: there is no split to repeat")
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
     validate_trainer(C, Cs, cv, select)
@@ -317,47 +421,62 @@ def fit(
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
             [fsid]).fetchall()[0]
-        _check_stage_ready(con, fsid, features, stage, fs_row[2])
-        exp_ids, gene_ids = tasks_mod.stage_experiments(con, stage)
-        if exp_ids.size == 0:
+        for s in dict.fromkeys([stage, *train_list]):
+            _check_stage_ready(con, fsid, features, s, fs_row[2])
+        data = {s: _read_stage(con, features, s, feature_norm)
+                for s in dict.fromkeys([stage, *train_list])}
+        ev = data[stage]
+        if ev.exp_ids.size == 0:
             raise NotFound(f"no experiments at stage {stage}", hint="check `ishwh status`")
-        all_struct = tasks_mod.structure_tasks(con, stage, exp_ids)
-        all_gene = tasks_mod.gene_tasks(con, stage, exp_ids)
-        feat_ids, X = store.read_experiment_features(con, features, stage)
-        if feat_ids.size == 0:
-            raise NotFound(f"feature set {features!r} has no vectors at stage {stage}",
-                           hint=f"run `ishwh featurize` for {stage}")
-        # Which task matrices this run trains.
-        struct = all_struct
-        if level_list is not None:
-            struct = all_struct.take_tasks(np.flatnonzero(np.isin(all_struct.groups,
-                                                                  level_list)))
-        chosen = []
-        if tasks in ("structures", "all"):
-            chosen.append(struct)
-        if tasks in ("genes", "all"):
-            chosen.append(all_gene)
-        if sum(tm.n_tasks for tm in chosen) == 0:
+        for s, d in data.items():
+            if d.feat_ids.size == 0:
+                raise NotFound(f"feature set {features!r} has no vectors at stage {s}",
+                               hint=f"run `ishwh featurize` for {s}")
+        n_stage_tasks = ((ev.struct.n_tasks if tasks in ("structures", "all") else 0)
+                         + (ev.gene.n_tasks if tasks in ("genes", "all") else 0))
+        if holdout == "split" and n_stage_tasks == 0:
+            raise NotFound(f"stage {stage} has no labels to evaluate a split on",
+                           hint="fit with holdout 'none' to train models for an "
+                                "unannotated stage")
+        # The run's tasks: every task labelled at a training stage (at the chosen levels).
+        aligned: dict[str, list[tasks_mod.TaskMatrix]] = {s: [] for s in data}
+        for kind, attr, wanted in (("structure", "struct", ("structures", "all")),
+                                   ("gene", "gene", ("genes", "all"))):
+            if tasks not in wanted:
+                continue
+            names, groups = _union_tasks([getattr(data[s], attr) for s in train_list], kind)
+            if kind == "structure" and level_list is not None:
+                keep = np.isin(groups, level_list)
+                names, groups = [n for n, k in zip(names, keep, strict=True) if k], groups[keep]
+            for s, d in data.items():
+                aligned[s].append(_align(getattr(d, attr), names, groups))
+        if sum(tm.n_tasks for tm in aligned[stage]) == 0:
             raise NotFound(
-                f"no {tasks} tasks with labels at stage {stage}"
+                f"no {tasks} tasks with labels at stage(s) {', '.join(train_list)}"
                 + (f" and levels {levels_text(level_list)}" if level_list else ""),
                 hint="ingest annotations (structures) or gene_labels (genes) first")
         read_s = time.perf_counter() - t0
         feature_digest = {"feature_set_id": fsid, "created_at": fs_row[1],
-                          "finished_at": fs_row[2], "n_vectors": int(feat_ids.size),
+                          "finished_at": fs_row[2],
+                          "n_vectors": {s: int(d.feat_ids.size) for s, d in data.items()},
                           "dim": int(fs_row[0])}
 
         for r in range(repeats):
             timings = {"read_s": round(read_s, 4)}
             t1 = time.perf_counter()
-            bar.describe(f"fit {stage}: split {split} seed {seed} repeat {r}")
-            split_id, subset = get_or_make_split(
-                con, stage, split, seed, r, exp_ids, gene_ids, [all_struct, all_gene])
+            if holdout == "split":
+                bar.describe(f"fit {stage}: split {split} seed {seed} repeat {r}")
+                split_id, subset = get_or_make_split(
+                    con, stage, split, seed, r, ev.exp_ids, ev.gene_ids, [ev.struct, ev.gene])
+            else:
+                split_id, subset = NO_SPLIT, None
             timings["split_s"] = round(time.perf_counter() - t1, 4)
             fp_src = {"fit_version": FIT_VERSION, "features": feature_digest, "stage": stage,
                       "split_id": split_id, "tasks": tasks, "levels": level_list,
                       "label_mode": label_mode, "seed": seed, "trainer": trainer_params,
-                      "min_train_pos": min_train_pos, "min_train_neg": min_train_neg}
+                      "min_train_pos": min_train_pos, "min_train_neg": min_train_neg,
+                      "train_stages": train_list, "holdout": holdout,
+                      "feature_norm": feature_norm, "n_folds": n_folds}
             fp = _fingerprint(fp_src)
             old = [x[0] for x in con.execute(
                 "select run_id from runs where fingerprint = ? and status = 'finished' "
@@ -367,10 +486,11 @@ def fit(
                 advance(1)
                 continue
             run_id = _one_run(
-                con, bar, fsid=fsid, stage=stage, split_id=split_id, subset=subset,
-                feat_ids=feat_ids, X=X, exp_ids=exp_ids, chosen=chosen, tasks=tasks,
+                con, bar, fsid=fsid, stage=stage, split_id=split_id, subset=subset, data=data,
+                aligned=aligned, train_list=train_list, holdout=holdout,
+                feature_norm=feature_norm, n_folds=n_folds, tasks=tasks,
                 level_list=level_list, label_mode=label_mode, seed=seed, repeat=r,
-                split=split, fp=fp, fp_src=fp_src, trainer_params=trainer_params,
+                split=split, fp=fp, trainer_params=trainer_params,
                 device=device, min_pos=min_train_pos, min_neg=min_train_neg,
                 timings=timings, replace=old)
             run_ids.append(run_id)
@@ -378,23 +498,44 @@ def fit(
     return run_ids
 
 
-def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, chosen,
-             tasks,
-             level_list, label_mode, seed, repeat, split, fp, fp_src, trainer_params, device,
-             min_pos, min_neg, timings, replace) -> int:
+def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned, train_list,
+             holdout, feature_norm, n_folds, tasks, level_list, label_mode, seed, repeat, split,
+             fp, trainer_params, device, min_pos, min_neg, timings, replace) -> int:
     t_start = time.perf_counter()
-    # Rows: experiments with a vector and a side in the split.
-    side = np.array([subset.get(int(e), "") for e in feat_ids])
-    tr_rows_x = np.flatnonzero(side == "train")
-    te_rows_x = np.flatnonzero(side == "test")
-    stage_row = np.searchsorted(exp_ids, feat_ids)
-    n_unsplit = int((side == "").sum())
-    n_no_vector = int(len(subset) - (side != "").sum())
-    if tr_rows_x.size == 0 or te_rows_x.size == 0:
+    ev = data[stage]
+    # Training rows per training stage, and the rows of `stage` that get predictions.
+    n_unsplit = n_no_vector = 0
+    if holdout == "split":
+        side = np.array([subset.get(int(e), "") for e in ev.feat_ids])
+        n_unsplit = int((side == "").sum())
+        n_no_vector = int(len(subset) - (side != "").sum())
+    parts: list[tuple[str, np.ndarray]] = []
+    for s in train_list:
+        d = data[s]
+        if s == stage and holdout == "split":
+            rows = np.flatnonzero(side == "train")
+        else:  # every experiment with a vector and a label among the run's tasks
+            labelled = np.zeros(d.feat_ids.size, dtype=bool)
+            for tm in aligned[s]:
+                labelled |= tm.mask[d.row].any(1)
+            rows = np.flatnonzero(labelled)
+        parts.append((s, rows))
+    oof_eval = holdout == "none" and stage in train_list
+    if holdout == "split":
+        ev_rows = np.flatnonzero(side == "test")
+    elif oof_eval:
+        ev_rows = dict(parts)[stage]
+    else:
+        ev_rows = np.arange(ev.feat_ids.size)
+    n_train = int(sum(rows.size for _, rows in parts))
+    if n_train == 0 or (holdout == "split" and ev_rows.size == 0):
         raise InvalidInput(f"split {split_id} leaves no training or no test experiments "
                            f"with vectors of this feature set at {stage}")
-    mats_tr = [tm.take_rows(stage_row[tr_rows_x]) for tm in chosen]
-    mats_te = [tm.take_rows(stage_row[te_rows_x]) for tm in chosen]
+    X_tr = np.concatenate([data[s].X[rows] for s, rows in parts])
+    gene_tr = np.concatenate([data[s].gene_ids[data[s].row[rows]] for s, rows in parts])
+    mats_tr = [_stack([aligned[s][i].take_rows(data[s].row[rows]) for s, rows in parts])
+               for i in range(len(aligned[stage]))]
+    mats_te = [tm.take_rows(ev.row[ev_rows]) for tm in aligned[stage]]
     if label_mode == "shuffled":
         # Each task's training labels (with their known/unknown mask) are permuted over the
         # training experiments independently: no link to the features is left, and tasks do
@@ -418,10 +559,12 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
     n_fit = sum(k.size for k in kept)
 
     versions = _versions(device)
-    params = {"split_method": split, "seed": seed, "repeat_index": repeat,
-              "levels": level_list, "trainer": trainer_params, "min_train_pos": min_pos,
-              "min_train_neg": min_neg, "n_train": int(tr_rows_x.size),
-              "n_test": int(te_rows_x.size), "n_unsplit_experiments": n_unsplit,
+    params = {"split_method": split if holdout == "split" else None, "seed": seed,
+              "repeat_index": repeat, "levels": level_list, "trainer": trainer_params,
+              "min_train_pos": min_pos, "min_train_neg": min_neg,
+              "train_stages": train_list, "holdout": holdout, "feature_norm": feature_norm,
+              "n_folds": n_folds, "n_train": n_train, "n_test": int(ev_rows.size),
+              "n_unsplit_experiments": n_unsplit,
               "n_split_experiments_without_vector": n_no_vector,
               "n_tasks_fitted": int(n_fit),
               "n_tasks_skipped": int(sum(len(s) for s in skipped))}
@@ -434,8 +577,9 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
 
     scores = None
     c_chosen = None
+    fitted = None
     if n_fit:
-        bar.describe(f"fit {stage}: fitting {n_fit} tasks on {tr_rows_x.size} experiments "
+        bar.describe(f"fit {stage}: fitting {n_fit} tasks on {n_train} experiments "
                  f"(run {run_id})")
         y_tr = np.concatenate([m.y[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
         m_tr = np.concatenate([m.mask[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
@@ -446,25 +590,45 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
             cv=trainer_params["cv"], select=trainer_params["select"], device=device,
             random_state=seed)
         t2 = time.perf_counter()
-        est.fit(X[tr_rows_x], y_tr, m_tr, groups)
+        est.fit(X_tr, y_tr, m_tr, groups)
         timings["train_s"] = round(time.perf_counter() - t2, 4)
+        bar.describe(f"fit {stage}: out-of-fold scores, calibration (run {run_id})")
         t3 = time.perf_counter()
-        scores = est.decision_function(X[te_rows_x])
+        folds = models_mod.gene_folds(gene_tr, y_tr, m_tr, n_folds, seed)
+        oof = crossfit_scores(est, y_tr, m_tr, folds)
+        has_oof = m_tr & np.isfinite(oof)
+        platt_a, platt_b = calibration.platt(oof, y_tr, has_oof)
+        threshold = calibration.max_f1_threshold(oof, y_tr, has_oof)
+        weights, intercept = folded_weights(est)
+        timings["crossfit_s"] = round(time.perf_counter() - t3, 4)
+        t3 = time.perf_counter()
+        if oof_eval:
+            start = sum(rows.size for s, rows in parts[:train_list.index(stage)])
+            scores = oof[start:start + ev_rows.size]
+        else:  # the stored models themselves (float64; the trainer's kernel is float32)
+            scores = models_mod.StoredModels.dot(ev.X[ev_rows], weights, intercept)
         timings["predict_s"] = round(time.perf_counter() - t3, 4)
         c_chosen = est.C_
+        fitted = (weights, intercept, platt_a, platt_b, threshold)
         versions["device"] = str(est.device_)
 
     bar.describe(f"fit {stage}: writing run {run_id}")
     t4 = time.perf_counter()
     task_rows: dict[str, list] = {k: [] for k in (
         "run_id", "task_kind", "task", "status", "reason", "c", "n_train_pos", "n_train_neg")}
+    model_kind, model_task, model_pos, model_neg = [], [], [], []
     pred_tables, gene_tables = [], []
+    subset_name = "oof" if oof_eval else "test"
     col0 = 0
     for m_tr_i, m_te_i, k, reasons, p, n in zip(mats_tr, mats_te, kept, skipped, n_pos, n_neg,
                                                strict=True):
         c_of = {}
         for pos_in_k, j in enumerate(k.tolist()):
             c_of[j] = float(c_chosen[col0 + pos_in_k])
+            model_kind.append(m_tr_i.kind)
+            model_task.append(m_tr_i.names[j])
+            model_pos.append(int(p[j]))
+            model_neg.append(int(n[j]))
         for j, name in enumerate(m_tr_i.names):
             task_rows["run_id"].append(run_id)
             task_rows["task_kind"].append(m_tr_i.kind)
@@ -476,7 +640,7 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
             task_rows["n_train_neg"].append(int(n[j]))
         if k.size:
             sc = scores[:, col0:col0 + k.size]
-            lab = m_te_i.mask[:, k]
+            lab = m_te_i.mask[:, k] & np.isfinite(sc)
             r_i, c_i = np.nonzero(lab)
             exp = m_te_i.experiment_ids[r_i]
             truth = m_te_i.y[:, k][r_i, c_i]
@@ -487,7 +651,8 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
                 pred_tables.append(pa.table({
                     **common, "structure_id": pa.array(names.astype(np.int64)),
                     "score": pa.array(sc[r_i, c_i].astype(np.float64)),
-                    "detected": pa.array(truth)}))
+                    "detected": pa.array(truth),
+                    "subset": pa.array([subset_name] * r_i.size, pa.string())}))
             else:
                 gene_tables.append(pa.table({
                     **common, "task": pa.array(names.astype(str).tolist()),
@@ -511,6 +676,12 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, 
             store.insert_arrow(con, "predictions", t)
         for t in gene_tables:
             store.insert_arrow(con, "gene_predictions", t)
+        models_mod.write_run_training(con, run_id, train_list, holdout, feature_norm, n_folds,
+                                      n_train)
+        if fitted is not None:
+            models_mod.write_models(con, run_id, model_kind, model_task, c_chosen, fitted[0],
+                                    fitted[1], np.asarray(model_pos), np.asarray(model_neg),
+                                    *fitted[2:])
         timings["write_s"] = round(time.perf_counter() - t4, 4)
         timings["total_s"] = round(time.perf_counter() - t_start + timings["read_s"]
                                    + timings["split_s"], 4)

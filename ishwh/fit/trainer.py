@@ -89,6 +89,21 @@ def auc_columns(scores: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarr
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
+def _fold_parts(k: torch.Tensor, y: np.ndarray, mask: np.ndarray, fold: np.ndarray):
+    """Per fold of ``fold``: validation rows, the basis of the other rows, the validation
+    rows' coordinates in it, the other rows' labels and mask, and which tasks keep both
+    classes there (a task lacking one has no optimum: its mask is cleared)."""
+    for f in np.unique(fold):
+        tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        if tr.size == 0 or va.size == 0:
+            continue
+        ytr, mtr = y[tr], mask[tr].copy()
+        both = ((ytr > 0.5) & mtr).any(0) & ((ytr <= 0.5) & mtr).any(0)
+        mtr[:, ~both] = False
+        basis = _Basis(k[tr][:, tr])
+        yield va, basis, basis.project(k[va][:, tr]), ytr, mtr, both
+
+
 class _Basis:
     """Thin-SVD basis of one training matrix, from its Gram matrix ``K``."""
 
@@ -291,16 +306,8 @@ class BatchedLogisticRegression:
         fold = iterative_stratification(counts, [1.0] * int(self.cv), rng)
         t = y.shape[1]
         folds = []
-        for f in range(int(self.cv)):
-            tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-            if tr.size == 0 or va.size == 0:
-                continue
-            ytr, mtr = y[tr], mask[tr].copy()
-            # A task lacking a class in this fold's training part has no optimum: leave it out.
-            both = ((ytr > 0.5) & mtr).any(0) & ((ytr <= 0.5) & mtr).any(0)
-            mtr[:, ~both] = False
-            basis = _Basis(k[tr][:, tr])
-            folds.append({"basis": basis, "zva": basis.project(k[va][:, tr]), "va": va,
+        for va, basis, zva, ytr, mtr, both in _fold_parts(k, y, mask, fold):
+            folds.append({"basis": basis, "zva": zva, "va": va,
                           "y": self._tensor(ytr), "m": self._tensor(mtr), "both": both,
                           "theta": None})
 
@@ -466,5 +473,59 @@ def standardize_like(X: np.ndarray, model: BatchedLogisticRegression) -> np.ndar
     return (np.asarray(X, dtype=np.float64) - model.mean_) / model.scale_
 
 
-__all__ = ["DEFAULT_CS", "BatchedLogisticRegression", "auc_columns", "kernel", "solve_batched",
-           "standardize_like"]
+def folded_weights(
+    model: BatchedLogisticRegression, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights on the raw features with the standardisation folded in: ``(W, b)``.
+
+    ``W`` (T, d) float32 and ``b`` (T,) float64 with ``x . W[t] + b[t]`` equal to the model's
+    ``decision_function`` (up to float rounding). ``b`` is computed from the float32-rounded
+    ``W``, so the rounding of a weight does not shift every score by ``mean . dW``.
+    """
+    model._check_fitted()
+    alpha = model.dual_coef_.cpu().numpy()                    # (n, T)
+    d = model.n_features_in_
+    w_out = np.empty((alpha.shape[1], d), dtype=np.float32)
+    b = np.asarray(model.intercept_, dtype=np.float64).copy()
+    for j in range(0, d, chunk):
+        sl = slice(j, j + chunk)
+        mean = model.mean_[sl].astype(np.float64)
+        scale = model.scale_[sl].astype(np.float64)
+        xs = (np.asarray(model.X_fit_[:, sl], dtype=np.float64) - mean) / scale
+        w = ((alpha.T @ xs) / scale).astype(np.float32)
+        w_out[:, sl] = w
+        b -= w.astype(np.float64) @ mean
+    return w_out, b
+
+
+def crossfit_scores(
+    model: BatchedLogisticRegression, Y: np.ndarray, mask: np.ndarray, folds: np.ndarray
+) -> np.ndarray:
+    """Out-of-fold scores (n, T) of the training rows of a fitted model.
+
+    Rows of fold ``f`` are scored by models fitted on the other folds with the model's chosen
+    ``C_`` (and its standardisation, which uses no labels). NaN where a task lacks a class in
+    the other folds. ``folds`` (n,) assigns each training row to a fold.
+    """
+    model._check_fitted()
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    mask = np.asarray(mask, dtype=bool)
+    X = model.X_fit_
+    out = np.full(Y.shape, np.nan)
+    work = float(X.shape[0]) ** 2 * max(Y.shape[1], X.shape[1] / X.shape[0])
+    c = torch.as_tensor(np.asarray(model.C_, dtype=np.float64), device=model.device_)
+    with _cpu_threads(model.device_, work):
+        k = kernel(X, X, model.mean_, model.scale_, model.device_)
+        for va, basis, zva, ytr, mtr, both in _fold_parts(k, Y, mask, folds):
+            theta, _ = solve_batched(basis.z, model._tensor(ytr), model._tensor(mtr), c,
+                                     tol=max(model.tol, CV_TOL), max_iter=model.max_iter)
+            sc = (zva @ theta[:-1] + theta[-1]).cpu().numpy()
+            sc[:, ~both] = np.nan
+            out[va] = sc
+    return out
+
+
+__all__ = ["DEFAULT_CS", "BatchedLogisticRegression", "auc_columns", "crossfit_scores",
+           "folded_weights", "kernel", "solve_batched", "standardize_like"]

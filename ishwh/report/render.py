@@ -581,15 +581,24 @@ def build_report(
     out_dir: str | os.PathLike,
     runs: list[int] | None = None,
     level: int | None = None,
+    annotation_runs: list[int] | None = None,
 ) -> ReportResult:
     """Write the report of ``runs`` (default: every finished run) into ``out_dir``.
 
     ``level`` picks the ontology level of the ROC and manual-vs-predicted figures (default:
-    the level with the most structures that have an AUC). Returns the written paths.
+    the level with the most structures that have an AUC). ``annotation_runs``: the runs
+    whose predicted annotations the "Predicted annotations" section shows (default:
+    ``runs``, or every run that annotated when ``runs`` is None). Returns the written paths.
     """
+    from ishwh.report import predicted  # noqa: PLC0415  (it builds on this module)
+
     out = check_target(out_dir, db_path, folder=True)  # before any work
     data = gather(db_path, runs, level)
     figs = make_figures(data)
+    with connect(db_path, read_only=True) as con:
+        pred = predicted.gather_predicted(con, annotation_runs if annotation_runs is not None
+                                          else runs)
+    pred_figs = predicted.predicted_figures(pred) if pred is not None else []
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)
         (out / "tables").mkdir(parents=True, exist_ok=True)
@@ -603,15 +612,20 @@ def build_report(
         return path
 
     fig_paths = [put(out / "figures" / f"{f.name}.png", lambda t, f=f: t.write_bytes(f.png))
-                 for f in figs]
+                 for f in [*figs, *pred_figs]]
     table_paths = []
-    for name, df in table_frames(data).items():
+    frames = table_frames(data)
+    if pred is not None:
+        frames.update(predicted.predicted_tables(pred))
+    for name, df in frames.items():
         csv, pq = out / "tables" / f"{name}.csv", out / "tables" / f"{name}.parquet"
         put(csv, lambda t, df=df: _flat(df).write_csv(t))
         put(pq, lambda t, df=df: df.write_parquet(t))
         table_paths += [csv, pq]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = _sections(data, figs)
+    if pred is not None:  # before the closing "Runs" section
+        sections.insert(len(sections) - 1, predicted.predicted_section(pred, pred_figs))
     html_path, md_path = out / "report.html", out / "report.md"
     put(html_path, lambda t: t.write_text(render_html(data, sections, generated),
                                           encoding="utf-8"))

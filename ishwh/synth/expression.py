@@ -10,6 +10,7 @@ jittered strength. Programs switch on and off between stages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -70,8 +71,13 @@ def make_programs(ontology: Ontology, n_programs: int,
 
 
 def make_gene(ontology: Ontology, programs: list[list[Anchor]], stages: tuple[str, ...],
-              noise: float, rng: np.random.Generator, children: list[list[int]]) -> GeneModel:
-    """One gene: its programs and, per stage, its noisy anchors."""
+              noise: float, rng: np.random.Generator, children: list[list[int]],
+              own_stream: Callable[[str], np.random.Generator] | None = None) -> GeneModel:
+    """One gene: its programs and, per stage, its noisy anchors.
+
+    A stage for which ``own_stream(stage)`` gives a generator draws from it instead of
+    ``rng``, so that adding such a stage (the postnatal ones) leaves every other stage's
+    draws, and hence its data, unchanged whatever the order of ``stages``."""
     n = int(rng.choice(4, p=[0.12, 0.38, 0.30, 0.20]))
     chosen = sorted(int(p) for p in rng.choice(len(programs), size=n, replace=False)) if n else []
     anchors: dict[str, list[Anchor]] = {}
@@ -79,7 +85,10 @@ def make_gene(ontology: Ontology, programs: list[list[Anchor]], stages: tuple[st
     gene_strength = float(np.exp(rng.normal(0.0, 0.25)))
     extra_base = [_random_anchor(rng, int(rng.integers(ontology.size)))
                   for _ in range(rng.poisson(1.2 * noise))]
+    main_rng = rng
     for stage in stages:
+        own = own_stream(stage) if own_stream is not None else None
+        rng = own if own is not None else main_rng
         out: list[Anchor] = []
         for p in chosen:
             if rng.random() > 0.8:  # the program is off at this stage

@@ -30,7 +30,7 @@ from ishwh.synth import expression as ex
 from ishwh.synth import ontology as onto
 from ishwh.synth.params import ALL_STAGES, SynthParams, resolve
 from ishwh.synth.render import Cells, draw_nuisance, make_cells, render_section
-from ishwh.vocab import GRADES, PATTERNS
+from ishwh.vocab import ANNOTATED_STAGES, GRADES, PATTERNS
 
 GENE_BASE = 90_000_000
 EXPERIMENT_BASE = 900_000_000
@@ -148,8 +148,17 @@ class Atlas:
 
     def gene(self, g: int) -> ex.GeneModel:
         rng = np.random.default_rng([self.seed, 7, g])
+
+        def own_stream(stage: str) -> np.random.Generator | None:
+            # the annotated stages draw in turn from the gene's stream, as they always have
+            # (their data, and the calibration in docs/synthetic.md, stay as they were); the
+            # later stages each draw from a stream of their own
+            if stage in ANNOTATED_STAGES:
+                return None
+            return np.random.default_rng([self.seed, 7, g, ALL_STAGES.index(stage)])
+
         return ex.make_gene(self.ontology, self.programs, self.params.stages,
-                            self.params.gene_noise, rng, self.children)
+                            self.params.gene_noise, rng, self.children, own_stream)
 
     def gene_labels(self, g: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 8, g])
@@ -275,7 +284,7 @@ def _render_task(task: tuple[str, int, str, str]) -> dict[str, Any]:
     stage, g, mode, root = task
     atlas = _WORKER_ATLAS
     assert atlas is not None
-    exp = atlas.experiment(stage, g)
+    exp = atlas.experiment(stage, g, images=mode != "no-images")
     w, h = atlas.params.image_size
     secs = []
     for s in exp.sections:
@@ -327,7 +336,9 @@ _PATTERN_LUT = np.array(list(PATTERNS) + [None], dtype=object)
 _GRADE_LUT = np.array(list(GRADES) + [None], dtype=object)
 
 
-def _annotation_columns(atlas: Atlas, results: list[dict]):
+def _annotation_columns(atlas: Atlas, results: list[dict], source: str | None = None):
+    """The annotator's calls of ``results`` as an ``annotations`` table (with ``source``:
+    a ``withheld_annotations`` table)."""
     import pyarrow as pa  # noqa: PLC0415  (main process only; workers stay light)
 
     ids, sids, pat, inten, dens = [], [], [], [], []
@@ -339,13 +350,16 @@ def _annotation_columns(atlas: Atlas, results: list[dict]):
         inten.append(_GRADE_LUT[r["intensity"][seen]])
         dens.append(_GRADE_LUT[r["density"][seen]])
     cat = np.concatenate
-    return pa.table({
+    table = pa.table({
         "experiment_id": pa.array(cat(ids) if ids else [], pa.int64()),
         "structure_id": pa.array(cat(sids) if sids else [], pa.int64()),
         "pattern": pa.array(list(cat(pat)) if pat else [], pa.string()),
         "intensity": pa.array(list(cat(inten)) if inten else [], pa.string()),
         "density": pa.array(list(cat(dens)) if dens else [], pa.string()),
     })
+    if source is not None:
+        table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
+    return table
 
 
 def _batch(atlas: Atlas, results: list[dict]):
@@ -382,8 +396,12 @@ def _batch(atlas: Atlas, results: list[dict]):
         "position": pa.array([s["position"] for s in secs], pa.float64()),
         "sha256": pa.array([s["sha256"] for s in secs], pa.string()),
     })
+    # the Allen-like rule: the calls of an unannotated stage are withheld (truth table only)
+    withheld = [r for r in results if atlas.params.withholds(r["stage"])]
+    annotated = [r for r in results if not atlas.params.withholds(r["stage"])]
     return loader.Batch(experiments=exps, sections=sec_table,
-                        annotations=_annotation_columns(atlas, results),
+                        annotations=_annotation_columns(atlas, annotated),
+                        withheld_annotations=_annotation_columns(atlas, withheld, atlas.source),
                         expression_grids=grid_table)
 
 
@@ -423,13 +441,15 @@ def _check_compatible(con, atlas: Atlas) -> None:
 
 def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "demo",
                      seed: int = 0, progress: Progress | None = None, chunk: int = 16,
-                     **overrides: Any) -> dict[str, Any]:
+                     images: bool = True, **overrides: Any) -> dict[str, Any]:
     """Generate the synthetic atlas straight into an initialised warehouse.
 
     Streams: experiments are rendered (images written to the warehouse image folder) and
     loaded in chunks of ``chunk``, each chunk in one transaction, so memory stays bounded
     and an interrupted run resumes where it stopped (experiments already loaded are skipped).
     Running it twice adds nothing. Returns counts of new rows and timing.
+    ``images=False`` renders no section images (experiments without sections; annotations
+    and expression grids are the same): a fast atlas for the grid features only.
     """
     from ishwh import loader, warehouse  # noqa: PLC0415  (workers never import DuckDB)
 
@@ -450,7 +470,8 @@ def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "de
         count(loader.load(con, loader.Batch(**static)))
         have = {r[0] for r in con.execute(
             "select experiment_id from experiments where source = ?", [atlas.source]).fetchall()}
-        tasks = [(st, g, "warehouse", str(root)) for st in params.stages
+        mode = "warehouse" if images else "no-images"
+        tasks = [(st, g, mode, str(root)) for st in params.stages
                  for g in range(params.n_genes) if atlas.experiment_id(st, g) not in have]
         n_sections = 0
         with phase(progress, f"synthetic {params.name}", len(tasks), "experiments") as advance:
@@ -479,7 +500,9 @@ def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo
                    progress: Progress | None = None, **overrides: Any) -> dict[str, Any]:
     """Write the synthetic atlas as a manifest folder (the ``ishwh ingest dir`` contract):
     ``ontology.json``, ``sections.csv``, ``annotations.csv``, ``gene_labels.csv``,
-    ``images/<stage>/<gene>/*.jpg`` and ``synthetic.json`` (the parameters and seed)."""
+    ``images/<stage>/<gene>/*.jpg`` and ``synthetic.json`` (the parameters and seed); the
+    calls of withheld stages (``SynthParams.withholds``) go to ``withheld_annotations.csv``
+    (same columns as ``annotations.csv``), which ``ishwh ingest dir`` does not read."""
     params = resolve(preset, **overrides)
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -502,20 +525,27 @@ def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo
                 wr.writerow([sym, name, int(value)])
     tasks = [(st, g, "manifest", str(out)) for st in params.stages for g in range(params.n_genes)]
     n_sections = n_ann = 0
+    withholds = any(params.withholds(st) for st in params.stages)
     with open(out / "sections.csv", "w", newline="", encoding="utf-8") as fs, \
             open(out / "annotations.csv", "w", newline="", encoding="utf-8") as fa, \
+            open(out / "withheld_annotations.csv" if withholds else os.devnull, "w",
+                 newline="", encoding="utf-8") as fw, \
             phase(progress, f"synthetic {params.name}", len(tasks), "experiments") as advance:
         ws = csv.writer(fs, lineterminator="\n")
-        wa = csv.writer(fa, lineterminator="\n")
+        header = ["experiment_id", "structure", "pattern", "intensity", "density"]
+        writers = {False: csv.writer(fa, lineterminator="\n"),
+                   True: csv.writer(fw, lineterminator="\n")}
         ws.writerow(["gene", "stage", "experiment_id", "section_number", "image", "position",
                      "gene_name"])
-        wa.writerow(["experiment_id", "structure", "pattern", "intensity", "density"])
+        for w in writers.values():
+            w.writerow(header)
         for r in _render_all(atlas, tasks):
             sym = atlas.gene_symbols[r["gene"]]
             for number, position, path, _sha, _w, _h in r["sections"]:
                 ws.writerow([sym, r["stage"], r["experiment_id"], number, path,
                              f"{position:.4f}", f"synthetic gene {sym}"])
                 n_sections += 1
+            wa = writers[params.withholds(r["stage"])]
             for s in np.flatnonzero(r["pattern"] >= 0):
                 wa.writerow([r["experiment_id"], int(atlas.ontology.ids[s]),
                              PATTERNS[r["pattern"][s]], GRADES[r["intensity"][s]],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ishwh.errors import InvalidInput
-from ishwh.vocab import ANNOTATED_STAGES, STAGES
+from ishwh.vocab import ANNOTATED_STAGES, STAGES, UNANNOTATED_STAGES
 
 # The stages the warehouse schema accepts, in developmental order (index = id block).
 ALL_STAGES = STAGES  # (vocab.STAGES)
@@ -47,6 +47,11 @@ class SynthParams:
     specimen_warp: float = 0.0     # anatomy of each specimen vs the stage's (section widths, sd)
     annotator_warp: float = 0.01   # annotator's misplacement of structure borders (widths, sd)
     confusion: float = 0.5         # chance a tiny structure is taken for a sibling or cousin
+    # The Allen-like rule: experts annotated only vocab.ANNOTATED_STAGES, so the annotator's
+    # calls at vocab.UNANNOTATED_STAGES (P4, P14, P28, ...) are withheld from `annotations`
+    # into the truth table `withheld_annotations`, which fit and annotate never read. Off
+    # (0): every stage is annotated. Changes no experiment's data, only where calls go.
+    withhold_unannotated: bool = True
     workers: int = 2               # rendering processes (1 = in-process); not part of the data
 
     def __post_init__(self) -> None:
@@ -71,6 +76,10 @@ class SynthParams:
         if not (0.0 <= self.missing_section_rate <= 0.5):
             raise InvalidInput("missing_section_rate must be in 0..0.5")
 
+    def withholds(self, stage: str) -> bool:
+        """Whether the annotations of ``stage`` go to the truth table, not ``annotations``."""
+        return self.withhold_unannotated and stage in UNANNOTATED_STAGES
+
     def data_dict(self) -> dict[str, Any]:
         """The parameters that define the data (not ``workers``), JSON-ready."""
         out = {}
@@ -83,10 +92,11 @@ class SynthParams:
 
     def variant(self) -> str:
         """``name`` for a preset as shipped, ``name~<hash>`` when a knob that changes the data
-        of an experiment was turned (genes and stages only add experiments)."""
+        of an experiment was turned (genes and stages only add experiments; withholding
+        only moves annotations to the truth table)."""
         def identity(p: SynthParams) -> str:
             d = p.data_dict()
-            for k in ("n_genes", "stages"):
+            for k in ("n_genes", "stages", "withhold_unannotated"):
                 d.pop(k)
             return json.dumps(d, sort_keys=True)
 
@@ -158,7 +168,7 @@ def resolve(preset: str | SynthParams = "demo", **overrides: Any) -> SynthParams
 KNOBS = ("gene_noise", "flip_rate", "faint_dropout", "nuisance", "stain_contrast",
          "background_stain", "gain_sd", "missing_section_rate", "grid_noise", "specimen_warp",
          "annotator_warp", "confusion",
-         "n_programs", "n_gene_tasks", "n_slices")
+         "n_programs", "n_gene_tasks", "n_slices", "withhold_unannotated")
 
 
 def parse_knobs(items: list[str] | None) -> dict[str, float | int]:
@@ -172,8 +182,14 @@ def parse_knobs(items: list[str] | None) -> dict[str, float | int]:
             raise InvalidInput(f"cannot set {item!r}",
                                hint=f"use KEY=NUMBER with KEY one of {', '.join(KNOBS)}")
         try:
-            out[key] = int(value) if types[key] in (int, "int") else float(value)
+            if types[key] in (bool, "bool"):
+                if value.strip() not in ("0", "1"):
+                    raise ValueError(value)
+                out[key] = value.strip() == "1"
+            else:
+                out[key] = int(value) if types[key] in (int, "int") else float(value)
         except ValueError:
-            raise InvalidInput(f"cannot set {item!r}: {value.strip()!r} is not a number") from None
+            want = "0 or 1" if types[key] in (bool, "bool") else "a number"
+            raise InvalidInput(f"cannot set {item!r}: {value.strip()!r} is not {want}") from None
     return out
 
