@@ -28,7 +28,7 @@ def _sift_option(sift: str, extractor: str) -> dict | None:
 
 def featurize(
     extractor: Annotated[
-        str, typer.Option("--extractor", "-e", help="cnn, bow or grid.")
+        str, typer.Option("--extractor", "-e", help="cnn, bow, grid or atlas (structure features: registers sections to the stage's reference).")
     ] = "cnn",
     layers: Annotated[
         str | None,

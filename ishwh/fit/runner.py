@@ -270,6 +270,11 @@ def fit(
     per ontology level and one for all gene tasks, 'task', 'all'). ``shuffle_labels`` permutes
     the training labels (a no-signal control; test labels stay true; label_mode 'shuffled').
     """
+    if features.startswith("atlas."):  # structure features: one model per structure's columns
+        from ishwh.fit.structure_features import fit_structure_features  # noqa: PLC0415
+
+        return fit_structure_features(db_path, features, stage, levels, split, repeats, seed,
+                                      force, shuffle_labels, tasks=tasks)
     _validate(stage, tasks, split, repeats)
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
