@@ -11,7 +11,6 @@ registration against the known transforms. Prints markdown tables (paste into do
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ishwh.atlas import register as reg_mod  # noqa: E402
-from ishwh.atlas.planted import PlantedAtlas, PlantedParams  # noqa: E402
+from ishwh.atlas.planted import PlantedAtlas, PlantedParams, write_planted_manifest  # noqa: E402
 from ishwh.atlas.reference import Reference  # noqa: E402
 
 ALLEN = Path("/work/shared/data/allen")
@@ -36,52 +35,12 @@ STAGE = "E11.5"
 SPACING_UM = 16.0   # believed 16 x 16 x 20 um (PROVENANCE.md; not verified)
 
 
-def ontology_arrays(tree: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = []
-
-    def walk(nodes, parent):
-        for n in nodes:
-            rows.append((int(n["id"]), parent, int(n["st_level"]), int(n["graph_order"])))
-            walk(n.get("children") or [], int(n["id"]))
-    walk(tree, None)
-    rows.sort(key=lambda r: r[3])
-    ids = np.array([r[0] for r in rows])
-    pos = {s: i for i, s in enumerate(ids)}
-    parent = np.array([pos.get(r[1], -1) if r[1] is not None else -1 for r in rows])
-    return ids, parent, np.array([r[2] for r in rows])
-
-
 def write_manifest(out: Path, n_genes: int, n_sections: int, seed: int) -> PlantedAtlas:
     tree = json.loads(TREE.read_text())
-    ids, parent, level = ontology_arrays(tree)
-    ann = np.load(VOLUME)["annotation"].astype(np.int32)
-    pa_ = PlantedAtlas(ann, ids, parent, level, PlantedParams(n_genes=n_genes,
-                                                              n_sections=n_sections), seed)
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "images").mkdir(parents=True)
-    (out / "reference").mkdir()
-    (out / "ontology.json").write_text(json.dumps({"msg": tree}))
-    np.savez_compressed(out / "reference" / f"{STAGE}.npz", annotation=ann,
-                        spacing_um=np.float64(SPACING_UM))
-    annotated = np.flatnonzero((pa_.voxels >= 100) & (level >= 1) & (level <= 10))
-    with open(out / "sections.csv", "w", newline="") as fs, \
-            open(out / "annotations.csv", "w", newline="") as fa:
-        ws, wa = csv.writer(fs), csv.writer(fa)
-        ws.writerow(["gene", "stage", "experiment_id", "section_number", "image", "position"])
-        wa.writerow(["experiment_id", "structure", "pattern", "intensity", "density"])
-        for g in range(n_genes):
-            eid = 1_000_000 + g
-            expr, calls = pa_.gene(g)
-            for i, p in enumerate(pa_.positions(g)):
-                img, _, _, _ = pa_.section(g, i, expr, float(p))
-                name = f"images/g{g:04d}_{i}.png"
-                cv2.imwrite(str(out / name), img[..., ::-1])
-                ws.writerow([f"Gene{g:04d}", STAGE, eid, i + 1, name, f"{p:.4f}"])
-            for s in annotated:
-                call = ("full", "medium", "medium") if calls[s] else ("undetected",) * 3
-                wa.writerow([eid, int(ids[s]), *call])
-    return pa_
+    ann = np.load(VOLUME)["annotation"]
+    return write_planted_manifest(out, ann, tree, STAGE,
+                                  PlantedParams(n_genes=n_genes, n_sections=n_sections), seed,
+                                  spacing_um=SPACING_UM)
 
 
 def sh(*args: str) -> str:

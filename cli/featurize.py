@@ -28,7 +28,8 @@ def _sift_option(sift: str, extractor: str) -> dict | None:
 
 def featurize(
     extractor: Annotated[
-        str, typer.Option("--extractor", "-e", help="cnn, bow, grid or atlas (structure features: registers sections to the stage's reference).")
+        str, typer.Option("--extractor", "-e", help="cnn, bow, grid or atlas (structure "
+                          "features: registers sections to the stage's reference).")
     ] = "cnn",
     layers: Annotated[
         str | None,

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from ishwh import store, warehouse
 from ishwh.atlas import reference as ref_mod
-from ishwh.atlas.register import METHOD, RegistrationModel, project_labels
+from ishwh.atlas.register import METHOD, RegistrationModel, project_index
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.progress import Progress, or_silent
 
@@ -82,26 +82,19 @@ def excess_darkness(gray: np.ndarray, tissue: np.ndarray) -> np.ndarray:
     return np.clip((b - gray.astype(np.float32)) / b, 0.0, 1.0)
 
 
-def section_sums(gray: np.ndarray, labels: np.ndarray, leaf_index: dict[int, int],
-                 n_leaves: int) -> np.ndarray:
-    """(4, L): pixels, summed darkness, stained and strong pixels per leaf label."""
-    tissue = labels != 0
+def section_sums(gray: np.ndarray, index: np.ndarray, n_ids: int) -> np.ndarray:
+    """(4, n_ids): pixels, summed darkness, stained and strong pixels per label index
+    (``index`` from :func:`~ishwh.atlas.register.project_index`; index 0 = background)."""
+    tissue = index != 0
     d = excess_darkness(gray, tissue)
-    lut_keys = np.fromiter(leaf_index.keys(), dtype=np.int64)
-    lut_vals = np.fromiter(leaf_index.values(), dtype=np.int64)
-    flat = labels[tissue].ravel()
-    order = np.argsort(lut_keys)
-    k = np.searchsorted(lut_keys[order], flat)
-    k = np.clip(k, 0, len(order) - 1)
-    idx = np.where(lut_keys[order][k] == flat, lut_vals[order][k], -1)
-    ok = idx >= 0
-    idx = idx[ok]
-    dv = d[tissue].ravel()[ok]
-    out = np.zeros((4, n_leaves))
-    out[0] = np.bincount(idx, minlength=n_leaves)
-    out[1] = np.bincount(idx, weights=dv, minlength=n_leaves)
-    out[2] = np.bincount(idx, weights=(dv > STAINED).astype(float), minlength=n_leaves)
-    out[3] = np.bincount(idx, weights=(dv > STRONG).astype(float), minlength=n_leaves)
+    idx = index.ravel().astype(np.int64)
+    dv = d.ravel()
+    out = np.zeros((4, n_ids))
+    out[0] = np.bincount(idx, minlength=n_ids)
+    out[1] = np.bincount(idx, weights=dv, minlength=n_ids)
+    out[2] = np.bincount(idx, weights=(dv > STAINED).astype(np.float64), minlength=n_ids)
+    out[3] = np.bincount(idx, weights=(dv > STRONG).astype(np.float64), minlength=n_ids)
+    out[:, 0] = 0.0   # background
     return out
 
 
@@ -181,9 +174,7 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
     for stage in stages:
         ref = ref_mod.load(con, stage)
         model = RegistrationModel(ref)
-        leaf_ids = np.unique(ref.annotation)
-        leaf_ids = leaf_ids[leaf_ids != 0]
-        leaf_index = {int(v): i for i, v in enumerate(leaf_ids)}
+        leaf_ids = ref.compact[0]                 # [0, ids of the volume...]
         sub = subtree_matrix(ids, parent, leaf_ids)
         exp_ids = [int(r[0]) for r in con.execute(
             "select experiment_id from experiments where stage = ? order by experiment_id",
@@ -221,8 +212,8 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
                 small = gray if f == 1.0 else cv2.resize(
                     gray, (max(1, round(w * f)), max(1, round(h * f))),
                     interpolation=cv2.INTER_AREA)
-                lab = project_labels(ref.slice_labels(k), aff, small.shape, f)
-                sums = section_sums(small, lab, leaf_index, leaf_ids.size)
+                lab = project_index(ref.slice_index_labels(k), aff, small.shape, f)
+                sums = section_sums(small, lab, leaf_ids.size)
                 by_exp[s.experiment_id].append((sub @ sums.T).T)
             write_ids = []
             for e in chunk:

@@ -14,7 +14,11 @@ Used by ``benchmarks/atlas_real_anatomy.py`` (writes a manifest folder) and the 
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -136,3 +140,58 @@ class PlantedAtlas:
         true_lab = self.leaf_ids[true_leaf.astype(np.int64)]
         # the true map from the undisplaced slice is (a o displacement); a is its main part
         return (img * 255).astype(np.uint8), true_lab, k, a
+
+
+def ontology_arrays(tree: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids in graph order, parent index or -1, st_level) of a nested Allen structure tree."""
+    rows = []
+
+    def walk(nodes, parent):
+        for n in nodes:
+            rows.append((int(n["id"]), parent, int(n["st_level"]), int(n["graph_order"])))
+            walk(n.get("children") or [], int(n["id"]))
+    walk(tree, None)
+    rows.sort(key=lambda r: r[3])
+    ids = np.array([r[0] for r in rows])
+    pos = {s: i for i, s in enumerate(ids)}
+    parent = np.array([pos.get(r[1], -1) if r[1] is not None else -1 for r in rows])
+    return ids, parent, np.array([r[2] for r in rows])
+
+
+def write_planted_manifest(out: Path, annotation: np.ndarray, tree: list, stage: str,
+                           params: PlantedParams, seed: int = 0,
+                           spacing_um: float | None = None, min_voxels: int = 100
+                           ) -> PlantedAtlas:
+    """A manifest folder (ontology.json, reference/<stage>.npz, sections.csv, images,
+    annotations.csv) of ``params.n_genes`` planted genes; experiment ids 1,000,000 + g.
+
+    Every structure of levels 1-10 with at least ``min_voxels`` voxels is annotated
+    (detected: full/medium/medium, else undetected)."""
+    out = Path(out)
+    ids, parent, level = ontology_arrays(tree)
+    pa_ = PlantedAtlas(annotation.astype(np.int32), ids, parent, level, params, seed)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "images").mkdir(parents=True)
+    (out / "reference").mkdir()
+    (out / "ontology.json").write_text(json.dumps({"msg": tree}))
+    extra = {} if spacing_um is None else {"spacing_um": np.float64(spacing_um)}
+    np.savez_compressed(out / "reference" / f"{stage}.npz", annotation=annotation, **extra)
+    annotated = np.flatnonzero((pa_.voxels >= min_voxels) & (level >= 1) & (level <= 10))
+    with open(out / "sections.csv", "w", newline="") as fs, \
+            open(out / "annotations.csv", "w", newline="") as fa:
+        ws, wa = csv.writer(fs), csv.writer(fa)
+        ws.writerow(["gene", "stage", "experiment_id", "section_number", "image", "position"])
+        wa.writerow(["experiment_id", "structure", "pattern", "intensity", "density"])
+        for g in range(params.n_genes):
+            eid = 1_000_000 + g
+            expr, calls = pa_.gene(g)
+            for i, p in enumerate(pa_.positions(g)):
+                img = pa_.section(g, i, expr, float(p))[0]
+                name = f"images/g{g:04d}_{i}.png"
+                cv2.imwrite(str(out / name), img[..., ::-1])
+                ws.writerow([f"Gene{g:04d}", stage, eid, i + 1, name, f"{p:.4f}"])
+            for s in annotated:
+                call = ("full", "medium", "medium") if calls[s] else ("undetected",) * 3
+                wa.writerow([eid, int(ids[s]), *call])
+    return pa_

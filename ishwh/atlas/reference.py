@@ -52,6 +52,18 @@ class Reference:
         lo, hi = self.tissue_range
         return int(round(lo + float(np.clip(position, 0.0, 1.0)) * (hi - lo)))
 
+    @cached_property
+    def compact(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, index volume)``: ids[0] = 0 and ``ids[index] == annotation`` (uint16 when
+        fewer than 65,536 ids), so slices can be warped and counted by index."""
+        ids = np.union1d([0], np.unique(self.annotation)).astype(np.int64)
+        idx = np.searchsorted(ids, self.annotation)
+        return ids, idx.astype(np.uint16 if ids.size < 65536 else np.int32)
+
+    def slice_index_labels(self, k: int) -> np.ndarray:
+        """Slice ``k`` as indices into ``compact[0]`` (rows = axis 1, columns = axis 0)."""
+        return np.ascontiguousarray(self.compact[1][:, :, k].T)
+
     def slice_labels(self, k: int) -> np.ndarray:
         """Slice ``k`` as a section shows it: rows = axis 1, columns = axis 0."""
         return np.ascontiguousarray(self.annotation[:, :, k].T)

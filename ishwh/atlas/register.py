@@ -211,19 +211,25 @@ class RegistrationModel:
         return cv2.invertAffineTransform(warp).astype(np.float64)
 
 
-def project_labels(labels: np.ndarray, affine: np.ndarray, shape: tuple[int, int],
-                   scale: float = 1.0) -> np.ndarray:
-    """Structure ids of a reference slice placed on an image of ``shape`` (h, w).
-
-    ``scale`` < 1: the image was reduced by that factor from the size ``affine`` refers to.
-    """
+def project_index(index_slice: np.ndarray, affine: np.ndarray, shape: tuple[int, int],
+                  scale: float = 1.0) -> np.ndarray:
+    """A slice of label *indices* (0 = background; uint16 or int32) placed on an image of
+    ``shape`` (h, w). ``scale`` < 1: the image was reduced by that factor from the size
+    ``affine`` refers to. Pixels outside the slice are 0."""
     a = _h(affine)
     if scale != 1.0:
         a = _resize_matrix(scale) @ a
-    # 0 first (ids are >= 0), so pixels outside the slice (border 0) read as background
-    ids, inv = np.unique(np.concatenate([[0], labels.ravel()]), return_inverse=True)
-    compact = inv[1:].reshape(labels.shape).astype(np.uint16 if ids.size < 65536 else np.int32)
     h, w = shape
-    out = cv2.warpAffine(compact, a[:2], (w, h), flags=cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return ids.astype(np.int64)[out]
+    src = index_slice if index_slice.dtype in (np.uint16, np.int32) else index_slice.astype(
+        np.int32)
+    return cv2.warpAffine(src, a[:2], (w, h), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def project_labels(labels: np.ndarray, affine: np.ndarray, shape: tuple[int, int],
+                   scale: float = 1.0) -> np.ndarray:
+    """Structure ids of a reference slice placed on an image of ``shape`` (h, w)."""
+    ids = np.union1d([0], np.unique(labels)).astype(np.int64)   # 0 first: outside = 0
+    idx = np.searchsorted(ids, labels)
+    idx = idx.astype(np.uint16 if ids.size < 65536 else np.int32)
+    return ids[project_index(idx, affine, shape, scale)]
