@@ -217,3 +217,14 @@ def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
                         "using (structure_id) where f.n_sections_seen = 0").fetchone()[0]
     assert (never > 0) == (seen0 > 0)
     con.close()
+    # the report's atlas figures: a QC sheet with outlines and the painted section
+    from ishwh.atlas.figures import write_figures  # noqa: PLC0415
+
+    paths = write_figures(db, tmp_path / "figs", run_id, level=5)
+    assert [p.name for p in paths] == ["registration_qc.png", "expression_on_section.png"]
+    sheet = cv2.imread(str(paths[0]))
+    green = (sheet[..., 1] > 120) & (sheet[..., 0] < 60) & (sheet[..., 2] < 60)
+    assert green.sum() > 500   # outlines of the used sections are drawn
+    res = invoke("report", "--out", tmp_path / "rep", "--db", db)
+    assert res.exit_code == 0, res.output
+    assert "Registration QC" in (tmp_path / "rep" / "report.md").read_text()
