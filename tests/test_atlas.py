@@ -110,6 +110,13 @@ def test_ingest_reference_cli_and_bad_inputs(tmp_path, e115):
     line = _one_line_error(invoke("ingest", "reference", "--stage", "E13.5",
                                   tmp_path / "bad.npz", "--db", db))
     assert "987654321" in line and "not in the ontology" in line
+    # a volume whose data does not fit its header
+    ref_mod.write_mhd(tmp_path / "E15.5.mhd", ann)
+    raw = tmp_path / "E15.5.raw"
+    raw.write_bytes(raw.read_bytes()[:-4])
+    line = _one_line_error(invoke("ingest", "reference", "--stage", "E15.5",
+                                  tmp_path / "E15.5.mhd", "--db", db))
+    assert "bytes but DimSize 173 x 186 x 79" in line
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("select list(stage) from reference_atlases").fetchone()[0] == ["E11.5"]
     con.close()
