@@ -135,7 +135,7 @@ def main() -> None:
         table[name] = {r["level"]: (r["mean_auc"], r["n_structures"]) for r in out["levels"]}
     levels = sorted({lv for v in table.values() for lv in v})
     print(f"\n### Mean AUC per level, real E11.5 anatomy ({a.genes} genes x {a.sections} "
-          "sections, seed {a.seed})\n")
+          f"sections, seed {a.seed})\n")
     print("| level | structures | " + " | ".join(sets.values()) + " |")
     print("|---|---|" + "---|" * len(sets))
     for lv in levels:
