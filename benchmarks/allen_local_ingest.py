@@ -10,6 +10,7 @@ warehouse and reports seconds and disk per image, cold cache then warm (cache on
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +20,11 @@ import numpy as np
 
 from ishwh import warehouse
 from ishwh.allen.client import AllenClient
-from ishwh.allen.fake import FakeAllenApi
+
+# The fake Allen API is test code: it lives in tests/, not in the wheel.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fake_allen import FakeAllenApi  # noqa: E402
+
 from ishwh.allen.ingest import ingest_allen
 
 

@@ -20,6 +20,15 @@ _DEBUG_FLAG = "--debug"
 _CLI_EXCEPTIONS = (_cx.ClickException, typer.Exit, typer.Abort)
 
 
+def flag_message(exc: IshwhError) -> str:
+    """The error's text, prefixed with the command-line flag of the library parameter it is
+    about (``stage`` -> ``--stage: unknown stage 'E12'``)."""
+    text = str(exc)
+    if exc.param:
+        text = f"--{exc.param.replace('_', '-')}: {text}"
+    return text
+
+
 class IshwhGroup(TyperGroup):
     """Root group that turns library errors into one ``Error: ...`` line on stderr.
 
@@ -42,7 +51,7 @@ class IshwhGroup(TyperGroup):
         except IshwhError as exc:
             if IshwhGroup.debug:
                 traceback.print_exc()
-            raise _cx.ClickException(str(exc)) from exc
+            raise _cx.ClickException(flag_message(exc)) from exc
         except KeyboardInterrupt:
             raise typer.Abort() from None
         except Exception as exc:  # a bug or an unexpected failure: still one line

@@ -11,6 +11,7 @@ from rich.table import Table
 from ishwh import query as q
 from ishwh import status as st
 from ishwh import warehouse
+from ishwh.errors import IshwhError
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
 
@@ -28,8 +29,19 @@ def init(db: DbOption = None) -> None:
         err_console.print(f"warehouse {db} is up to date", soft_wrap=True)
 
 
-def status(db: DbOption = None, as_json: JsonOption = False) -> None:
+def status(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Run the data checks of sql/checks/ instead; exit "
+                                           "code 1 and the names of the failing ones if any "
+                                           "finds rows.")
+    ] = False,
+) -> None:
     """Row counts, stages, feature sets and runs of a warehouse (read-only)."""
+    if check:
+        _check(db or db_default(), as_json)
+        return
     info = st.summary(db or db_default())
     if as_json:
         print_json(info)
@@ -61,6 +73,24 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
         console.print(t)
 
 
+def _check(db: Path, as_json: bool) -> None:
+    from ishwh.checks import run_checks
+
+    results = run_checks(db)
+    failed = [r.name for r in results if not r.passed]
+    if as_json:
+        print_json([{"name": r.name, "description": r.description, "n_rows": r.n_rows,
+                     "examples": r.examples} for r in results])
+    else:
+        t = Table("check", "rows", "what it tests", title="data checks")
+        for r in results:
+            t.add_row(r.name, f"{r.n_rows:,}", r.description)
+        console.print(t)
+    if failed:
+        raise IshwhError(f"{len(failed)} data check(s) failed: {', '.join(failed)}",
+                         hint="see the rows with `ishwh sql --query NAME`")
+
+
 def sql(
     query: Annotated[str | None, typer.Argument(help="SQL to run (read-only).")] = None,
     name: Annotated[
@@ -70,16 +100,31 @@ def sql(
         str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
     ] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="A parameter of the named query, KEY=VALUE (value: "
+                                           "JSON such as 5 or [1,2], else text); repeatable."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the named queries and views with their "
+                                          "parameters, then exit.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Run a read-only SQL query (or a named one) on the warehouse."""
+    if list_:
+        for nq in q.named_queries().values():
+            typer.echo(f"{nq.name} ({nq.kind}): {nq.description}")
+            for k, v in nq.params.items():
+                typer.echo(f"    --param {k}=...  {v}")
+        return
     if fmt not in ("table", "csv", "json", "parquet"):
         raise typer.BadParameter("must be table, csv, json or parquet", param_hint="--format")
     if fmt == "table" and out is not None:
         raise typer.BadParameter("--out needs --format csv, json or parquet", param_hint="--out")
     if fmt == "parquet" and out is None:
         raise typer.BadParameter("--format parquet needs --out FILE", param_hint="--format")
-    result = q.run_query(db or db_default(), q.resolve_query(query, name))
+    result = q.run(db or db_default(), query, name, q.parse_params(params))
     if fmt == "table":
         t = Table(*result.column_names)
         for row in result.to_pylist():

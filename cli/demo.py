@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .common import console, err_console
+from .progress import RichProgress
 from .report import rich_table1
 
 
@@ -37,7 +38,7 @@ def demo(
         err_console.print(f"[green]✓[/] {name:<24} {seconds:7.1f} s  [dim]{note}[/]",
                           soft_wrap=True)
 
-    result = run_demo(out, db, device=device, on_step=on_step)
+    result = run_demo(out, db, device=device, on_step=on_step, progress=RichProgress())
     console.print(rich_table1(result.table1, title="Table 1 analogue: mean test AUC ± std"))
     err_console.print(f"demo finished in {time.perf_counter() - start:.1f} s")
     typer.echo(str(result.report.html))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+from .progress import bar
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -96,7 +97,7 @@ def featurize(
     result = featurize_report(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
-        weights=weights, image_size=image_size, on_error=on_error, progress=not no_progress,
+        weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),
         backbone=backbone, spatial=spatial, bow=_sift_option(sift, extractor),
     )
     if as_json:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from .common import DbOption, JsonOption, console, db_default, print_json
+from .progress import bar
 
 
 def fit(
@@ -48,7 +49,7 @@ def fit(
     db = db or db_default()
     run_ids = runner.fit(db, features, stage, levels=levels, tasks=tasks, split=split,
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
-                         force=force, progress=not as_json, device=device)
+                         force=force, progress=bar(not as_json), device=device)
     rows = runner.summary(db, run_ids)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})

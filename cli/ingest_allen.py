@@ -10,6 +10,7 @@ import typer
 from ishwh.allen.ingest import ingest_allen
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+from .progress import bar
 
 
 def allen(
@@ -55,7 +56,7 @@ def allen(
     result = ingest_allen(
         db or db_default(), stage, genes=gene_list, limit=limit, downsample=downsample,
         grid=grid, images=images, cache_dir=cache_dir, from_cache=from_cache,
-        concurrency=concurrency,
+        concurrency=concurrency, progress=bar(not as_json),
     )
     if as_json:
         print_json(result)

@@ -12,6 +12,7 @@ from ishwh import manifest
 from ishwh.errors import IshwhError, ManifestError
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+from .progress import RichProgress
 
 _SHOWN = 500  # problems listed on stderr at most
 
@@ -35,7 +36,10 @@ def ingest_dir(
     """Ingest a manifest folder: every row is checked first; any problem ingests nothing."""
     db = db or db_default()
     try:
-        result = manifest.ingest_dir(db, path, link=link, progress=not as_json)
+        # Bars only on a terminal: a log file gets no bar frames (nor a blank line).
+        quiet = as_json or not err_console.is_terminal
+        result = manifest.ingest_dir(db, path, link=link,
+                                     progress=RichProgress(quiet=quiet, transient=True))
     except ManifestError as exc:
         # Every problem on its own line (file:line: reason), then the one-line error. A
         # wholly wrong file can give a problem per row: the first ones show what is wrong.

@@ -9,6 +9,7 @@ from ishwh.synth import ingest_synthetic as ingest
 from ishwh.synth.params import parse_knobs
 
 from .common import DbOption, JsonOption, console, db_default, print_json
+from .progress import bar
 from .synth import (
     GenesOption,
     OntologyOption,
@@ -38,7 +39,7 @@ def synthetic(
     """Generate the synthetic ISH atlas (known truth) into the warehouse (`ishwh init`
     first); re-running adds nothing and resumes an interrupted run."""
     db = db or db_default()
-    result = ingest(db, preset, seed=seed, progress=not as_json, genes=genes,
+    result = ingest(db, preset, seed=seed, progress=bar(not as_json), genes=genes,
                     stages=parse_stages(stages), image_size=parse_size(image_size),
                     ontology=ontology, workers=workers, **parse_knobs(knobs))
     if as_json:

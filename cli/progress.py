@@ -26,8 +26,10 @@ class RichProgress:
     """Draws one bar per phase on stderr (piped stdout stays clean); ``quiet`` draws nothing
     but still prints messages."""
 
-    def __init__(self, quiet: bool = False, console: Console | None = None):
+    def __init__(self, quiet: bool = False, console: Console | None = None,
+                 transient: bool = False):
         self.quiet = quiet
+        self.transient = transient
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self._bar: _RichProgress | None = None
         self._task = None
@@ -39,7 +41,7 @@ class RichProgress:
         self._bar = _RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"), _Rate(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=self.console, transient=False)
+            TimeRemainingColumn(), console=self.console, transient=self.transient)
         self._bar.start()
         self._task = self._bar.add_task(description, total=total or None, unit=unit)
 
@@ -67,3 +69,8 @@ class RichProgress:
 
     def __exit__(self, *exc) -> None:
         self.done()
+
+
+def bar(enabled: bool = True) -> RichProgress | None:
+    """The progress a command passes to the library: bars on stderr, or None (nothing)."""
+    return RichProgress() if enabled else None

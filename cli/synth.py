@@ -11,6 +11,7 @@ from ishwh.synth import PRESETS, write_manifest
 from ishwh.synth.params import parse_knobs
 
 from .common import JsonOption, err_console, print_json
+from .progress import bar
 
 synth_app = typer.Typer(
     help="The embedded synthetic ISH atlas (known truth): write it as a manifest folder.",
@@ -78,7 +79,7 @@ def write(
     """Write the synthetic atlas as a manifest folder (ontology.json, sections.csv,
     annotations.csv, gene_labels.csv, images/) for `ishwh ingest dir`."""
     result = write_manifest(
-        out_dir, preset, seed=seed, progress=not as_json, genes=genes,
+        out_dir, preset, seed=seed, progress=bar(not as_json), genes=genes,
         stages=parse_stages(stages), image_size=parse_size(image_size), ontology=ontology,
         workers=workers, **parse_knobs(knobs),
     )

@@ -19,8 +19,9 @@ from typing import Any
 import polars as pl
 
 from ishwh import status, warehouse
+from ishwh.progress import Progress
 from ishwh.report import ReportResult, build_report, table1
-from ishwh.vocab import STAGES
+from ishwh.vocab import sort_stages
 
 DEFAULT_OUT = "ishwh-demo"
 DB_NAME = "ishwh.duckdb"
@@ -57,9 +58,8 @@ def _step(name: str, timings: dict[str, float], on_step: StepCallback | None,
 
 def annotated_stages(db_path: str | os.PathLike) -> list[str]:
     """Stages of the warehouse with annotated experiments, in developmental order."""
-    order = list(STAGES)
-    stages = [s["stage"] for s in status.summary(db_path)["stages"] if s["n_annotated"] > 0]
-    return sorted(stages, key=lambda s: order.index(s) if s in order else len(order))
+    return sort_stages(s["stage"] for s in status.summary(db_path)["stages"]
+                       if s["n_annotated"] > 0)
 
 
 def run_demo(
@@ -68,7 +68,7 @@ def run_demo(
     *,
     seed: int = 0,
     device: str = "auto",
-    progress: bool = True,
+    progress: Progress | None = None,
     on_step: StepCallback | None = None,
     synth_overrides: dict[str, Any] | None = None,
     featurize_options: dict[str, dict[str, Any]] | None = None,
@@ -82,6 +82,8 @@ def run_demo(
         and the report (``<out_dir>/report/``).
     db_path:
         Warehouse file to use instead of ``<out_dir>/ishwh.duckdb``.
+    progress:
+        Where the long steps report (:class:`ishwh.progress.Progress`); None: nowhere.
     on_step:
         Called after each step with its name, wall seconds and a short note.
     synth_overrides:

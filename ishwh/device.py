@@ -31,11 +31,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise InvalidInput(f"device {device!r} was asked for but no CUDA GPU is available",
-                               hint="use device auto or cpu")
+                               hint="use device auto or cpu", param="device")
         if device != "cuda" and int(device.split(":", 1)[1]) >= torch.cuda.device_count():
-            raise InvalidInput(f"device {device!r}: only {torch.cuda.device_count()} GPU(s)")
+            raise InvalidInput(f"device {device!r}: only {torch.cuda.device_count()} GPU(s)",
+                               param="device")
         return torch.device(device)
-    raise InvalidInput(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    raise InvalidInput(f"unknown device {device!r}", hint="use " + ", ".join(DEVICES),
+                       param="device")
 
 
 @contextmanager

@@ -17,14 +17,18 @@ class IshwhError(Exception):
         What went wrong, in the user's terms (one line).
     hint:
         Optional: how to fix it ("run `ishwh init --db X`").
+    param:
+        Optional: the library parameter the problem is about (``"stage"``). The message
+        speaks library terms; the command line prefixes the matching flag (``--stage: ...``).
     """
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, *, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.param = param
 
     def __str__(self) -> str:
         if self.hint:

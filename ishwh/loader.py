@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from ishwh.errors import IshwhError
+from ishwh.store import registered
 from ishwh.warehouse import transaction
 
 # table -> key columns, in load order (parents first).
@@ -72,8 +73,7 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> in
         return 0
     keys = TABLE_KEYS[table]
     cols = [c for c in rows.column_names]
-    con.register("_ishwh_new", rows)
-    try:
+    with registered(con, rows, "_ishwh_new"):
         before = con.execute(f"select count(*) from {table}").fetchall()[0][0]
         match = " and ".join(f"t.{k} = n.{k}" for k in keys)
         col_list = ", ".join(cols)
@@ -84,8 +84,6 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> in
             f"where not exists (select 1 from {table} t where {match})"
         ).fetchall()
         after = con.execute(f"select count(*) from {table}").fetchall()[0][0]
-    finally:
-        con.unregister("_ishwh_new")
     return int(after - before)
 
 

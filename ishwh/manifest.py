@@ -23,7 +23,8 @@ Ids (a manifest names genes by symbol and sections by number only):
   mix them).
 * ``section_id``: the id of the warehouse section with the same
   ``(experiment_id, section_number)``; new sections get
-  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999).
+  ``experiment_id * 10_000 + section_number`` (so ``section_number`` must be 0..9999;
+  the rule lives in :mod:`ishwh.ids`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,12 @@ import pyarrow as pa
 
 from ishwh import images, loader, warehouse
 from ishwh.errors import IshwhError, ManifestError
-from ishwh.ontology import structures_from_graph_json
-from ishwh.vocab import STAGES
+from ishwh.ids import SECTION_ID_FACTOR, section_id
+from ishwh.ontology import fill_root_levels, structures_from_graph_json
+from ishwh.progress import Progress, phase
+from ishwh.store import registered
+from ishwh.vocab import GRADES, PATTERNS, STAGES
 
-PATTERNS = ("undetected", "full", "regional", "gradient")
-LEVELS = ("undetected", "low", "medium", "high")  # intensity and density
-SECTION_ID_FACTOR = 10_000
 # Manifest genes get ids above this: Allen gene ids and the synthetic atlas's (90,000,000 + i)
 # lie below it, so one warehouse can hold all three.
 GENE_ID_BASE = 2_000_000_000
@@ -258,17 +258,14 @@ def _ontology_json(
                          f"parent_structure_id {node.get('parent_structure_id')} disagrees with "
                          f"its place in the tree (inside {outer})")
         stack.extend((c, nid) for c in node.get("children") or [] if isinstance(c, dict))
-    ids = {r["structure_id"] for r in rows}
+    no_level = {id(r) for r in fill_root_levels(rows)}
     out = []
     for r in rows:
         where = f"{name}: structure {r['structure_id']} ({r['acronym']})"
         if not r.get("acronym"):
             problems.add(where, "no acronym")
-        if r["level"] is None:
-            if r["parent_id"] is None or r["parent_id"] not in ids:
-                r["level"] = 0  # Allen's graph root has no st_level; the table needs one
-            else:
-                problems.add(where, "no st_level")
+        if id(r) in no_level:
+            problems.add(where, "no st_level")
         out.append((where, r))
     return name, out, roots
 
@@ -363,12 +360,9 @@ def _check_structures(
 
 
 def _decode_images(
-    todo: list[_Image], progress: bool, workers: int | None = None
+    todo: list[_Image], progress: Progress | None, workers: int | None = None
 ) -> None:
     """Decode (proves readability, gives the size) and checksum every image, in threads."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     def one(img: _Image) -> _Image:
         try:
             img.width, img.height = images.image_size(img.src)
@@ -382,23 +376,18 @@ def _decode_images(
         return img
 
     workers = workers or min(4, os.cpu_count() or 1)  # cv2 decodes outside the GIL
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    console = Console(stderr=True)
-    # Off when stderr is not a terminal: a log file gets no bar frames (nor a blank line).
-    with Progress(*columns, console=console, transient=True,
-                  disable=not (progress and console.is_terminal)) as bar, \
+    with phase(progress, "checking images", len(todo), "images") as advance, \
             ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task("checking images", total=len(todo))
         for _ in pool.map(one, todo):
-            bar.advance(task)
+            advance(1)
 
 
 # --------------------------------------------------------------------------- planning
 
 
 def plan(
-    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *, progress: bool = False
+    con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, *,
+    progress: Progress | None = None,
 ) -> Plan:
     """Read and check a manifest folder against the warehouse; write nothing.
 
@@ -542,16 +531,6 @@ def plan(
     return result
 
 
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
-    """``table`` visible to SQL as ``name`` for the block."""
-    con.register(name, table)
-    try:
-        yield
-    finally:
-        con.unregister(name)
-
-
 def _check_experiments(
     con: duckdb.DuckDBPyConnection, experiments: dict[int, dict[str, Any]],
     genes: dict[str, dict[str, Any]], problems: _Problems,
@@ -564,7 +543,7 @@ def _check_experiments(
         "stage": [e["stage"] for e in experiments.values()],
         "line": [e["line"] for e in experiments.values()],
     })
-    with _registered(con, "_ishwh_exp", new):
+    with registered(con, new, "_ishwh_exp"):
         clashes = con.execute(
             """
             select n.line, n.experiment_id, g.acronym, e.stage
@@ -591,10 +570,10 @@ def _section_rows(
     new = pa.table({
         "experiment_id": pa.array([k[0] for k in keys], pa.int64()),
         "section_number": pa.array([k[1] for k in keys], pa.int32()),
-        "derived_id": pa.array([k[0] * SECTION_ID_FACTOR + k[1] for k in keys], pa.int64()),
+        "derived_id": pa.array([section_id(*k) for k in keys], pa.int64()),
         "sha256": [usable[k]["image"].sha256 for k in keys],
     })
-    with _registered(con, "_ishwh_sec", new):
+    with registered(con, new, "_ishwh_sec"):
         same_key = con.execute(
             """
             select n.experiment_id, n.section_number, s.section_id, s.sha256
@@ -619,7 +598,7 @@ def _section_rows(
                 problems.add(where, f"experiment {eid} section {num} is already in the "
                                     "warehouse with a different image")
         else:
-            sid = eid * SECTION_ID_FACTOR + num
+            sid = section_id(eid, num)
         out.append({"section_id": sid, "experiment_id": eid, "section_number": num,
                     "image_path": images.content_relpath(img.src, img.sha256),
                     "width": img.width, "height": img.height, "position": s["position"],
@@ -628,7 +607,7 @@ def _section_rows(
         if (eid, num) not in existing:
             problems.add(
                 _at("sections.csv", usable[(eid, num)]["line"]),
-                f"section id {eid * SECTION_ID_FACTOR + num} (experiment {eid} section {num}) "
+                f"section id {section_id(eid, num)} (experiment {eid} section {num}) "
                 f"is already used by experiment {oe} section {on} in the warehouse",
             )
     return out
@@ -683,7 +662,7 @@ def _known_experiments(
     ask = sorted({i for i in ids if i not in manifest})
     if not ask:
         return set(manifest)
-    with _registered(con, "_ishwh_ids", pa.table({"experiment_id": pa.array(ask, pa.int64())})):
+    with registered(con, pa.table({"experiment_id": pa.array(ask, pa.int64())}), "_ishwh_ids"):
         found = con.execute(
             "select experiment_id from _ishwh_ids join experiments using (experiment_id)"
         ).fetchall()
@@ -740,7 +719,7 @@ def _annotations(
 
     # Calls: one of the enumeration in any case, or empty for unknown (NULL).
     for order, (col, allowed) in enumerate(
-            (("pattern", PATTERNS), ("intensity", LEVELS), ("density", LEVELS)), start=2):
+            (("pattern", PATTERNS), ("intensity", GRADES), ("density", GRADES)), start=2):
         low = pl.col(col).str.to_lowercase()
         report(df.filter((low != "") & ~low.is_in(list(allowed))), order,
                lambda r, col=col, allowed=allowed:
@@ -757,7 +736,7 @@ def _annotations(
 
     rows = df.select(experiment_id="eid", structure_id="sid", pattern="pattern",
                      intensity="intensity", density="density", line="line").to_arrow()
-    with _registered(con, "_ishwh_ann", rows):
+    with registered(con, rows, "_ishwh_ann"):
         clashes = con.execute(
             """
             select n.line, n.experiment_id, n.structure_id
@@ -804,7 +783,7 @@ def _gene_labels(
         lines.append(line)
     if out:
         new = _table("gene_labels", out).append_column("line", pa.array(lines, pa.int64()))
-        with _registered(con, "_ishwh_gl", new):
+        with registered(con, new, "_ishwh_gl"):
             clashes = con.execute(
                 """
                 select n.line, n.task from _ishwh_gl n join gene_labels g using (gene_id, task)
@@ -853,7 +832,7 @@ def _references(folder: Path, known: set[int], problems: _Problems
 
 def ingest_dir(
     db_path: str | os.PathLike, folder: str | os.PathLike, *, link: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Check a manifest folder, then load it all-or-nothing into the warehouse.
 
@@ -867,7 +846,7 @@ def ingest_dir(
     link:
         Hard-link (or, across file systems, symlink) the images instead of copying them.
     progress:
-        Show a progress bar over the images on stderr.
+        Where to report the image check (:class:`ishwh.progress.Progress`); None: nowhere.
 
     Returns
     -------

@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-STRUCTURE_COLUMNS = ("structure_id", "acronym", "name", "parent_id", "level", "graph_order",
-                     "color_hex")
-
 
 def _walk(nodes: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     stack = list(nodes)[::-1]
@@ -45,3 +42,20 @@ def structures_from_graph_json(obj: Any) -> list[dict[str, Any]]:
     if not isinstance(nodes, list):
         raise ValueError("structure graph JSON must hold a list of structures under 'msg'")
     return [_row(n) for n in _walk(nodes)]
+
+
+def fill_root_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The one rule for a missing ``st_level``: Allen's graph root has none, and the warehouse
+    needs one. A structure without a level whose parent is not among ``rows`` (a root) gets
+    level 0, in place. Returns the other structures without a level: their level cannot be
+    known (Allen's levels are not depth: a level-9 structure may hang under a level-7 one),
+    so each caller refuses them in its own way (a manifest problem, an error)."""
+    ids = {r["structure_id"] for r in rows}
+    unknown = []
+    for r in rows:
+        if r["level"] is None:
+            if r["parent_id"] is None or r["parent_id"] not in ids:
+                r["level"] = 0
+            else:
+                unknown.append(r)
+    return unknown

@@ -7,6 +7,8 @@ library never creates a console. The command line passes the rich implementation
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 
@@ -71,6 +73,25 @@ class Recorder(Silent):
 SILENT = Silent()
 
 
-def or_silent(progress: Progress | None) -> Progress:
-    """``progress``, or :data:`SILENT` when none was given."""
-    return SILENT if progress is None else progress
+def or_silent(progress: Progress | bool | None) -> Progress:
+    """``progress``, or :data:`SILENT` when none was given (``None``; ``False`` is accepted
+    too, the spelling of the boolean flag this argument replaced)."""
+    if progress is None or progress is False:
+        return SILENT
+    if not isinstance(progress, Progress):
+        raise TypeError("progress must implement ishwh.progress.Progress (or be None), "
+                        f"not {type(progress).__name__}")
+    return progress
+
+
+@contextmanager
+def phase(progress: Progress | bool | None, description: str, total: int,
+          unit: str = "items") -> Iterator[Callable[[int], None]]:
+    """One phase of ``total`` steps on ``progress``; yields ``advance(n=1)``, ends the phase
+    on the way out (also on an error)."""
+    p = or_silent(progress)
+    p.start(description, total, unit)
+    try:
+        yield p.advance
+    finally:
+        p.done()

@@ -20,8 +20,3 @@ def resource_dir(name: str) -> Path:
             return candidate
     raise FileNotFoundError(f"ishwh is installed without its {name}/ folder")
 
-
-def sql_text(name: str) -> str:
-    """The text of ``sql/<name>.sql`` (a view or a named query)."""
-    path = resource_dir("sql") / f"{name}.sql"
-    return path.read_text(encoding="utf-8")

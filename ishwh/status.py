@@ -33,7 +33,8 @@ def summary(db_path: str | os.PathLike) -> dict[str, Any]:
             from experiments e
             left join sections s using (experiment_id)
             left join (select distinct experiment_id from annotations) a using (experiment_id)
-            group by e.stage order by e.stage
+            left join stages o using (stage)
+            group by e.stage, o.stage_order order by o.stage_order
             """)
         feature_sets = _dicts(con, """
             select f.name, f.extractor, f.dim,

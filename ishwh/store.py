@@ -8,7 +8,8 @@ same buffer, and a ListArray read back becomes a (n, d) view of its values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -43,6 +44,26 @@ def list_array_to_matrix(arr: pa.Array | pa.ChunkedArray, dim: int | None = None
     return values.reshape(n, d)
 
 
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, table: pa.Table,
+               name: str = "_ishwh_rows") -> Iterator[str]:
+    """``table`` visible to SQL as ``name`` for the block (unregistered on the way out)."""
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Insert every row of the Arrow table ``rows`` into ``table`` (columns by name)."""
+    if rows.num_rows == 0:
+        return
+    cols = ", ".join(rows.column_names)
+    with registered(con, rows) as name:
+        con.execute(f"insert into {table} ({cols}) select {cols} from {name}").fetchall()
+
+
 def insert_vectors(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -52,13 +73,7 @@ def insert_vectors(
     """Insert rows ``(key columns..., vec)`` into ``table`` (a table with a ``vec`` column)."""
     data = {k: pa.array(np.asarray(v)) for k, v in key_columns.items()}
     data["vec"] = matrix_to_list_array(x)
-    batch = pa.table(data)
-    con.register("_ishwh_vectors", batch)
-    try:
-        cols = ", ".join(data)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_vectors").fetchall()
-    finally:
-        con.unregister("_ishwh_vectors")
+    insert_arrow(con, table, pa.table(data))
 
 
 def write_experiment_features(

@@ -38,10 +38,16 @@ def stage_order(stage: str) -> int:
 def check_stage(stage: str, allowed: tuple[str, ...] = STAGES, what: str = "stage") -> str:
     """Return ``stage`` if it is one of ``allowed``, else raise :class:`InvalidInput`."""
     if stage not in allowed:
-        raise InvalidInput(f"unknown {what} {stage!r}", hint=f"choose from {', '.join(allowed)}")
+        raise InvalidInput(f"unknown {what} {stage!r}", hint=f"choose from {', '.join(allowed)}",
+                           param="stage")
     return stage
+
+
+def stage_key(stage: str) -> int:
+    """Sort key of a stage: its developmental position (unknown names after all stages)."""
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)
 
 
 def sort_stages(stages) -> list[str]:
     """``stages`` in developmental order (unknown names last, alphabetically)."""
-    return sorted(stages, key=lambda s: (STAGES.index(s) if s in STAGES else len(STAGES), s))
+    return sorted(stages, key=lambda s: (stage_key(s), s))

@@ -1,8 +1,8 @@
--- all_stages_auc: the all-stages rollup per feature set, as in the paper's abstract
+-- all_stages_auc: the all-stages rollup per feature set, as in the paper's abstract.
 -- ("average AUC of 0.894 +- 0.014").
 -- Grain: one row per feature set x label mode x split method x levels.
--- Inputs: stage_auc. Runs of one stage (repeated splits) are first averaged, so each stage
--- counts once; mean_auc / std_auc are the mean and sample std across stages of the stage
+-- Inputs: stage_auc, stages (developmental order). Runs of one stage (repeated splits) are
+-- first averaged, so each stage counts once; mean_auc / std_auc are the mean and sample std across stages of the stage
 -- means. n_runs counts the runs behind the numbers.
 create or replace view all_stages_auc as
 with stage_auc as (
@@ -16,9 +16,11 @@ per_stage as (
         split_method,
         levels,
         stage,
+        s.stage_order,
         count(*) as n_runs,
         avg(mean_auc) as mean_auc
     from stage_auc
+    left join main.stages s using (stage)
     group by all
 ),
 
@@ -30,9 +32,7 @@ final as (
         levels,
         count(mean_auc) as n_stages,
         sum(n_runs) as n_runs,
-        string_agg(stage, ',' order by
-            list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage))
-            as stages,
+        string_agg(stage, ',' order by stage_order) as stages,
         avg(mean_auc) as mean_auc,
         stddev_samp(mean_auc) as std_auc
     from per_stage

@@ -1,6 +1,6 @@
 -- gene_task_auc: test-set AUC of every run x gene-level task (GO-like terms).
 -- Grain: one row per run x gene task with predictions.
--- Inputs: task_auc (the AUC formula), runs, feature_sets. auc is NULL when the test set
+-- Inputs: task_auc (the AUC formula), run_info. auc is NULL when the test set
 -- lacks a class.
 create or replace view gene_task_auc as
 with task_auc as (
@@ -10,11 +10,7 @@ with task_auc as (
 ),
 
 runs as (
-    select run_id, stage, feature_set_id, label_mode from main.runs
-),
-
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+    select run_id, stage, feature_set_id, feature_set, label_mode from main.run_info
 ),
 
 final as (
@@ -22,7 +18,7 @@ final as (
         a.run_id,
         r.stage,
         r.feature_set_id,
-        f.feature_set,
+        r.feature_set,
         r.label_mode,
         a.task,
         a.n_pos,
@@ -30,7 +26,6 @@ final as (
         a.auc
     from task_auc a
     join runs r using (run_id)
-    left join feature_sets f using (feature_set_id)
 )
 
 select * from final

@@ -1,6 +1,6 @@
 -- level_auc: the paper's rollup, mean and std of structure AUCs per run x stage x level.
 -- Grain: one row per run x ontology level.
--- Inputs: structure_auc, runs, feature_sets. n_structures counts structures with an AUC;
+-- Inputs: structure_auc, run_info. n_structures counts structures with an AUC;
 -- n_excluded counts those whose test set lacked a class (auc NULL).
 create or replace view level_auc as
 with structure_auc as (
@@ -8,11 +8,7 @@ with structure_auc as (
 ),
 
 runs as (
-    select run_id, label_mode from main.runs
-),
-
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+    select run_id, feature_set, label_mode from main.run_info
 ),
 
 final as (
@@ -20,7 +16,7 @@ final as (
         a.run_id,
         a.stage,
         a.level,
-        f.feature_set,
+        r.feature_set,
         r.label_mode,
         count(a.auc) as n_structures,
         count(*) - count(a.auc) as n_excluded,
@@ -28,7 +24,6 @@ final as (
         stddev_samp(a.auc) as std_auc
     from structure_auc a
     join runs r using (run_id)
-    join feature_sets f using (feature_set_id)
     group by all
 )
 

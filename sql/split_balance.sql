@@ -20,7 +20,7 @@ labels as (
 ),
 
 structures as (
-    select structure_id, level from main.structures
+    select structure_id, acronym, level from main.structures
 ),
 
 sizes as (
@@ -50,6 +50,7 @@ final as (
         d.seed,
         d.repeat_index,
         c.structure_id,
+        s.acronym,
         s.level,
         c.n_train_pos,
         c.n_train_neg,

@@ -1,6 +1,6 @@
 -- stage_auc: one number per run and stage, the paper's "0.894 +- 0.014" form.
 -- Grain: one row per run (a run is one feature set x stage x split x label mode).
--- Inputs: structure_auc, level_auc, runs, split_defs, feature_sets.
+-- Inputs: structure_auc, level_auc, run_info.
 -- mean_auc / std_auc: mean and sample std over every structure of the run with an AUC (all
 -- levels pooled); mean_level_auc: the mean of the run's level means (each level weighted
 -- equally); n_excluded: structures whose test set lacked a class.
@@ -16,15 +16,8 @@ level_auc as (
 ),
 
 runs as (
-    select run_id, label_mode, split_id, levels from main.runs
-),
-
-split_defs as (
-    select split_id, method as split_method, repeat_index from main.split_defs
-),
-
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+    select run_id, feature_set, label_mode, split_method, repeat_index, levels
+    from main.run_info
 ),
 
 per_run as (
@@ -44,10 +37,10 @@ final as (
     select
         p.run_id,
         p.stage,
-        f.feature_set,
+        r.feature_set,
         r.label_mode,
-        d.split_method,
-        d.repeat_index,
+        r.split_method,
+        r.repeat_index,
         r.levels,
         p.n_structures,
         p.n_excluded,
@@ -57,8 +50,6 @@ final as (
         l.mean_level_auc
     from per_run p
     join runs r using (run_id)
-    left join split_defs d using (split_id)
-    left join feature_sets f using (feature_set_id)
     left join level_auc l using (run_id)
 )
 

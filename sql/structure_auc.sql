@@ -1,6 +1,6 @@
 -- structure_auc: test-set AUC of every run x structure (the AUC itself: task_auc).
 -- Grain: one row per run x structure that has predictions.
--- Inputs: task_auc, runs, structures. auc is NULL when the test set lacks a class.
+-- Inputs: task_auc, run_info, structures. auc is NULL when the test set lacks a class.
 create or replace view structure_auc as
 with task_auc as (
     select run_id, structure_id, n_pos, n_neg, auc
@@ -9,20 +9,23 @@ with task_auc as (
 ),
 
 runs as (
-    select run_id, stage, feature_set_id from main.runs
+    select run_id, stage, feature_set_id, feature_set from main.run_info
 ),
 
 structures as (
-    select structure_id, level from main.structures
+    select structure_id, acronym, name as structure_name, level from main.structures
 ),
 
 final as (
     select
         a.run_id,
         a.structure_id,
+        s.acronym,
+        s.structure_name,
         s.level,
         r.stage,
         r.feature_set_id,
+        r.feature_set,
         a.n_pos,
         a.n_neg,
         a.auc

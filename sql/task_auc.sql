@@ -9,11 +9,11 @@
 create or replace view task_auc as
 with scored as (
     select run_id, 'structure' as task_kind, structure_id, null::varchar as task,
-           score, detected as label
+           score, detected
     from main.predictions
     union all
     select run_id, 'gene' as task_kind, null::bigint as structure_id, task,
-           score, label
+           score, label as detected  -- the truth is `detected` in every view
     from main.gene_predictions
 ),
 
@@ -23,7 +23,7 @@ ranked as (
         task_kind,
         structure_id,
         task,
-        label,
+        detected,
         rank() over (partition by run_id, task_kind, structure_id, task order by score)
             + (count(*) over (partition by run_id, task_kind, structure_id, task, score) - 1)
             / 2.0 as avg_rank
@@ -36,9 +36,9 @@ per_task as (
         task_kind,
         structure_id,
         task,
-        count(*) filter (where label) as n_pos,
-        count(*) filter (where not label) as n_neg,
-        coalesce(sum(avg_rank) filter (where label), 0) as rank_sum_pos
+        count(*) filter (where detected) as n_pos,
+        count(*) filter (where not detected) as n_neg,
+        coalesce(sum(avg_rank) filter (where detected), 0) as rank_sum_pos
     from ranked
     group by run_id, task_kind, structure_id, task
 ),

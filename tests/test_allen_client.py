@@ -8,10 +8,10 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from fake_allen import FakeAllenApi
 
 from ishwh.allen import queries as q
 from ishwh.allen.client import AllenClient, check_image, check_zip
-from ishwh.allen.fake import FakeAllenApi
 from ishwh.errors import NetworkError, NotFound
 
 

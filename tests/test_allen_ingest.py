@@ -9,14 +9,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fake_allen import FakeAllenApi
 from typer.testing import CliRunner
 
 from cli.app import app
 from ishwh import warehouse
 from ishwh.allen.client import AllenClient
-from ishwh.allen.fake import FakeAllenApi
-from ishwh.allen.ingest import LEVELS, PATTERNS, ingest_allen, normalise_call
+from ishwh.allen.ingest import ingest_allen, normalise_call
 from ishwh.errors import InvalidInput, NetworkError
+from ishwh.vocab import GRADES, PATTERNS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "allen"
 REAL_IMAGE_SECTION = 1000010  # served the real ISH JPEG; the others get small JPEGs
@@ -52,13 +53,13 @@ def _counts(db) -> dict[str, int]:
 
 
 def test_normalise_call():
-    assert normalise_call("Medium", LEVELS) == ("medium", True)
+    assert normalise_call("Medium", GRADES) == ("medium", True)
     assert normalise_call("Regional", PATTERNS) == ("regional", True)
     assert normalise_call("Undetected", PATTERNS) == ("undetected", True)
-    assert normalise_call("Cannot Annotate", LEVELS) == (None, True)
-    assert normalise_call("", LEVELS) == (None, True)
-    assert normalise_call(None, LEVELS) == (None, True)
-    assert normalise_call("Regional", LEVELS) == (None, False)
+    assert normalise_call("Cannot Annotate", GRADES) == (None, True)
+    assert normalise_call("", GRADES) == (None, True)
+    assert normalise_call(None, GRADES) == (None, True)
+    assert normalise_call("Regional", GRADES) == (None, False)
 
 
 def test_ingest_allen_end_to_end(db_path, allen_data, tmp_path):
@@ -176,11 +177,12 @@ def test_ingest_genes_limit_and_no_images(db_path, allen_data, tmp_path):
 
 
 def test_ingest_rejects_bad_arguments(db_path, tmp_path):
-    with pytest.raises(InvalidInput, match="unknown --stage E12"):
+    with pytest.raises(InvalidInput, match="^unknown stage E12") as err:
         ingest_allen(db_path, ["E12"], from_cache=tmp_path)
+    assert err.value.param == "stage"  # the command line names the flag: --stage
     with pytest.raises(InvalidInput, match="cannot be combined"):
         ingest_allen(db_path, ["P4"], genes=["Shh"], limit=3, from_cache=tmp_path)
-    with pytest.raises(InvalidInput, match="--from-cache and --cache-dir"):
+    with pytest.raises(InvalidInput, match="from_cache and cache_dir"):
         ingest_allen(db_path, ["P4"], cache_dir=tmp_path, from_cache=tmp_path)
 
 

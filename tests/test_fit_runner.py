@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from toy_warehouse import make_toy_warehouse
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -20,8 +21,7 @@ from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit import fit
 from ishwh.fit.runner import levels_text, parse_levels
 from ishwh.fit.splits import balance
-from ishwh.fit.toy import make_toy_warehouse
-from ishwh.resources import sql_text
+from ishwh.query import query_text
 
 RARE = 999   # a structure with 2 positives at E11.5: must be skipped with a reason
 
@@ -114,24 +114,26 @@ def test_one_split_per_stage_for_every_feature_set(toy):
     assert _q(toy, "select levels from runs where run_id = ?", [a]) == [("1-2",)]
 
 
-def test_split_balance_view_matches_python_and_paper_split(toy):
+def test_split_balance_summary_matches_python_and_paper_split(toy):
+    (s,) = fit(toy, "grid.toy", "E11.5", levels="1", progress=False)
     (p,) = fit(toy, "grid.toy", "E11.5", split="paper", levels="1", progress=False)
     with warehouse.connect(toy, read_only=True) as con:
-        worst = con.sql(sql_text("queries/split_balance_worst")).to_arrow_table().to_pylist()
+        summary = con.sql(query_text("split_balance_summary"),
+                          params={"runs": [s, p]}).to_arrow_table().to_pylist()
         split_id = con.execute("select split_id from runs where run_id = ?", [p]).fetchall()[0][0]
         lab = con.sql("select s.experiment_id, l.structure_id, l.detected, s.subset "
                       "from splits s join labels l using (experiment_id) "
-                      "where s.split_id = $s", params={"s": split_id}).pl()
-    methods = {r["method"] for r in worst}
-    assert methods == {"stratified", "paper"}
-    row = next(r for r in worst if r["split_id"] == split_id)
+                      "join structures t using (structure_id) "
+                      "where s.split_id = $s and t.level = 1", params={"s": split_id}).pl()
+    assert {r["method"] for r in summary} == {"stratified", "paper"}
+    row = next(r for r in summary if r["split_id"] == split_id)
     wide = lab.pivot(on="structure_id", index=["experiment_id", "subset"], values="detected")
     y = wide.drop("experiment_id", "subset").to_numpy()
     known = ~np.isnan(y.astype(float))
     pos = (known & (np.nan_to_num(y.astype(float)) > 0)).astype(float)
     neg = (known & (np.nan_to_num(y.astype(float)) == 0)).astype(float)
-    b = balance(pos, neg, (wide["subset"] == "test").to_numpy())
-    assert row["worst_ratio_agreement"] == pytest.approx(b["worst_ratio_agreement"])
+    b = balance(pos, neg, (wide["subset"] == "test").to_numpy(), min_count=0)
+    assert row["min_ratio_agreement"] == pytest.approx(b["worst_ratio_agreement"])
     assert row["n_structures"] == b["n_tasks_checked"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -46,7 +47,9 @@ def test_applies_in_order_with_version_rows(tmp_path, migrations):
     b = _add(migrations, v + 1, "fill_things", "insert into things values (1, 'one');")
     a = _add(migrations, v, "create_things", "create table things (id integer, label varchar);")
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        before = datetime.now(UTC).replace(tzinfo=None)
         done = warehouse.migrate(con, warehouse.available_migrations(migrations))
+        after = datetime.now(UTC).replace(tzinfo=None)
         assert [m.version for m in done] == sorted(m.version for m in done)
         assert [m.name for m in done[-2:]] == [a.stem, b.stem]
         recorded = con.execute(
@@ -56,7 +59,7 @@ def test_applies_in_order_with_version_rows(tmp_path, migrations):
         for (_, name, checksum, applied_at), m in zip(recorded, done, strict=True):
             assert name == m.name
             assert checksum == hashlib.sha256(m.path.read_bytes()).hexdigest()
-            assert applied_at is not None
+            assert before <= applied_at <= after  # recorded now, in UTC
         assert con.execute("select * from things").fetchall() == [(1, "one")]
         # Nothing pending now; migrating again applies nothing.
         assert warehouse.migrate(con, warehouse.available_migrations(migrations)) == []

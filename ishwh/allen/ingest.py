@@ -1,6 +1,6 @@
 """Ingest the Allen Developing Mouse Brain Atlas into a warehouse.
 
-Phases, each with a progress bar on stderr:
+Phases, each reported on ``progress`` (:class:`ishwh.progress.Progress`):
 
 1. ontology: ``structure_graph_download/17.json`` -> ``structures``;
 2. experiments: sagittal ISH ``SectionDataSet``s of the DevMouse product at the chosen
@@ -25,15 +25,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pyarrow as pa
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ishwh import loader, warehouse
 from ishwh.allen import queries as q
@@ -41,10 +38,10 @@ from ishwh.allen.client import AllenClient, Unreachable
 from ishwh.allen.readers import Volume, read_grid_annotation, read_grid_zip, read_ontology
 from ishwh.errors import InvalidInput, IshwhError, NotFound
 from ishwh.images import image_size, place_image, sha256_file
-from ishwh.resources import sql_text
+from ishwh.progress import Progress, phase
+from ishwh.query import query_text
+from ishwh.vocab import GRADES, PATTERNS
 
-PATTERNS = ("undetected", "full", "regional", "gradient")
-LEVELS = ("undetected", "low", "medium", "high")
 #: Allen values that mean "no call was made" -> NULL (unknown), never "undetected".
 UNKNOWN_CALLS = ("", "cannot annotate", "n/a", "na", "none", "null")
 
@@ -53,7 +50,7 @@ _GENES_PER_QUERY = 100  # gene acronyms per SectionDataSet query (keeps URLs sho
 
 
 def normalise_call(value: Any, allowed: tuple[str, ...]) -> tuple[str | None, bool]:
-    """``("Medium", LEVELS) -> ("medium", True)``; unknown calls -> ``(None, True)``;
+    """``("Medium", GRADES) -> ("medium", True)``; unknown calls -> ``(None, True)``;
     a value outside ``allowed`` -> ``(None, False)`` (reported by the caller)."""
     if value is None:
         return None, True
@@ -69,27 +66,19 @@ def normalise_call(value: Any, allowed: tuple[str, ...]) -> tuple[str | None, bo
 
 
 class _Phases:
-    """One rich progress bar per phase, on stderr (or nothing when disabled)."""
+    """The phases of an ingest on a :class:`~ishwh.progress.Progress`, one after another."""
 
-    def __init__(self, enabled: bool):
-        self.progress = Progress(
-            TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled,
-        )
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
 
     def __enter__(self) -> _Phases:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        pass
 
-    @contextmanager
-    def phase(self, name: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        task = self.progress.add_task(name, total=total)
-        yield lambda n=1: self.progress.advance(task, n)
-        if total is not None:
-            self.progress.update(task, completed=total)
+    def phase(self, name: str, total: int | None):
+        return phase(self.progress, name, total or 0)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -223,7 +212,7 @@ def ingest_allen(
     concurrency: int = 4,
     client: AllenClient | None = None,
     transport: httpx.BaseTransport | None = None,
-    progress: bool = True,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fill the warehouse ``db`` from the Allen API (or a cache folder of its responses).
 
@@ -243,34 +232,37 @@ def ingest_allen(
         Where responses are cached; ``from_cache`` serves only from that folder (offline).
     client, transport:
         Inject an :class:`AllenClient` or an httpx transport (tests).
+    progress:
+        Where to report the phases (:class:`ishwh.progress.Progress`); None: nowhere.
 
     Returns a summary: counts per table, new rows, reported problems and network use.
     """
     t0 = time.perf_counter()
     stages = list(dict.fromkeys(stages))
     if not stages:
-        raise InvalidInput("give at least one --stage", hint=f"one of {', '.join(q.STAGES)}")
+        raise InvalidInput("give at least one stage", hint=f"one of {', '.join(q.STAGES)}",
+                           param="stage")
     bad = [s for s in stages if s not in q.STAGES]
     if bad:
-        raise InvalidInput(f"unknown --stage {', '.join(bad)}",
-                           hint=f"stages are {', '.join(q.STAGES)}")
+        raise InvalidInput(f"unknown stage {', '.join(bad)}",
+                           hint=f"stages are {', '.join(q.STAGES)}", param="stage")
     if genes and limit is not None:
-        raise InvalidInput("--genes and --limit cannot be combined")
+        raise InvalidInput("genes and limit cannot be combined", param="genes")
     if limit is not None and limit < 1:
-        raise InvalidInput("--limit must be at least 1")
+        raise InvalidInput("limit must be at least 1", param="limit")
     if concurrency < 1:
-        raise InvalidInput("--concurrency must be at least 1")
+        raise InvalidInput("concurrency must be at least 1", param="concurrency")
     if not 0 <= downsample <= 8:
-        raise InvalidInput("--downsample must be between 0 and 8")
+        raise InvalidInput("downsample must be between 0 and 8", param="downsample")
     if from_cache is not None and cache_dir is not None:
-        raise InvalidInput("--from-cache and --cache-dir cannot be combined",
-                           hint="--from-cache DIR already names the cache folder")
+        raise InvalidInput("from_cache and cache_dir cannot be combined",
+                           hint="from_cache already names the cache folder", param="from_cache")
     if from_cache is not None and not Path(from_cache).is_dir():
         raise NotFound(f"no cache folder at {from_cache}")
     genes = list(dict.fromkeys(g.strip() for g in genes or [] if g.strip())) or None
     bad = [g for g in genes or [] if "'" in g or "," in g]
     if bad:
-        raise InvalidInput(f"--genes: {bad[0]!r} is not a gene acronym")
+        raise InvalidInput(f"{bad[0]!r} is not a gene acronym", param="genes")
 
     own_client = client is None
     if client is None:
@@ -338,7 +330,7 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
     exp_ids = [e["experiment_id"] for e in experiments]
 
     done: dict[str, set[int]] = {"sections": set(), "annotations": set(), "grids": set()}
-    for part, eid in con.sql(sql_text("queries/allen_done")).fetchall():
+    for part, eid in con.sql(query_text("allen_done")).fetchall():
         done[part].add(int(eid))
 
     # 3. sections and images
@@ -409,8 +401,8 @@ def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, A
                     seen.add(sid)
                     row = {"experiment_id": eid, "structure_id": sid}
                     for col, field, allowed in (("pattern", "pattern_call", PATTERNS),
-                                                ("intensity", "intensity_call", LEVELS),
-                                                ("density", "density_call", LEVELS)):
+                                                ("intensity", "intensity_call", GRADES),
+                                                ("density", "density_call", GRADES)):
                         row[col], ok = normalise_call(rec.get(field), allowed)
                         if not ok:
                             bad_values[f"{field}={rec.get(field)!r}"] += 1

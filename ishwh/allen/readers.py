@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ishwh.errors import InvalidInput
-from ishwh.ontology import structures_from_graph_json
+from ishwh.ontology import fill_root_levels, structures_from_graph_json
 
 # --------------------------------------------------------------------------- ontology
 
@@ -30,8 +30,8 @@ def read_ontology(obj: Any) -> list[dict[str, Any]]:
     color_hex``) from ``structure_graph_download/N.json`` (nested), a bare list of nodes,
     or flat RMA ``Structure`` rows.
 
-    A node without ``st_level`` (the graph root may lack one) gets its parent's level + 1,
-    or 0 at the top, because the warehouse requires a level.
+    The graph root, which may lack ``st_level``, gets level 0
+    (:func:`ishwh.ontology.fill_root_levels`); any other node without one is refused.
     """
     if isinstance(obj, dict) and obj.get("success") is False:
         raise InvalidInput(f"ontology response is an API error: {obj.get('msg')}")
@@ -40,10 +40,11 @@ def read_ontology(obj: Any) -> list[dict[str, Any]]:
     for r in rows:  # flat pages may repeat a row; keep the first
         by_id.setdefault(r["structure_id"], r)
     rows = list(by_id.values())
+    unknown = fill_root_levels(rows)
+    if unknown:
+        raise InvalidInput(f"{len(unknown)} structure(s) of the ontology have no st_level, e.g. "
+                           f"{unknown[0]['structure_id']} ({unknown[0]['acronym']})")
     for r in rows:
-        if r["level"] is None:
-            parent = by_id.get(r["parent_id"]) if r["parent_id"] is not None else None
-            r["level"] = 0 if parent is None or parent["level"] is None else parent["level"] + 1
         if r["acronym"] is None:
             r["acronym"] = str(r["structure_id"])
     return rows

@@ -123,6 +123,50 @@ def fit_codebook(desc: np.ndarray, n_words: int = N_WORDS, n_init: int = N_INIT,
     return best
 
 
+class CodebookSample:
+    """The descriptors a stage's codebooks are fitted on — the one sampling rule, used by
+    ``featurize`` and by :class:`BowFeatures`.
+
+    Sections are visited in a seeded random ``order``; each gives up to ``cap`` non-zero
+    descriptors per scale (:func:`sample_nonzero`, seeded by its section id) until every scale
+    holds ``max_descriptors``; then each scale's pool is cut to ``max_descriptors`` at random
+    and k-means runs on it (:func:`fit_codebook`, seed ``seed + 1000 * scale``).
+    """
+
+    def __init__(self, n_sections: int, sizes: Sequence[int], max_descriptors: int =
+                 MAX_DESCRIPTORS, seed: int = 0):
+        self.sizes = list(sizes)
+        self.max_descriptors = max_descriptors
+        self.seed = seed
+        self.rng = np.random.default_rng([seed, 7])
+        self.order = self.rng.permutation(n_sections)
+        self.cap = max(64, -(-4 * max_descriptors // max(1, n_sections)))
+        self.pools: list[list[np.ndarray]] = [[] for _ in self.sizes]
+        self.have = [0] * len(self.sizes)
+
+    def add(self, sampled: Sequence[np.ndarray]) -> bool:
+        """Add one section's sample (one array per scale); True once every scale has enough."""
+        for s, d in enumerate(sampled):
+            self.pools[s].append(d)
+            self.have[s] += len(d)
+        return min(self.have) >= self.max_descriptors
+
+    def fit(self, n_words: int = N_WORDS, n_init: int = N_INIT) -> list[tuple[np.ndarray, float]]:
+        """``(centres, inertia)`` per scale."""
+        out = []
+        for s, parts in enumerate(self.pools):
+            pool = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
+            if len(pool) > self.max_descriptors:
+                pool = pool[np.sort(self.rng.choice(len(pool), self.max_descriptors,
+                                                    replace=False))]
+            try:
+                out.append(fit_codebook(pool, n_words, n_init, self.seed + 1000 * s))
+            except InvalidInput as exc:
+                raise InvalidInput(f"SIFT scale {self.sizes[s]}: {exc.message}",
+                                   hint=exc.hint) from exc
+        return out
+
+
 def assign(desc: np.ndarray, centers: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Index of the nearest centre of each descriptor (squared Euclidean distance)."""
     x = np.asarray(desc, dtype=np.float32)
@@ -193,20 +237,17 @@ class BowFeatures(BaseEstimator, TransformerMixin):
         self.seed = seed
 
     def fit(self, X: Sequence[np.ndarray], y=None) -> BowFeatures:  # noqa: N803
-        """Build the codebooks from the non-zero descriptors of gray images ``X``."""
-        pools: list[list[np.ndarray]] = [[] for _ in self.sizes]
-        for img in X:
-            for s, d in enumerate(dense_sift(img, self.sizes, self.step)):
-                pools[s].append(nonzero(d))
-        rng = np.random.default_rng(self.seed)
-        self.codebooks_, self.inertia_ = [], []
-        for s, parts in enumerate(pools):
-            pool = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
-            if len(pool) > self.max_descriptors:
-                pool = pool[np.sort(rng.choice(len(pool), self.max_descriptors, replace=False))]
-            centers, inertia = fit_codebook(pool, self.n_words, self.n_init, self.seed + 1000 * s)
-            self.codebooks_.append(centers)
-            self.inertia_.append(inertia)
+        """Build the codebooks from gray images ``X`` (image ``i`` sampled as section id
+        ``i``), drawn as ``featurize`` draws them (:class:`CodebookSample`)."""
+        X = list(X)  # noqa: N806
+        sample = CodebookSample(len(X), self.sizes, self.max_descriptors, self.seed)
+        for i in sample.order:
+            descs = dense_sift(X[i], self.sizes, self.step)
+            if sample.add(sample_nonzero(descs, self.seed, int(i), sample.cap)):
+                break
+        fitted = sample.fit(self.n_words, self.n_init)
+        self.codebooks_ = [c for c, _ in fitted]
+        self.inertia_ = [i for _, i in fitted]
         return self
 
     def section_counts(self, img: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ from ishwh.features.cnn import (
 from ishwh.features.grid import GridFeatures
 from ishwh.features.imageio import decode_batch, ordered_map
 from ishwh.features.sift_torch import TorchDenseSift
-from ishwh.resources import sql_text
+from ishwh.progress import Progress, or_silent, phase
+from ishwh.query import query_text
 
 EXTRACTORS = ("cnn", "bow", "grid", "atlas")
 ON_ERROR = ("skip", "fail")
@@ -86,7 +87,8 @@ def _default_workers() -> int:
 def _scope(con: duckdb.DuckDBPyConnection, stages: Sequence[str] | None) -> tuple[list[str], Any]:
     """The stages in scope and the experiments (with sections) of those stages."""
     present = [r[0] for r in con.execute(
-        "select distinct stage from experiments order by stage").fetchall()]
+        "select distinct e.stage, s.stage_order from experiments e left join stages s "
+        "using (stage) order by s.stage_order").fetchall()]
     if stages is None:
         chosen = present
     else:
@@ -97,7 +99,7 @@ def _scope(con: duckdb.DuckDBPyConnection, stages: Sequence[str] | None) -> tupl
                            hint="stages present: " + (", ".join(present) or "none"))
     if not chosen:
         return [], None
-    tbl = con.sql(sql_text("queries/featurize_scope"), params={"stages": chosen}).to_arrow_table()
+    tbl = con.sql(query_text("featurize_scope"), params={"stages": chosen}).to_arrow_table()
     return chosen, tbl
 
 
@@ -138,7 +140,7 @@ def _done(con: duckdb.DuckDBPyConnection, fsids: Sequence[int]) -> dict[int, set
     out: dict[int, set[int]] = {f: set() for f in fsids}
     if not fsids:
         return out
-    tbl = con.sql(sql_text("queries/featurize_done"),
+    tbl = con.sql(query_text("featurize_done"),
                   params={"feature_set_ids": list(fsids)}).to_arrow_table()
     for f, e in zip(tbl.column("feature_set_id").to_pylist(),
                     tbl.column("experiment_id").to_pylist(), strict=True):
@@ -163,50 +165,19 @@ def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
 
 
-class _RateColumn:
-    """A rich column showing ``<n> <unit>/s``."""
-
-    def __new__(cls, unit: str):
-        from rich.progress import ProgressColumn  # noqa: PLC0415
-        from rich.text import Text  # noqa: PLC0415
-
-        class Rate(ProgressColumn):
-            def render(self, task):  # noqa: D102
-                speed = task.finished_speed or task.speed
-                return Text(f"{speed:.1f} {unit}/s" if speed else f"- {unit}/s")
-
-        return Rate()
-
-
 @contextmanager
-def _progress(enabled: bool, description: str, total: int, unit: str = "sections"
-              ) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr (rich); yields ``advance(n)``."""
-    if not enabled or total == 0:
+def _progress(progress: Progress | None, description: str, total: int,
+              unit: str = "sections") -> Iterator[Callable[[int], None]]:
+    """A phase on ``progress`` (nothing when there is nothing to do); yields ``advance(n)``."""
+    if total == 0:
         yield lambda n: None
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn(unit), _RateColumn(unit), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with phase(progress, description, total, unit) as advance:
+        yield advance
 
 
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        from rich.console import Console  # noqa: PLC0415
-
-        Console(stderr=True, highlight=False).print(message, markup=False)
+def _say(progress: Progress | None, message: str) -> None:
+    or_silent(progress).message(message)
 
 
 @dataclass
@@ -224,7 +195,7 @@ def _sections(con: duckdb.DuckDBPyConnection, images_root: Path,
               experiment_ids: Sequence[int]) -> list[_Section]:
     if not experiment_ids:
         return []
-    tbl = con.sql(sql_text("queries/featurize_sections"),
+    tbl = con.sql(query_text("featurize_sections"),
                   params={"experiment_ids": [int(e) for e in experiment_ids]}).to_arrow_table()
     cols = {c: tbl.column(c).to_pylist() for c in tbl.column_names}
     return [
@@ -506,11 +477,9 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
 
     Returns the centres per scale and the descriptors kept per section id.
     """
-    rng = np.random.default_rng([p["seed"], 7])
-    order = [sections[i] for i in rng.permutation(len(sections))]
-    cap = max(64, -(-4 * p["max_descriptors"] // max(1, len(order))))
-    pools: list[list[np.ndarray]] = [[] for _ in p["sizes"]]
-    have = [0] * len(p["sizes"])
+    sample = bowmod.CodebookSample(len(sections), p["sizes"], p["max_descriptors"], p["seed"])
+    order = [sections[i] for i in sample.order]
+    cap = sample.cap
     cache: dict[int, list[np.ndarray]] = {}
     kept_bytes = 0
     with _progress(opts["progress"], f"codebook {stage}", len(order)) as advance, \
@@ -527,25 +496,14 @@ def _build_codebooks(con, fsid: int, stage: str, sections: list[_Section], p: di
             if kept_bytes < _DESCRIPTOR_CACHE_BYTES:
                 cache[sec.section_id] = full
                 kept_bytes += sum(d.nbytes for d in full)
-            for s, d in enumerate(descs):
-                pools[s].append(d)
-                have[s] += len(d)
-            if min(have) >= p["max_descriptors"]:
+            if sample.add(descs):
                 break  # enough (closing the generator stops the workers)
-    centers = []
-    rows = []
-    for s, parts in enumerate(pools):
-        pool = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
-        if len(pool) > p["max_descriptors"]:
-            pool = pool[np.sort(rng.choice(len(pool), p["max_descriptors"], replace=False))]
-        try:
-            c, inertia = bowmod.fit_codebook(pool, p["n_words"], p["n_init"],
-                                             p["seed"] + 1000 * s)
-        except InvalidInput as exc:
-            raise InvalidInput(f"stage {stage}, SIFT scale {p['sizes'][s]}: {exc.message}",
-                               hint=exc.hint) from exc
-        centers.append(c)
-        rows.append((s, c, inertia))
+    try:
+        fitted = sample.fit(p["n_words"], p["n_init"])
+    except InvalidInput as exc:
+        raise InvalidInput(f"stage {stage}, {exc.message}", hint=exc.hint) from exc
+    centers = [c for c, _ in fitted]
+    rows = [(s, c, inertia) for s, (c, inertia) in enumerate(fitted)]
     with warehouse.transaction(con):
         for s, c, inertia in rows:
             con.execute("insert into codebooks (feature_set_id, stage, scale, n_words, centers, "
@@ -706,7 +664,7 @@ def _run_grid(con, db_path: Path, opts: dict, result: FeaturizeResult) -> None:
     todo = [e for e in ids if e not in done[fsids[set_name(stage_of[e])]]]
     with _progress(opts["progress"], "featurize grid", len(todo), "experiments") as advance:
         for c in _chunks(todo, chunk_size):
-            tbl = con.sql(sql_text("queries/featurize_grids"),
+            tbl = con.sql(query_text("featurize_grids"),
                           params={"experiment_ids": c}).to_arrow_table()
             got = [int(e) for e in tbl.column("experiment_id").to_pylist()]
             x = store.list_array_to_matrix(tbl.column("energy"))
@@ -744,7 +702,7 @@ def featurize_report(
     weights: str | os.PathLike | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     on_error: str = "fail",
-    progress: bool = True,
+    progress: Progress | None = None,
     *,
     backbone: str = DEFAULT_BACKBONE,
     spatial: int | None = None,
@@ -753,24 +711,26 @@ def featurize_report(
 ) -> FeaturizeResult:
     """Compute (or finish) feature sets; see :func:`featurize`. Returns what was done."""
     if extractor not in EXTRACTORS:
-        raise InvalidInput(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
+        raise InvalidInput(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}",
+                           param="extractor")
     if on_error not in ON_ERROR:
-        raise InvalidInput(f"on_error must be skip or fail, got {on_error!r}")
+        raise InvalidInput(f"on_error must be skip or fail, got {on_error!r}", param="on_error")
     pools = [pools] if isinstance(pools, str) else list(pools)
     bad = [p for p in pools if p not in POOLS]
     if bad or not pools:
-        raise InvalidInput(f"pool must be max and/or mean, got {', '.join(bad) or 'nothing'}")
+        raise InvalidInput(f"pool must be max and/or mean, got {', '.join(bad) or 'nothing'}",
+                           param="pool")
     if isinstance(layers, str):
         layers = [x.strip() for x in layers.split(",") if x.strip()]
     for label, v in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if v is not None and v < 1:
-            raise InvalidInput(f"{label} must be >= 1, got {v}")
+            raise InvalidInput(f"{label} must be >= 1, got {v}", param=label)
     if workers is not None and workers < 0:
-        raise InvalidInput(f"workers must be >= 0, got {workers}")
+        raise InvalidInput(f"workers must be >= 0, got {workers}", param="workers")
     if image_size < 32:
-        raise InvalidInput(f"image_size must be >= 32, got {image_size}")
+        raise InvalidInput(f"image_size must be >= 32, got {image_size}", param="image_size")
     if spatial is not None and spatial < 1:
-        raise InvalidInput(f"spatial must be >= 1, got {spatial}")
+        raise InvalidInput(f"spatial must be >= 1, got {spatial}", param="spatial")
     if extractor in ("cnn", "bow"):
         resolve_device(device)  # reject --device cuda without a GPU before any work
     opts = dict(layers=layers, pools=pools, stages=stages, device=device, batch_size=batch_size,
@@ -803,7 +763,7 @@ def featurize(
     weights: str | os.PathLike | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     on_error: str = "fail",
-    progress: bool = True,
+    progress: Progress | None = None,
     **kwargs: Any,
 ) -> list[str]:
     """Compute feature sets for the experiments of a warehouse; return their names.
@@ -822,7 +782,8 @@ def featurize(
     weights: weights file for the backbone (default: the bundled efficientnet_lite0 ones).
     image_size: network input side (the paper's 231).
     on_error: ``fail`` (stop at an unreadable image; committed chunks are kept) or ``skip``.
-    progress: show a progress bar (stderr).
+    progress: where to report phases and skipped images (:class:`ishwh.progress.Progress`;
+        the command line passes a rich bar on stderr); None reports nothing.
     kwargs: ``backbone``, ``spatial``, ``chunk_size``, ``bow`` (see :func:`featurize_report`).
     """
     return featurize_report(db_path, extractor, layers, pools, stages, device, batch_size,

@@ -25,7 +25,6 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from importlib import metadata
 
 import duckdb
@@ -38,7 +37,8 @@ from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit import splits as splits_mod
 from ishwh.fit import tasks as tasks_mod
 from ishwh.fit.trainer import DEFAULT_CS, BatchedLogisticRegression
-from ishwh.vocab import STAGES, TASK_KINDS
+from ishwh.progress import Progress, or_silent, phase
+from ishwh.vocab import TASK_KINDS, check_stage
 
 FIT_VERSION = 1          # bump when a change alters what an identical fit would produce
 SPLIT_METHODS = ("stratified", "paper")
@@ -69,11 +69,12 @@ def parse_levels(levels: str | int | Sequence[int] | None) -> list[int] | None:
                 else:
                     out_set.add(int(part))
             except ValueError:
-                raise InvalidInput(f"--levels: cannot read {part!r}",
-                                   hint="write e.g. 1-10 or 1,3,5-7") from None
+                raise InvalidInput(f"cannot read levels {part!r}",
+                                   hint="write e.g. 1-10 or 1,3,5-7", param="levels") from None
         out = sorted(out_set)
     if not out or min(out) < 0:
-        raise InvalidInput("--levels must name at least one level >= 0", hint="e.g. 1-10")
+        raise InvalidInput("levels must name at least one level >= 0", hint="e.g. 1-10",
+                           param="levels")
     return out
 
 
@@ -93,14 +94,15 @@ def levels_text(levels: list[int] | None) -> str | None:
 
 
 def _validate(stage: str, tasks: str, split: str, repeats: int) -> None:
-    if stage not in STAGES:
-        raise InvalidInput(f"--stage: unknown stage {stage!r}", hint="one of " + ", ".join(STAGES))
+    check_stage(stage)
     if tasks not in TASK_KINDS:
-        raise InvalidInput(f"--tasks must be one of {', '.join(TASK_KINDS)}, not {tasks!r}")
+        raise InvalidInput(f"tasks must be one of {', '.join(TASK_KINDS)}, not {tasks!r}",
+                           param="tasks")
     if split not in SPLIT_METHODS:
-        raise InvalidInput(f"--split must be one of {', '.join(SPLIT_METHODS)}, not {split!r}")
+        raise InvalidInput(f"split must be one of {', '.join(SPLIT_METHODS)}, not {split!r}",
+                           param="split")
     if repeats < 1:
-        raise InvalidInput("--repeats must be at least 1")
+        raise InvalidInput("repeats must be at least 1", param="repeats")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -114,17 +116,6 @@ def _versions(device: str) -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, tbl: pa.Table) -> None:
-    if tbl.num_rows == 0:
-        return
-    con.register("_ishwh_fit_rows", tbl)
-    try:
-        cols = ", ".join(tbl.column_names)
-        con.execute(f"insert into {table} ({cols}) select {cols} from _ishwh_fit_rows").fetchall()
-    finally:
-        con.unregister("_ishwh_fit_rows")
 
 
 def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
@@ -178,7 +169,7 @@ def get_or_make_split(
                 "insert into split_defs (stage, method, seed, repeat_index, params) "
                 "values (?, ?, ?, ?, ?) returning split_id",
                 [stage, method, seed, repeat_index, _json(params)]).fetchall()[0][0])
-            _insert_arrow(con, "splits", pa.table({
+            store.insert_arrow(con, "splits", pa.table({
                 "split_id": pa.array(np.full(len(experiment_ids), split_id, dtype=np.int32)),
                 "experiment_id": pa.array(experiment_ids),
                 "subset": pa.array(np.where(test_rows, "test", "train").tolist()),
@@ -203,42 +194,6 @@ def _fingerprint(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-class _Progress:
-    """A rich progress bar on stderr (or nothing)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled = enabled
-        self.total = total
-
-    def __enter__(self):
-        if not self.enabled:
-            self._cm = nullcontext()
-            return self
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._p = Progress(TextColumn("[bold]fit[/] {task.description}"), BarColumn(),
-                           TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
-                           console=Console(stderr=True), transient=False)
-        self._cm = self._p
-        self._p.__enter__()
-        self._id = self._p.add_task("", total=self.total)
-        return self
-
-    def step(self, text: str) -> None:
-        if self.enabled:
-            self._p.update(self._id, description=text)
-
-    def advance(self) -> None:
-        if self.enabled:
-            self._p.advance(self._id)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            return self._p.__exit__(*exc)
-        return False
-
-
 # --------------------------------------------------------------------------- fit
 
 
@@ -253,7 +208,7 @@ def fit(
     seed: int = 0,
     shuffle_labels: bool = False,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | None = None,
     *,
     C: float | None = None,
     Cs: Sequence[float] = DEFAULT_CS,
@@ -285,10 +240,12 @@ def fit(
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
                       "max_iter": 100}
     run_ids: list[int] = []
-    with warehouse.connect(db_path) as con, _Progress(progress, repeats) as bar:
+    bar = or_silent(progress)
+    with warehouse.connect(db_path) as con, phase(bar, f"fit {stage}", repeats,
+                                                   "runs") as advance:
         clean_unfinished(con)
         t0 = time.perf_counter()
-        bar.step(f"{stage}: reading labels and features")
+        bar.describe(f"fit {stage}: reading labels and features")
         fsid = store.feature_set_id(con, features)
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
@@ -328,7 +285,7 @@ def fit(
         for r in range(repeats):
             timings = {"read_s": round(read_s, 4)}
             t1 = time.perf_counter()
-            bar.step(f"{stage}: split {split} seed {seed} repeat {r}")
+            bar.describe(f"fit {stage}: split {split} seed {seed} repeat {r}")
             split_id, subset = get_or_make_split(
                 con, stage, split, seed, r, exp_ids, gene_ids, [all_struct, all_gene])
             timings["split_s"] = round(time.perf_counter() - t1, 4)
@@ -342,7 +299,7 @@ def fit(
                 "order by run_id", [fp]).fetchall()]
             if old and not force:
                 run_ids.append(int(old[-1]))
-                bar.advance()
+                advance(1)
                 continue
             run_id = _one_run(
                 con, bar, fsid=fsid, stage=stage, split_id=split_id, subset=subset,
@@ -352,11 +309,12 @@ def fit(
                 device=device, min_pos=min_train_pos, min_neg=min_train_neg,
                 timings=timings, replace=old)
             run_ids.append(run_id)
-            bar.advance()
+            advance(1)
     return run_ids
 
 
-def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, chosen, tasks,
+def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, chosen,
+             tasks,
              level_list, label_mode, seed, repeat, split, fp, fp_src, trainer_params, device,
              min_pos, min_neg, timings, replace) -> int:
     t_start = time.perf_counter()
@@ -412,7 +370,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, c
     scores = None
     c_chosen = None
     if n_fit:
-        bar.step(f"{stage}: fitting {n_fit} tasks on {tr_rows_x.size} experiments "
+        bar.describe(f"fit {stage}: fitting {n_fit} tasks on {tr_rows_x.size} experiments "
                  f"(run {run_id})")
         y_tr = np.concatenate([m.y[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
         m_tr = np.concatenate([m.mask[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
@@ -431,7 +389,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, c
         c_chosen = est.C_
         versions["device"] = str(est.device_)
 
-    bar.step(f"{stage}: writing run {run_id}")
+    bar.describe(f"fit {stage}: writing run {run_id}")
     t4 = time.perf_counter()
     task_rows: dict[str, list] = {k: [] for k in (
         "run_id", "task_kind", "task", "status", "reason", "c", "n_train_pos", "n_train_neg")}
@@ -483,11 +441,11 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, c
     })
     with warehouse.transaction(con):
         _delete_runs(con, [int(x) for x in replace])   # --force: the new run replaces the old
-        _insert_arrow(con, "run_tasks", task_tbl)
+        store.insert_arrow(con, "run_tasks", task_tbl)
         for t in pred_tables:
-            _insert_arrow(con, "predictions", t)
+            store.insert_arrow(con, "predictions", t)
         for t in gene_tables:
-            _insert_arrow(con, "gene_predictions", t)
+            store.insert_arrow(con, "gene_predictions", t)
         timings["write_s"] = round(time.perf_counter() - t4, 4)
         timings["total_s"] = round(time.perf_counter() - t_start + timings["read_s"]
                                    + timings["split_s"], 4)
@@ -500,9 +458,9 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, c
 
 def summary(db_path: str | os.PathLike, run_ids: Sequence[int]) -> list[dict]:
     """The level rollup (``level_auc``) of ``run_ids``: one dict per run x level."""
-    from ishwh.resources import sql_text
+    from ishwh.query import query_text
 
     with warehouse.connect(db_path, read_only=True) as con:
-        tbl = con.sql(sql_text("queries/fit_summary"),
+        tbl = con.sql(query_text("fit_summary"),
                       params={"run_ids": [int(r) for r in run_ids]}).to_arrow_table()
     return tbl.to_pylist()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from ishwh.resources import sql_text
+from ishwh.query import query_text
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _dense(
 
 def stage_experiments(con: duckdb.DuckDBPyConnection, stage: str) -> tuple[np.ndarray, np.ndarray]:
     """``(experiment_ids, gene_ids)`` of a stage, ordered by experiment id."""
-    tbl = con.sql(sql_text("queries/fit_stage_experiments"),
+    tbl = con.sql(query_text("fit_stage_experiments"),
                   params={"stage": stage}).to_arrow_table()
     return (tbl.column("experiment_id").to_numpy().astype(np.int64),
             tbl.column("gene_id").to_numpy().astype(np.int64))
@@ -74,7 +74,7 @@ def structure_tasks(
     levels: list[int] | None = None,
 ) -> TaskMatrix:
     """One task per structure with a label at ``stage`` (restricted to ``levels`` if given)."""
-    tbl = con.sql(sql_text("queries/fit_structure_labels"),
+    tbl = con.sql(query_text("fit_structure_labels"),
                   params={"stage": stage}).to_arrow_table()
     sid = tbl.column("structure_id").to_numpy().astype(np.int64)
     lvl = tbl.column("level").to_numpy().astype(np.int64)
@@ -94,7 +94,7 @@ def gene_tasks(
     con: duckdb.DuckDBPyConnection, stage: str, experiment_ids: np.ndarray
 ) -> TaskMatrix:
     """One task per ``gene_labels.task``; each experiment carries its gene's label."""
-    tbl = con.sql(sql_text("queries/fit_gene_labels"), params={"stage": stage}).to_arrow_table()
+    tbl = con.sql(query_text("fit_gene_labels"), params={"stage": stage}).to_arrow_table()
     task = np.asarray(tbl.column("task").to_pylist(), dtype=object)
     keys, y, mask = _dense(
         experiment_ids, tbl.column("experiment_id").to_numpy().astype(np.int64),

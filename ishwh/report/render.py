@@ -27,7 +27,7 @@ from ishwh import __version__
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.report import plots
 from ishwh.report.tables import gene_tasks_wide, run_named, table1_wide
-from ishwh.vocab import STAGES
+from ishwh.vocab import stage_key
 from ishwh.warehouse import connect
 
 MAX_GRID_STRUCTURES = 30   # figure-6 columns; more would be unreadable
@@ -80,10 +80,6 @@ class ReportResult:
 # --------------------------------------------------------------------------- gathering
 
 
-def _stage_key(stage: str) -> int:
-    return STAGES.index(stage) if stage in STAGES else len(STAGES)
-
-
 def _versions() -> dict[str, str]:
     out = {"ishwh": __version__, "python": platform.python_version()}
     for pkg in ("duckdb", "polars", "numpy", "scikit-learn", "matplotlib"):
@@ -127,7 +123,7 @@ def _best_runs(sauc: pl.DataFrame, level: int) -> pl.DataFrame:
         .sort(["mean_auc", "run_id"], descending=[True, False])
     )
     best = per_run.unique("stage", keep="first", maintain_order=True)
-    return best.sort(pl.col("stage").map_elements(_stage_key, return_dtype=pl.Int64))
+    return best.sort(pl.col("stage").map_elements(stage_key, return_dtype=pl.Int64))
 
 
 def _roc_panels(con, sauc: pl.DataFrame, best: pl.DataFrame, level: int) -> list[plots.RocPanel]:
@@ -214,7 +210,7 @@ def gather(
 ) -> ReportData:
     """Fetch everything the report shows (read-only connection)."""
     if runs is not None and not runs:
-        raise InvalidInput("--runs is empty: give run ids like 1,2")
+        raise InvalidInput("runs is empty: give run ids like 1,2", param="runs")
     with connect(db_path, read_only=True) as con:
         all_runs = run_named(con, "report_runs")
         if all_runs.is_empty():
@@ -453,6 +449,7 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
             "the share of a structure's positives that fell in the test set from the split's "
             "test fraction (0 = perfectly balanced); min / median_ratio_agreement: the "
             "paper's train-vs-test class-ratio agreement (1 = identical ratios); "
+            "worst_share_error: the same deviation, worst over both classes; "
             "n_test_one_class: structures whose test set lacks a class, so they have no AUC.",
             tables=[(data.split_balance, None)],
         ),

@@ -2,8 +2,9 @@
 
 Every number of the report comes out of SQL (the ``level_auc`` / ``structure_auc`` views and
 the named queries built on them); this module only runs those queries, with the report's
-filters set as DuckDB session variables, and reshapes the results with polars (Table 1 in
-its wide, printable form). The same queries run unfiltered with ``ishwh sql --query NAME``.
+filters as the queries' named parameters, and reshapes the results with polars (Table 1 in
+its wide, printable form). The same queries run with
+``ishwh sql --query NAME [--param runs=[1,2]]``.
 """
 
 from __future__ import annotations
@@ -15,24 +16,13 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
-from ishwh.errors import InvalidInput, NotFound
-from ishwh.resources import resource_dir
-from ishwh.vocab import STAGES
+from ishwh.errors import InvalidInput
+from ishwh.query import bind, named_query
+from ishwh.vocab import sort_stages
 from ishwh.warehouse import connect
-
-# Session variables the named queries read with getvariable(); unset means "no filter".
-_FILTERS = ("report_runs", "report_level", "report_structures")
 
 OVERALL_STAGE = "all stages"
 SHUFFLED_SUFFIX = " (shuffled labels)"
-
-
-def query_text(name: str) -> str:
-    """The SQL of the named query ``sql/queries/<name>.sql``."""
-    path = resource_dir("sql") / "queries" / f"{name}.sql"
-    if not path.is_file():
-        raise NotFound(f"no named query {name!r} in sql/queries/")
-    return path.read_text(encoding="utf-8")
 
 
 def run_named(
@@ -43,23 +33,19 @@ def run_named(
     level: int | None = None,
     structures: Sequence[int] | None = None,
 ) -> pl.DataFrame:
-    """Run a named query with the report's filters (None = no filter) as a polars frame."""
+    """Run a named query with the report's filters (None = no filter) as a polars frame.
+
+    The filters are the query's own optional parameters (``$runs``, ``$level``,
+    ``$structures``); a query is given those it declares.
+    """
     values = {
-        "report_runs": None if runs is None else [int(r) for r in runs],
-        "report_level": None if level is None else int(level),
-        "report_structures": None if structures is None else [int(s) for s in structures],
+        "runs": None if runs is None else [int(r) for r in runs],
+        "level": None if level is None else int(level),
+        "structures": None if structures is None else [int(s) for s in structures],
     }
-    try:
-        for var in _FILTERS:
-            if values[var] is None:
-                con.execute(f"reset variable {var}").fetchall()
-            else:
-                con.execute(f"set variable {var} = ?", [values[var]]).fetchall()
-        return pl.from_arrow(con.sql(query_text(name)).to_arrow_table())
-    finally:
-        # Leave the connection as found: a later ad-hoc query must not be silently filtered.
-        for var in _FILTERS:
-            con.execute(f"reset variable {var}").fetchall()
+    query = named_query(name)
+    params = bind(query, {k: v for k, v in values.items() if k in query.params})
+    return pl.from_arrow(con.sql(query.sql, params=params or None).to_arrow_table())
 
 
 def column_label(feature_set: str, label_mode: str) -> str:
@@ -143,7 +129,7 @@ def table1(
     ``wide`` the printable table with ``mean ± std`` strings and the ``best`` column.
     """
     if runs is not None and not runs:
-        raise InvalidInput("--runs is empty: give run ids like 1,2")
+        raise InvalidInput("runs is empty: give run ids like 1,2", param="runs")
     with connect(db_path, read_only=True) as con:
         long = run_named(con, "table1", runs=runs)
         overall = run_named(con, "table1_overall", runs=runs)
@@ -157,7 +143,6 @@ def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
     names the true-label feature set with the highest AUC of the row; each stage ends with
     a ``mean over tasks`` row.
     """
-    stage_order = list(STAGES)
     labels = [column_label(fs, mode) for fs, mode in
               gene_auc.select("feature_set", "label_mode").rows()]
     g = gene_auc.with_columns(pl.Series("_col", labels, dtype=pl.Utf8))
@@ -167,8 +152,7 @@ def gene_tasks_wide(gene_auc: pl.DataFrame) -> pl.DataFrame:
     true_cols = set(order.filter(pl.col("label_mode") == "true")["_col"].to_list())
     cells = g.group_by("stage", "task", "_col").agg(pl.col("auc").mean())
     lookup = {(st, t, c): a for st, t, c, a in cells.rows()}
-    stages = sorted(g["stage"].unique().to_list(),
-                    key=lambda s: stage_order.index(s) if s in stage_order else 99)
+    stages = sort_stages(g["stage"].unique().to_list())
     rows = []
     for stage in stages:
         tasks = sorted(g.filter(pl.col("stage") == stage)["task"].unique().to_list())

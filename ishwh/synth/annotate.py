@@ -16,8 +16,6 @@ import scipy.sparse as sp
 
 from ishwh.synth.expression import FULL, GRADIENT
 
-PATTERNS = ("undetected", "full", "regional", "gradient")
-LEVELS = ("undetected", "low", "medium", "high")
 VISIBLE = 0.03      # expected stain per pixel below which nothing is seen
 MIN_AREA = 0.04     # stained area fraction needed to call a structure expressed
 FAINT = 0.25        # perceived intensity below which a call is "faint"
@@ -91,7 +89,8 @@ def confuse(stats: SectionStats, partners: list[np.ndarray], rate: float,
 def annotate(stats: SectionStats, subtree: sp.csr_matrix, parent: np.ndarray,
              kind: np.ndarray, gain: float, flip_rate: float, faint_dropout: float,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pattern, intensity and density codes per structure (-1 = unknown/NULL).
+    """Pattern, intensity and density codes per structure (-1 = unknown/NULL): indices
+    into :data:`ishwh.vocab.PATTERNS` and :data:`ishwh.vocab.GRADES`.
 
     ``kind`` is the pattern kind of the anchor expressing each structure's own label.
     """

@@ -21,13 +21,16 @@ import cv2
 import numpy as np
 
 from ishwh.errors import InvalidInput
+from ishwh.ids import SYNTHETIC_SECTION_FACTOR, section_id
 from ishwh.images import store_array
+from ishwh.progress import Progress, phase
 from ishwh.synth import anatomy as anatomy_mod
 from ishwh.synth import annotate as ann
 from ishwh.synth import expression as ex
 from ishwh.synth import ontology as onto
 from ishwh.synth.params import ALL_STAGES, SynthParams, resolve
 from ishwh.synth.render import Cells, draw_nuisance, make_cells, render_section
+from ishwh.vocab import GRADES, PATTERNS
 
 GENE_BASE = 90_000_000
 EXPERIMENT_BASE = 900_000_000
@@ -50,7 +53,7 @@ class SynthExperiment:
     gene: int
     stage: str
     sections: list[SynthSection]
-    pattern: np.ndarray     # per structure code (-1 unknown), see annotate.PATTERNS
+    pattern: np.ndarray     # per structure code (-1 unknown), see vocab.PATTERNS
     intensity: np.ndarray
     density: np.ndarray
     grid_shape: tuple[int, int, int]  # (nx, ny, nz)
@@ -118,7 +121,7 @@ class Atlas:
 
     @staticmethod
     def section_id(experiment_id: int, number: int) -> int:
-        return experiment_id * 100 + number
+        return section_id(experiment_id, number, SYNTHETIC_SECTION_FACTOR)  # see ishwh.ids
 
     def task_names(self) -> list[str]:
         return [f"GO:99{k:05d}" for k in range(len(self.tasks))]
@@ -329,24 +332,10 @@ def _render_all(atlas: Atlas, tasks: list[tuple[str, int, str, str]]) -> Iterato
         yield from pool.imap(_render_task, tasks, chunksize=2)
 
 
-def _progress(enabled: bool, total: int, what: str):
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
-
-
 # -------------------------------------------------------------------- rows
 
-_PATTERN_LUT = np.array(list(ann.PATTERNS) + [None], dtype=object)
-_LEVEL_LUT = np.array(list(ann.LEVELS) + [None], dtype=object)
+_PATTERN_LUT = np.array(list(PATTERNS) + [None], dtype=object)
+_GRADE_LUT = np.array(list(GRADES) + [None], dtype=object)
 
 
 def _annotation_columns(atlas: Atlas, results: list[dict]):
@@ -358,8 +347,8 @@ def _annotation_columns(atlas: Atlas, results: list[dict]):
         ids.append(np.full(int(seen.sum()), r["experiment_id"], dtype=np.int64))
         sids.append(atlas.ontology.ids[seen])
         pat.append(_PATTERN_LUT[r["pattern"][seen]])
-        inten.append(_LEVEL_LUT[r["intensity"][seen]])
-        dens.append(_LEVEL_LUT[r["density"][seen]])
+        inten.append(_GRADE_LUT[r["intensity"][seen]])
+        dens.append(_GRADE_LUT[r["density"][seen]])
     cat = np.concatenate
     return pa.table({
         "experiment_id": pa.array(cat(ids) if ids else [], pa.int64()),
@@ -444,7 +433,7 @@ def _check_compatible(con, atlas: Atlas) -> None:
 
 
 def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "demo",
-                     seed: int = 0, progress: bool = True, chunk: int = 16,
+                     seed: int = 0, progress: Progress | None = None, chunk: int = 16,
                      **overrides: Any) -> dict[str, Any]:
     """Generate the synthetic atlas straight into an initialised warehouse.
 
@@ -482,13 +471,12 @@ def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "de
         tasks = [(st, g, "warehouse", str(root)) for st in params.stages
                  for g in range(params.n_genes) if atlas.experiment_id(st, g) not in have]
         n_sections = 0
-        with _progress(progress, len(tasks), f"synthetic {params.name}") as bar:
-            job = bar.add_task("render", total=len(tasks))
+        with phase(progress, f"synthetic {params.name}", len(tasks), "experiments") as advance:
             pending: list[dict] = []
             for res in _render_all(atlas, tasks):
                 pending.append(res)
                 n_sections += len(res["sections"])
-                bar.advance(job)
+                advance(1)
                 if len(pending) >= chunk:
                     count(loader.load(con, _batch(atlas, pending)))
                     pending = []
@@ -506,7 +494,7 @@ def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "de
 
 
 def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo", seed: int = 0,
-                   progress: bool = True, **overrides: Any) -> dict[str, Any]:
+                   progress: Progress | None = None, **overrides: Any) -> dict[str, Any]:
     """Write the synthetic atlas as a manifest folder (the ``ishwh ingest dir`` contract):
     ``ontology.json``, ``sections.csv``, ``annotations.csv``, ``gene_labels.csv``,
     ``images/<stage>/<gene>/*.jpg`` and ``synthetic.json`` (the parameters and seed)."""
@@ -539,13 +527,12 @@ def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo
     n_sections = n_ann = 0
     with open(out / "sections.csv", "w", newline="", encoding="utf-8") as fs, \
             open(out / "annotations.csv", "w", newline="", encoding="utf-8") as fa, \
-            _progress(progress, len(tasks), f"synthetic {params.name}") as bar:
+            phase(progress, f"synthetic {params.name}", len(tasks), "experiments") as advance:
         ws = csv.writer(fs, lineterminator="\n")
         wa = csv.writer(fa, lineterminator="\n")
         ws.writerow(["gene", "stage", "experiment_id", "section_number", "image", "position",
                      "gene_name"])
         wa.writerow(["experiment_id", "structure", "pattern", "intensity", "density"])
-        job = bar.add_task("render", total=len(tasks))
         for r in _render_all(atlas, tasks):
             sym = atlas.gene_symbols[r["gene"]]
             for number, position, path, _sha, _w, _h in r["sections"]:
@@ -554,10 +541,10 @@ def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo
                 n_sections += 1
             for s in np.flatnonzero(r["pattern"] >= 0):
                 wa.writerow([r["experiment_id"], int(atlas.ontology.ids[s]),
-                             ann.PATTERNS[r["pattern"][s]], ann.LEVELS[r["intensity"][s]],
-                             ann.LEVELS[r["density"][s]]])
+                             PATTERNS[r["pattern"][s]], GRADES[r["intensity"][s]],
+                             GRADES[r["density"][s]]])
                 n_ann += 1
-            bar.advance(job)
+            advance(1)
     seconds = time.perf_counter() - t0
     return {"path": str(out), "preset": params.name, "seed": int(seed),
             "structures": atlas.ontology.size, "genes": params.n_genes,

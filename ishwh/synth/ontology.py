@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ishwh.errors import InvalidInput
-from ishwh.ontology import structures_from_graph_json
+from ishwh.ontology import fill_root_levels, structures_from_graph_json
 
 FIRST_ID = 15565  # Allen DevMouse structure ids start just above the graph-17 root (15564)
 _LEVEL1 = ["Pr", "Me", "Rh", "Sp", "Te", "Di", "Cb", "Ob", "Hy", "Th", "Pa", "Is"]
@@ -173,11 +173,15 @@ def from_graph_file(path: str | Path, max_level: int = 10) -> Ontology:
         rows = structures_from_graph_json(obj)
     except (OSError, ValueError, KeyError) as exc:
         raise InvalidInput(f"cannot read ontology {path}: {exc}") from exc
+    unknown = fill_root_levels(rows)  # the root gets 0, and levels 0 are left out below
+    if unknown:
+        raise InvalidInput(f"ontology {path}: structure {unknown[0]['structure_id']} has no "
+                           "st_level")
     by_id = {r["structure_id"]: r for r in rows}
     keep = []
     for r in sorted(rows, key=lambda r: (r["graph_order"] is None, r["graph_order"] or 0)):
         lvl = r["level"]
-        if lvl is None or not (1 <= lvl <= max_level) or (r["acronym"] or "").startswith("v_"):
+        if not (1 <= lvl <= max_level) or (r["acronym"] or "").startswith("v_"):
             continue
         anc, ok = r["parent_id"], True
         while anc is not None and anc in by_id:  # drop subtrees of excluded ventricles

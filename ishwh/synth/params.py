@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ishwh.errors import InvalidInput
-from ishwh.vocab import STAGES
+from ishwh.vocab import ANNOTATED_STAGES, STAGES
 
 # The stages the warehouse schema accepts, in developmental order (index = id block).
 ALL_STAGES = STAGES  # (vocab.STAGES)
@@ -113,7 +113,7 @@ PRESETS: dict[str, SynthParams] = {
     "paper": SynthParams(
         name="paper",
         level_counts=(3, 6, 19, 14, 81, 46, 123, 40, 307, 432),
-        stages=("E11.5", "E13.5", "E15.5", "E18.5"),
+        stages=ANNOTATED_STAGES,
         n_genes=2000,
         sections=(15, 20),
         image_size=(400, 250),

@@ -1,5 +1,5 @@
--- allen_done: which experiments already have sections, annotations or an expression grid,
--- so `ishwh ingest allen` can resume without re-downloading or re-decoding them.
+-- allen_done: which experiments already have sections, annotations or an expression grid
+-- (so `ishwh ingest allen` can resume without re-downloading or re-decoding them).
 -- Grain: one row per part x experiment.
 -- Inputs: sections, annotations, expression_grids.
 with section_parts as (
@@ -23,3 +23,4 @@ final as (
 )
 
 select * from final
+order by part, experiment_id

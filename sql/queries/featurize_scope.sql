@@ -1,5 +1,6 @@
 -- featurize_scope: the experiments featurize works on, one row per experiment.
--- Inputs: $stages (varchar[]; the stages in scope). Only experiments with sections count.
+-- Only experiments with sections count.
+-- param stages: the stages in scope, e.g. ["E13.5", "P4"]
 -- Ordered by experiment id: chunks of this list are the unit of work and of commit.
 with counted as (
     select experiment_id, count(*) as n_sections

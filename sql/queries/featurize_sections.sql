@@ -1,6 +1,6 @@
--- featurize_sections: the sections of a list of experiments, one row per section,
--- in experiment then section-number order (the order features are computed and pooled in).
--- Inputs: $experiment_ids (bigint[]).
+-- featurize_sections: the sections of a list of experiments, one row per section.
+-- In experiment then section-number order (the order features are computed and pooled in).
+-- param experiment_ids: experiment ids, e.g. [100, 101]
 select
     s.experiment_id,
     s.section_id,

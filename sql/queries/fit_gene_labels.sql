@@ -1,5 +1,6 @@
--- fit_gene_labels: gene-level tasks (GO-like terms) of one stage, inherited by every
--- experiment of the gene. Grain: one row per experiment x task. Parameters: $stage.
+-- fit_gene_labels: gene-level tasks (GO-like terms) of one stage, on every experiment of the gene.
+-- Grain: one row per experiment x task.
+-- param stage: the stage, e.g. E13.5
 select
     e.experiment_id,
     g.task,

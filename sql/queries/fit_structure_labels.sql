@@ -1,5 +1,6 @@
 -- fit_structure_labels: the structure tasks of one stage (labels view x structure level).
--- Grain: one row per experiment x structure with a known label. Parameters: $stage.
+-- Grain: one row per experiment x structure with a known label.
+-- param stage: the stage, e.g. E13.5
 select
     l.experiment_id,
     l.structure_id,

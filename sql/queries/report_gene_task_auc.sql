@@ -1,11 +1,11 @@
--- report_gene_task_auc: the gene_task_auc view (test-set AUC per run x gene-level task)
--- restricted to finished runs.
+-- report_gene_task_auc: test-set AUC per run x gene-level task (gene_task_auc), finished runs.
 -- Grain: one row per run x gene task.
 -- Inputs: gene_task_auc, selected_runs.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 gene_task_auc as (

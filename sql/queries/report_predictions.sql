@@ -1,23 +1,25 @@
--- report_predictions: test-set scores with the truth and the names of gene and structure,
--- the input of the ROC curves and of the manual-vs-predicted figure.
+-- report_predictions: test-set scores with the truth and the names of gene and structure.
+-- The input of the ROC curves and of the manual-vs-predicted figure.
 -- Grain: one row per run x structure x test experiment (finished runs only).
 -- Inputs: predictions, selected_runs, experiments, genes, structures.
--- Optional filters: `set variable report_runs = [1]`, `set variable report_level = 5`,
--- `set variable report_structures = [15565, 15566]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
+-- param level: ontology level, e.g. 5 (optional: every level)
+-- param structures: structure ids, e.g. [15565, 15566] (optional: every structure)
 with runs as (
     select run_id, stage
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 predictions as (
     select * from main.predictions
-    where getvariable('report_structures') is null
-        or list_contains(getvariable('report_structures'), structure_id)
+    where $structures is null
+        or list_contains($structures, structure_id)
 ),
 
 structures as (
     select structure_id, acronym, level, graph_order from main.structures
-    where getvariable('report_level') is null or level = getvariable('report_level')
+    where $level is null or level = $level
 ),
 
 experiments as (

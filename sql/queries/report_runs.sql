@@ -1,10 +1,11 @@
 -- report_runs: every parameter and version that defines a run, for the report's appendix.
 -- Grain: one row per finished run.
--- Inputs: selected_runs, feature_sets, split_defs, run_tasks.
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- Inputs: selected_runs, run_info, feature_sets (params), run_tasks.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select *
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 task_counts as (
@@ -19,14 +20,14 @@ task_counts as (
 final as (
     select
         r.run_id,
-        f.name as feature_set,
-        f.extractor,
-        f.dim,
+        i.feature_set,
+        i.extractor,
+        i.dim,
         r.stage,
         r.split_id,
-        d.method as split_method,
-        d.seed as split_seed,
-        d.repeat_index,
+        i.split_method,
+        i.split_seed,
+        i.repeat_index,
         r.tasks,
         r.levels,
         r.label_mode,
@@ -39,8 +40,8 @@ final as (
         r.started_at,
         r.finished_at
     from runs r
-    left join main.feature_sets f using (feature_set_id)
-    left join main.split_defs d using (split_id)
+    join main.run_info i using (run_id)
+    left join main.feature_sets f on f.feature_set_id = r.feature_set_id
     left join task_counts t using (run_id)
 )
 

@@ -1,10 +1,12 @@
 -- report_structure_auc: structure_auc with the names a reader needs.
 -- Grain: one row per run x structure with predictions (finished runs only).
--- Inputs: structure_auc, selected_runs, structures, feature_sets.
--- Optional filters: `set variable report_runs = [1, 2]`, `set variable report_level = 5`.
+-- Inputs: structure_auc (names included), selected_runs, structures (graph order).
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
+-- param level: ontology level, e.g. 5 (optional: every level)
 with runs as (
     select run_id, label_mode
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 structure_auc as (
@@ -12,11 +14,7 @@ structure_auc as (
 ),
 
 structures as (
-    select structure_id, acronym, name as structure_name, graph_order from main.structures
-),
-
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+    select structure_id, graph_order from main.structures
 ),
 
 final as (
@@ -24,20 +22,19 @@ final as (
         a.run_id,
         a.stage,
         a.level,
-        f.feature_set,
+        a.feature_set,
         r.label_mode,
         a.structure_id,
-        s.acronym,
-        s.structure_name,
+        a.acronym,
+        a.structure_name,
         s.graph_order,
         a.n_pos,
         a.n_neg,
         a.auc
     from structure_auc a
     join runs r using (run_id)
-    join feature_sets f using (feature_set_id)
     left join structures s using (structure_id)
-    where getvariable('report_level') is null or a.level = getvariable('report_level')
+    where $level is null or a.level = $level
 )
 
 select * from final

@@ -1,19 +1,20 @@
 -- skipped_tasks: the tasks fit did not train, grouped by the reason it gave.
 -- Grain: one row per run x task kind x reason (finished runs only).
--- Inputs: run_tasks, selected_runs, feature_sets, structures.
+-- Inputs: run_tasks, selected_runs, run_info, structures.
 -- examples lists up to eight of the skipped tasks (structure acronyms or gene-task names).
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id, stage, feature_set_id, label_mode
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 run_tasks as (
     select * from main.run_tasks where status = 'skipped'
 ),
 
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+run_info as (
+    select run_id, feature_set from main.run_info
 ),
 
 structures as (
@@ -31,7 +32,7 @@ named as (
         coalesce(s.acronym, t.task) as task_name
     from run_tasks t
     join runs r using (run_id)
-    join feature_sets f using (feature_set_id)
+    join run_info f using (run_id)
     left join structures s
         on t.task_kind = 'structure' and s.structure_id = try_cast(t.task as bigint)
 ),

@@ -1,16 +1,19 @@
--- split_balance_summary: how evenly each train/test split spreads the classes of the
--- structures its runs trained on.
--- Grain: one row per split used by a finished run.
+-- split_balance_summary: how evenly each split spreads the classes of the structures its runs trained on
+-- Grain: one row per split used by a finished run (the one split-balance summary: the report
+-- shows it, and it compares split methods, iterative stratification vs the paper's
+-- rejection sampling).
 -- Inputs: split_balance (per split x structure), splits, selected_runs, run_tasks.
 -- worst_dev_pos / mean_dev_pos: largest and mean |test_share_pos - test_fraction| over the
 -- structures (0 = every structure's positives split like the experiments);
 -- min_ratio_agreement / median_ratio_agreement: the paper's train-vs-test class-ratio
--- agreement (1 = identical ratios); n_test_one_class: structures whose test set lacks
--- positives or negatives (they get no AUC).
--- Optional filter: `set variable report_runs = [1, 2]`.
+-- agreement (1 = identical ratios); worst_share_error: max over structures and classes of
+-- |test share - test_fraction| (lower is better); n_test_one_class: structures whose test
+-- set lacks positives or negatives (they get no AUC).
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id, split_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 run_structures as (
@@ -48,6 +51,8 @@ per_split as (
         avg(abs(test_share_pos - test_fraction)) as mean_dev_pos,
         min(ratio_agreement) as min_ratio_agreement,
         median(ratio_agreement) as median_ratio_agreement,
+        max(greatest(abs(test_share_pos - test_fraction), abs(test_share_neg - test_fraction)))
+            as worst_share_error,
         count(*) filter (where n_test_pos = 0 or n_test_neg = 0) as n_test_one_class
     from split_balance
     group by all
@@ -57,12 +62,14 @@ final as (
     select
         p.split_id, p.stage, p.method, p.seed, p.repeat_index, z.n_train, z.n_test,
         p.n_structures, p.worst_dev_pos, p.mean_dev_pos, p.min_ratio_agreement,
-        p.median_ratio_agreement, p.n_test_one_class
+        p.median_ratio_agreement, p.worst_share_error, p.n_test_one_class
     from per_split p
     join sizes z using (split_id)
 )
 
-select * from final
+select final.*
+from final
+left join main.stages s using (stage)
 order by
-    list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage),
+    s.stage_order,
     split_id

@@ -4,10 +4,11 @@
 -- Several runs of one cell (repeated splits, `fit --repeats`) are averaged: mean_auc is the
 -- mean of the runs' level means and std_auc the mean of their standard deviations; n_runs
 -- says how many. With one run per cell the numbers are level_auc's own.
--- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 level_auc as (
@@ -31,7 +32,9 @@ final as (
     group by all
 )
 
-select * from final
+select final.*
+from final
+left join main.stages s using (stage)
 order by
-    list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage),
+    s.stage_order,
     level, feature_set, label_mode

@@ -5,10 +5,11 @@
 -- a stage's number is the mean AUC over all its structures (stage_auc.mean_auc; repeated
 -- runs of a stage averaged), and overall_mean / overall_std are the mean and sample std of
 -- those stage numbers across stages (std NULL with a single stage).
--- Optional filter: `set variable report_runs = [1, 2]` (unset: every finished run).
+-- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
     select run_id
-    from main.selected_runs  -- finished runs, filtered by report_runs
+    from main.selected_runs  -- finished runs, chosen by $runs
+    where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
 stage_auc as (
@@ -16,9 +17,11 @@ stage_auc as (
 ),
 
 per_stage as (
-    select feature_set, label_mode, stage, count(*) as n_runs, avg(mean_auc) as mean_auc
+    select feature_set, label_mode, stage, s.stage_order, count(*) as n_runs,
+           avg(mean_auc) as mean_auc
     from stage_auc
     join runs using (run_id)
+    left join main.stages s using (stage)
     group by all
 ),
 
@@ -28,9 +31,7 @@ final as (
         label_mode,
         count(mean_auc) as n_stages,
         sum(n_runs) as n_runs,
-        string_agg(stage, ',' order by
-            list_position(['E11.5', 'E13.5', 'E15.5', 'E18.5', 'P4', 'P14', 'P28', 'P56'], stage))
-            as stages,
+        string_agg(stage, ',' order by stage_order) as stages,
         avg(mean_auc) as overall_mean,
         stddev_samp(mean_auc) as overall_std
     from per_stage

@@ -1,4 +1,4 @@
-"""A small warehouse with known signal, for the fit tests and benchmarks.
+"""A small warehouse with known signal, for the fit tests (test code: not in the wheel).
 
 Genes carry a few latent factors; each structure's label is a noisy linear function of them
 (prevalence varying from rare to common) and the feature vectors are the factors mixed into
