@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import duckdb
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from ishwh import store, warehouse
@@ -263,16 +264,11 @@ def _add_seen(con: duckdb.DuckDBPyConnection, fsid: int, ids: np.ndarray,
     nz = np.flatnonzero(seen)
     if nz.size == 0:
         return
-    import pyarrow as pa  # noqa: PLC0415
-
-    con.register("_ishwh_seen", pa.table({"structure_id": pa.array(ids[nz]),
-                                          "n": pa.array(seen[nz])}))
-    try:
-        con.execute("update feature_set_structures f set n_sections_seen = n_sections_seen + s.n "
-                    "from _ishwh_seen s where f.feature_set_id = ? "
+    rows = pa.table({"structure_id": pa.array(ids[nz]), "n": pa.array(seen[nz])})
+    with store.registered(con, rows) as name:
+        con.execute(f"update feature_set_structures f set n_sections_seen = "
+                    f"n_sections_seen + s.n from {name} s where f.feature_set_id = ? "
                     "and f.structure_id = s.structure_id", [fsid])
-    finally:
-        con.unregister("_ishwh_seen")
 
 
 def featurize_atlas(db_path: str | os.PathLike, stages: list[str] | None = None,

@@ -743,7 +743,7 @@ def featurize_report(
         if extractor == "atlas":  # structure features: ishwh/atlas/features.py
             from ishwh.atlas.features import run_atlas  # noqa: PLC0415
 
-            out = run_atlas(con, path, list(stages) if stages else None)
+            out = run_atlas(con, path, list(stages) if stages else None, progress)
             return FeaturizeResult(names=out["names"], written=out["written"],
                                    problems=out["problems"], finished=out["finished"])
         run = {"cnn": _run_cnn, "bow": _run_bow, "grid": _run_grid}[extractor]

@@ -276,9 +276,9 @@ def _one_run(con, progress, fsid, stage, split_id, subset, feat_ids, x, xg, k, e
         "n_train_neg": pa.array(n_neg.astype(np.int32))})
     with warehouse.transaction(con):
         rn._delete_runs(con, [int(r) for r in replace])
-        rn._insert_arrow(con, "run_tasks", tasks_tbl)
+        store.insert_arrow(con, "run_tasks", tasks_tbl)
         if preds is not None:
-            rn._insert_arrow(con, "predictions", preds)
+            store.insert_arrow(con, "predictions", preds)
         con.execute("update runs set status = 'finished', finished_at = current_timestamp, "
                     "timings = ? where run_id = ?",
                     [rn._json({"total_s": round(time.perf_counter() - t0, 3)}), run_id])
