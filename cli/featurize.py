@@ -63,7 +63,8 @@ def _ray_options(engine: str, address: str | None, ray_workers: int | None,
 
 def featurize(
     extractor: Annotated[
-        str, typer.Option("--extractor", "-e", help="cnn, bow or grid.")
+        str, typer.Option("--extractor", "-e", help="cnn, bow, grid or atlas (structure "
+                          "features: registers sections to the stage's reference).")
     ] = "cnn",
     layers: Annotated[
         str | None,

@@ -11,9 +11,10 @@ ingest_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from . import ingest_allen, ingest_dir, ingest_synthetic  # noqa: PLC0415
+    from . import ingest_allen, ingest_dir, ingest_reference, ingest_synthetic  # noqa: PLC0415
 
     ingest_dir.register(ingest_app)
     ingest_synthetic.register(ingest_app)
     ingest_allen.register(ingest_app)
+    ingest_reference.register(ingest_app)
     app.add_typer(ingest_app, name="ingest")

@@ -218,6 +218,8 @@ class Plan:
     tables: dict[str, pa.Table] = field(default_factory=dict)
     images: dict[str, Path] = field(default_factory=dict)  # sha256 -> source file
     problems: _Problems = field(default_factory=_Problems)
+    # stage -> (annotation volume, spacing_um, file name): reference/<STAGE>.npz|.mhd
+    references: dict[str, tuple[Any, float | None, str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- ontology
@@ -583,6 +585,7 @@ def plan(
     ann_rows = _annotations(con, folder, experiments, all_structures, by_acronym, problems)
     label_rows = _gene_labels(con, folder, genes, wh, problems)
     _fold_consequences(problems, before, broken)
+    result.references = _references(folder, set(all_structures), problems)
 
     if problems:
         return result
@@ -891,6 +894,37 @@ def _gene_labels(
 # --------------------------------------------------------------------------- ingest
 
 
+def _references(folder: Path, known: set[int], problems: _Problems
+                ) -> dict[str, tuple[Any, float | None, str]]:
+    """Read and check ``reference/<STAGE>.npz`` or ``.mhd`` (optional)."""
+    from ishwh.atlas import reference as ref_mod  # noqa: PLC0415
+
+    out: dict[str, tuple[Any, float | None, str]] = {}
+    ref_dir = folder / "reference"
+    if not ref_dir.is_dir():
+        return out
+    for path in sorted(ref_dir.iterdir()):
+        if path.suffix.lower() not in (".npz", ".mhd"):
+            continue
+        where = f"reference/{path.name}"
+        stage = _STAGE_BY_KEY.get(path.stem.upper())
+        if stage is None:
+            problems.add(where, f"unknown stage {path.stem!r} (one of: {', '.join(STAGES)})")
+            continue
+        if stage in out:
+            problems.add(where, f"a second reference of stage {stage}")
+            continue
+        try:
+            vol, spacing = ref_mod.read_reference_file(path)
+            ref_mod.check_ids(vol, known, where)
+        except IshwhError as exc:
+            problems.add(where, exc.message.removeprefix(f"{where}: ")
+                         .removeprefix(f"{path.name}: "))
+            continue
+        out[stage] = (vol, spacing, path.name)
+    return out
+
+
 def ingest_dir(
     db_path: str | os.PathLike, folder: str | os.PathLike, *, link: bool = False,
     progress: Progress | None = None,
@@ -933,6 +967,13 @@ def ingest_dir(
                 images.place_image(src, root, sha, link=link)
                 added_images += 1
         new = loader.load(con, loader.Batch(**p.tables))
+        if p.references:
+            from ishwh.atlas import reference as ref_mod  # noqa: PLC0415
+
+            with warehouse.transaction(con):
+                new["reference_atlases"] = sum(
+                    ref_mod.store(con, stage, vol, spacing, f"dir:{folder.resolve()}/{name}")
+                    for stage, (vol, spacing, name) in p.references.items())
     return {
         "folder": str(folder),
         "db": str(db_path),

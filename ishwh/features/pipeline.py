@@ -47,7 +47,7 @@ from ishwh.features.sift_torch import TorchDenseSift
 from ishwh.progress import Progress, or_silent, phase
 from ishwh.query import query_text
 
-EXTRACTORS = ("cnn", "bow", "grid")
+EXTRACTORS = ("cnn", "bow", "grid", "atlas")
 ENGINES = ("local", "ray")
 ON_ERROR = ("skip", "fail")
 DEFAULT_CHUNK = 16  # experiments per commit (~250 sections of the real atlas)
@@ -864,6 +864,12 @@ def featurize_report(
     result = FeaturizeResult(names=[])
     path = Path(db_path)
     with warehouse.connect(path) as con:
+        if extractor == "atlas":  # structure features: ishwh/atlas/features.py
+            from ishwh.atlas.features import run_atlas  # noqa: PLC0415
+
+            out = run_atlas(con, path, list(stages) if stages else None, progress)
+            return FeaturizeResult(names=out["names"], written=out["written"],
+                                   problems=out["problems"], finished=out["finished"])
         run = {"cnn": _run_cnn, "bow": _run_bow, "grid": _run_grid}[extractor]
         run(con, path, opts, result)
     return result

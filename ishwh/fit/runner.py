@@ -392,6 +392,11 @@ def fit(
                 db_path, features, stage, target, model=model, levels=levels, split=split,
                 repeats=repeats, seed=seed, force=force, progress=progress, C=C, Cs=Cs,
                 cv=cv, select=select, device=device)
+    if features.startswith("atlas."):  # structure features: one model per structure's columns
+        from ishwh.fit.structure_features import fit_structure_features  # noqa: PLC0415
+
+        return fit_structure_features(db_path, features, stage, levels, split, repeats, seed,
+                                      force, shuffle_labels, tasks=tasks)
     _validate(stage, tasks, split, repeats)
     train_list = parse_stages(train_stages, stage)
     if holdout not in models_mod.HOLDOUTS:

@@ -315,6 +315,10 @@ def make_figures(data: ReportData) -> list[Figure]:
             )),
         ))
     figs += [Figure(*f) for f in more.figures(data.more)]
+    from ishwh.atlas.figures import report_figures  # noqa: PLC0415 - atlas figures
+
+    for name, title, caption, png in report_figures(data.db_path, data.runs, data.level):
+        figs.append(Figure(name, title, caption, png))
     return figs
 
 
@@ -454,6 +458,13 @@ def _sections(data: ReportData, figs: list[Figure]) -> list[_Section]:
             "Where the classifier agrees with the annotators, and where it does not.",
             figures=[by_name["manual_vs_predicted"]] if "manual_vs_predicted" in by_name else [],
         ),
+        *([_Section(
+            "atlas", "Registration and structure-level predictions",
+            "Sections registered to the stage's reference atlas, and predictions of "
+            "structure features painted on a section.",
+            figures=[by_name[n] for n in ("registration_qc", "expression_on_section")
+                     if n in by_name],
+        )] if {"registration_qc", "expression_on_section"} & set(by_name) else []),
         _Section(
             "splits", "Split balance",
             "One row per train/test split (the split_balance view, over the structures the "

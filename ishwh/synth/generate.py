@@ -260,6 +260,17 @@ class Atlas:
         mean = np.where(valid, mean, -1.0)
         return (x2, y2, z), mean.astype(np.float32).ravel()  # (nz, ny, nx): x fastest
 
+    def reference_volume(self, stage: str) -> np.ndarray:
+        """The stage's reference annotation in the contract's axes (anterior->posterior,
+        superior->inferior, lateral->medial): structure ids, 0 outside the brain. Each
+        specimen is this anatomy warped (``specimen_warp``), so registering to it is work."""
+        anat = self.anatomy(stage)
+        lut = np.concatenate([[0, 0], self.ontology.ids]).astype(np.int32)
+        return np.ascontiguousarray(lut[anat.labels].transpose(2, 1, 0))
+
+    def reference_spacing_um(self, stage: str) -> float:
+        return SECTION_WIDTH_UM[stage] / self.half_size[0]
+
     def spacing_um(self, stage: str) -> float:
         nx = (self.half_size[0] // 2) // 2
         return SECTION_WIDTH_UM[stage] / max(nx, 1)
@@ -468,6 +479,13 @@ def ingest_synthetic(db_path: str | os.PathLike, preset: str | SynthParams = "de
         _check_compatible(con, atlas)
         static = _static_rows(atlas)
         count(loader.load(con, loader.Batch(**static)))
+        from ishwh.atlas import reference as ref_mod  # noqa: PLC0415
+
+        with warehouse.transaction(con):   # the atlas registers its own references
+            count({"reference_atlases": sum(
+                ref_mod.store(con, st, atlas.reference_volume(st),
+                              atlas.reference_spacing_um(st), atlas.source)
+                for st in params.stages)})
         have = {r[0] for r in con.execute(
             "select experiment_id from experiments where source = ?", [atlas.source]).fetchall()}
         mode = "warehouse" if images else "no-images"
@@ -523,6 +541,11 @@ def write_manifest(out_dir: str | os.PathLike, preset: str | SynthParams = "demo
         for g, sym in enumerate(atlas.gene_symbols):
             for name, value in zip(atlas.task_names(), atlas.gene_labels(g), strict=True):
                 wr.writerow([sym, name, int(value)])
+    (out / "reference").mkdir(exist_ok=True)
+    for st in params.stages:
+        np.savez_compressed(out / "reference" / f"{st}.npz",
+                            annotation=atlas.reference_volume(st),
+                            spacing_um=np.float64(atlas.reference_spacing_um(st)))
     tasks = [(st, g, "manifest", str(out)) for st in params.stages for g in range(params.n_genes)]
     n_sections = n_ann = 0
     withholds = any(params.withholds(st) for st in params.stages)

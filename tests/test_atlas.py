@@ -1,0 +1,237 @@
+"""Atlas-aware features: reference files, registration, structure features and their fit."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import duckdb
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
+
+from cli.app import app
+from ishwh import manifest, warehouse
+from ishwh.atlas import reference as ref_mod
+from ishwh.atlas.planted import PlantedParams, ontology_arrays, write_planted_manifest
+from ishwh.atlas.register import RegistrationModel, project_labels
+from ishwh.errors import InvalidInput, ManifestError
+from ishwh.fit.structure_features import newton_logistic
+
+runner = CliRunner()
+VOLUME = "grid/E11.5_annotation_345x371x158_from_brainmapr.npz"
+TREE = "ontology/dmba_graph17_tree_from_brainmapr.json"
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(res) -> str:
+    assert res.exit_code != 0
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, res.output
+    assert "unexpected" not in lines[0].lower() and "Traceback" not in res.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def e115(request):
+    from tests.conftest import ALLEN_DATA  # noqa: PLC0415
+
+    if not ALLEN_DATA.is_dir():
+        pytest.skip("shared Allen data not present")
+    # every second voxel along each axis: the real anatomy at 32 um, 8x fewer voxels (fast)
+    ann = np.ascontiguousarray(np.load(ALLEN_DATA / VOLUME)["annotation"][::2, ::2, ::2])
+    tree = json.loads((ALLEN_DATA / TREE).read_text())
+    return ann, tree
+
+
+SMALL = {"canvas": (200, 210), "warp_px": 0.75}
+
+
+# ----------------------------------------------------------------- reference files
+
+
+def test_metaimage_round_trip_and_axes(tmp_path):
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 5, size=(7, 5, 3)).astype(np.int32)
+    ref_mod.write_mhd(tmp_path / "E11.5.mhd", vol, 16.0)
+    # x fastest on disk, as Allen ships it: the raw bytes are the F-order flattening
+    raw = np.fromfile(tmp_path / "E11.5.raw", dtype="<u4")
+    assert np.array_equal(raw, vol.flatten(order="F"))
+    got, spacing = ref_mod.read_reference_file(tmp_path / "E11.5.mhd")
+    assert np.array_equal(got, vol) and spacing == 16.0
+
+
+def test_metaimage_shape_that_does_not_fit_its_header(tmp_path):
+    vol = np.ones((4, 4, 4), np.int32)
+    ref_mod.write_mhd(tmp_path / "E11.5.mhd", vol)
+    (tmp_path / "E11.5.raw").write_bytes((tmp_path / "E11.5.raw").read_bytes()[:-8])
+    with pytest.raises(InvalidInput, match="holds 248 bytes but DimSize 4 x 4 x 4"):
+        ref_mod.read_reference_file(tmp_path / "E11.5.mhd")
+
+
+def _warehouse_with_ontology(tmp_path, tree):
+    db = tmp_path / "w.duckdb"
+    assert invoke("init", "--db", db).exit_code == 0
+    rows = []
+    ids, parent, level = ontology_arrays(tree)
+    with warehouse.connect(db) as con:
+        for i, s in enumerate(ids):
+            rows.append([int(s), f"S{s}", None, int(ids[parent[i]]) if parent[i] >= 0 else None,
+                         int(level[i]), i])
+        con.executemany("insert into structures (structure_id, acronym, name, parent_id, level, "
+                        "graph_order) values (?, ?, ?, ?, ?, ?)", rows)
+    return db
+
+
+def test_ingest_reference_cli_and_bad_inputs(tmp_path, e115):
+    ann, tree = e115
+    db = _warehouse_with_ontology(tmp_path, tree)
+    good = tmp_path / "E11.5.npz"
+    np.savez_compressed(good, annotation=ann, spacing_um=np.float64(16))
+    res = invoke("ingest", "reference", "--stage", "E11.5", good, "--db", db)
+    assert res.exit_code == 0, res.output
+    assert "173 x 186 x 79" in res.output
+    con = duckdb.connect(str(db), read_only=True)
+    (n, sha) = con.execute("select count(*), any_value(sha256) from reference_atlases").fetchone()
+    con.close()
+    assert n == 1
+    # the stored blob gives back the same voxels
+    with warehouse.connect(db) as con:
+        back = ref_mod.load(con, "E11.5")
+    assert np.array_equal(back.annotation, ann) and back.spacing_um == 16.0
+    # unknown ids: one line, nothing written (the E13.5 row does not appear)
+    bad = ann.copy()
+    bad[0, 0, 0] = 987654321
+    np.savez_compressed(tmp_path / "bad.npz", annotation=bad)
+    line = _one_line_error(invoke("ingest", "reference", "--stage", "E13.5",
+                                  tmp_path / "bad.npz", "--db", db))
+    assert "987654321" in line and "not in the ontology" in line
+    # a volume whose data does not fit its header
+    ref_mod.write_mhd(tmp_path / "E15.5.mhd", ann)
+    raw = tmp_path / "E15.5.raw"
+    raw.write_bytes(raw.read_bytes()[:-4])
+    line = _one_line_error(invoke("ingest", "reference", "--stage", "E15.5",
+                                  tmp_path / "E15.5.mhd", "--db", db))
+    assert "bytes but DimSize 173 x 186 x 79" in line
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select list(stage) from reference_atlases").fetchone()[0] == ["E11.5"]
+    con.close()
+    # a stage without reference when atlas features are asked: one line, no feature set
+    line = _one_line_error(invoke("featurize", "--extractor", "atlas", "--stage", "E13.5",
+                                  "--db", db))
+    assert "stage E13.5 has no reference atlas" in line
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select count(*) from feature_sets").fetchone()[0] == 0
+    con.close()
+
+
+# ----------------------------------------------------------------- registration
+
+
+def test_registration_recovers_known_transforms(e115):
+    ann, tree = e115
+    ids, parent, level = ontology_arrays(tree)
+    from ishwh.atlas.planted import PlantedAtlas  # noqa: PLC0415
+
+    pa_ = PlantedAtlas(ann.astype(np.int32), ids, parent, level, PlantedParams(**SMALL), seed=3)
+    model = RegistrationModel(ref_mod.Reference("E11.5", ann.astype(np.int32)))
+    dice = []
+    for g in range(2):
+        expr, _ = pa_.gene(g)
+        for i, p in enumerate(pa_.positions(g)):
+            img, true_lab, true_k, _ = pa_.section(g, i, expr, float(p))
+            gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+            al = model.register(gray, float(p))
+            assert al.ok and abs(al.slice_index - true_k) <= 3
+            pred = project_labels(model.ref.slice_labels(al.slice_index), al.affine, gray.shape)
+            inter = np.logical_and(pred > 0, true_lab > 0).sum()
+            dice.append(2 * inter / ((pred > 0).sum() + (true_lab > 0).sum()))
+    assert np.mean(dice) > 0.85
+    # an empty section is not silently placed
+    blank = np.full((200, 200), 245, np.uint8)
+    al = model.register(blank, 0.5)
+    assert not al.ok and al.quality < 0.5
+
+
+# ----------------------------------------------------------------- the per-structure model
+
+
+def test_newton_logistic_matches_sklearn():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 4))
+    y = (x @ [1.0, -2.0, 0.5, 0.0] + rng.normal(size=200) > 0)
+    coef, icpt = newton_logistic(x[None], y[:, None], np.ones((200, 1)), c=0.5)
+    sk = LogisticRegression(C=0.5, tol=1e-10, max_iter=1000).fit(x, y)
+    assert np.allclose(coef[0], sk.coef_[0], atol=1e-5)
+    assert np.allclose(icpt[0], sk.intercept_[0], atol=1e-5)
+
+
+# ----------------------------------------------------------------- manifest + pipeline
+
+
+def test_manifest_reference_with_unknown_ids_ingests_nothing(tmp_path, e115):
+    ann, tree = e115
+    out = tmp_path / "m"
+    write_planted_manifest(out, ann, tree, "E11.5", PlantedParams(n_genes=1, n_sections=1, **SMALL))
+    bad = ann.copy()
+    bad[1, 1, 1] = 42424242
+    np.savez_compressed(out / "reference" / "E11.5.npz", annotation=bad)
+    db = tmp_path / "w.duckdb"
+    assert invoke("init", "--db", db).exit_code == 0
+    with pytest.raises(ManifestError, match=r"reference/E11.5.npz: .*42424242"):
+        manifest.ingest_dir(db, out)
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select count(*) from structures").fetchone()[0] == 0
+    assert con.execute("select count(*) from reference_atlases").fetchone()[0] == 0
+    con.close()
+
+
+@pytest.mark.slow
+def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
+    ann, tree = e115
+    out = tmp_path / "m"
+    write_planted_manifest(out, ann, tree, "E11.5",
+                           PlantedParams(n_genes=30, n_sections=4, **SMALL))
+    db = tmp_path / "w.duckdb"
+    assert invoke("init", "--db", db).exit_code == 0
+    res = invoke("ingest", "dir", out, "--db", db, "--link")
+    assert res.exit_code == 0, res.output
+    res = invoke("featurize", "--extractor", "atlas", "--db", db, "--no-progress", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["finished"] == ["atlas.stain"]
+    res = invoke("fit", "--features", "atlas.stain", "--stage", "E11.5", "--db", db, "--json")
+    assert res.exit_code == 0, res.output
+    run_id = json.loads(res.output)["run_ids"][0]
+    con = duckdb.connect(str(db), read_only=True)
+    n_sec, n_ok = con.execute("select count(*), count(*) filter (ok) "
+                              "from section_alignments").fetchone()
+    assert n_sec == 120 and n_ok >= 110
+    dim, k = con.execute("select dim, json_array_length(params->'stats') from feature_sets "
+                         "where name = 'atlas.stain'").fetchone()
+    n_struct = con.execute("select count(*) from structures").fetchone()[0]
+    assert dim == n_struct * k
+    auc = con.execute("select avg(auc) from structure_auc where run_id = ? and auc is not null",
+                      [run_id]).fetchone()[0]
+    assert auc > 0.8
+    # structures never seen on a registered section are skipped with that reason
+    never = con.execute("select count(*) from run_tasks where run_id = ? and reason like "
+                        "'never seen%'", [run_id]).fetchone()[0]
+    seen0 = con.execute("select count(*) from feature_set_structures f join labels l "
+                        "using (structure_id) where f.n_sections_seen = 0").fetchone()[0]
+    assert (never > 0) == (seen0 > 0)
+    con.close()
+    # the report's atlas figures: a QC sheet with outlines and the painted section
+    from ishwh.atlas.figures import write_figures  # noqa: PLC0415
+
+    paths = write_figures(db, tmp_path / "figs", run_id, level=5)
+    assert [p.name for p in paths] == ["registration_qc.png", "expression_on_section.png"]
+    sheet = cv2.imread(str(paths[0]))
+    green = (sheet[..., 1] > 120) & (sheet[..., 0] < 60) & (sheet[..., 2] < 60)
+    assert green.sum() > 500   # outlines of the used sections are drawn
+    res = invoke("report", "--out", tmp_path / "rep", "--db", db)
+    assert res.exit_code == 0, res.output
+    assert "Registration QC" in (tmp_path / "rep" / "report.md").read_text()
