@@ -131,8 +131,8 @@ def test_leave_one_stage_out_and_transfer_view(toy):
     assert [r[0] for r in rows] == [1, 2, 3]
     assert all(s == "transfer" and w is not None and 0.55 < t for _, s, t, w in rows), rows
     # transfer runs stay out of the report's Table 1 cells
-    assert _q(toy, "select count(*) from selected_runs where run_id = ? and is_default",
-              [transfer]) == [(0,)]
+    assert _q(toy, "select is_default from selected_runs where run_id = ?",
+              [transfer]) == [(False,)]
 
 
 def test_annotate_unannotated_stage_idempotent_and_consistent(toy):
