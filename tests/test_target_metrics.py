@@ -61,7 +61,8 @@ def _load(con, target, eff, truth, score):
                 "status) values (1, 1, 'E15.5', 1, 'structures', 'x', 'finished')")
     names = CLASSES[target]
     if target == "detected":
-        con.executemany("insert into predictions values (1, ?, 7, ?, ?)",
+        con.executemany("insert into predictions (run_id, experiment_id, structure_id, score, "
+                        "detected) values (1, ?, 7, ?, ?)",
                         [(i, float(s), bool(t))
                          for i, (s, t) in enumerate(zip(score, truth, strict=True))])
         return
