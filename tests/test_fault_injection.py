@@ -44,10 +44,9 @@ STEPS: dict[str, tuple[list[str], int, list[str]]] = {
     "featurize": (["featurize", "--extractor", "grid", "--no-progress"], 1,
                   ["feature_sets", "experiment_features"]),
     "fit": (["fit", "--features", "grid", "--stage", "E13.5"], 1, ["runs", "predictions"]),
-    # "annotate": (["annotate", "--run", "1", "--stage", "E13.5"], 1,
-    #              ["predicted_annotations"]),
-    # ^ ADD HERE once `ishwh annotate` is on main (issue 14 asks for it; it was being built
-    #   while this suite was written): kill it like the others and compare its table.
+    # {run}: the warehouse's finished fit run (its id differs after a killed fit)
+    "annotate": (["annotate", "--run", "{run}", "--stage", "E13.5"], 1,
+                 ["predicted_annotations"]),
 }
 
 # Columns that legitimately differ between two equal runs (clocks, generated run ids).
@@ -60,6 +59,16 @@ def _ishwh(args: list[str], db: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ishwh", *args, "--db", str(db)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _args(template: list[str], manifest: Path, db: Path) -> list[str]:
+    """The step's arguments for ``db``: ``{manifest}``, and ``{run}`` = its finished run."""
+    run = ""
+    if any("{run}" in a for a in template):
+        with warehouse.connect(db, read_only=True) as con:
+            run = str(con.execute("select max(run_id) from runs where status = 'finished'"
+                                  ).fetchall()[0][0])
+    return [a.format(manifest=manifest, run=run) for a in template]
 
 
 def _started(db: Path) -> bool:
@@ -149,8 +158,8 @@ def test_killed_commands_resume_to_the_uninterrupted_result(tmp_path):
             for db in pairs[chain]:
                 warehouse.init(db)
         clean, faulted = pairs[chain]
-        args = [a.format(manifest=manifest) for a in template]
-        work = _timed_run(args, clean)
+        work = _timed_run(_args(template, manifest, clean), clean)
+        args = _args(template, manifest, faulted)
         for _ in range(kills * FACTOR if not ONLY or step in ONLY else 0):
             after = rng.uniform(0.0, max(work, 0.05))
             where = _killed_run(args, faulted, after)
