@@ -26,7 +26,6 @@ Sections whose registration is not ok are left out and counted, never silently u
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -37,8 +36,9 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from ishwh import store, warehouse
+from ishwh.atlas import alignments
 from ishwh.atlas import reference as ref_mod
-from ishwh.atlas.register import METHOD, RegistrationModel, project_index
+from ishwh.atlas.register import RegistrationModel, project_index
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.progress import Progress, or_silent
 
@@ -185,19 +185,17 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
         progress.start(f"featurize atlas {stage}", len(todo), "experiments")
         for chunk in _chunks(todo, chunk_size):
             secs = _sections(con, images_root, chunk)
-            stored = _alignments(con, [s.section_id for s in secs])
+            stored = alignments.load(con, [s.section_id for s in secs])
             new_align, vecs, by_exp = [], {}, {}
             for s in secs:
                 gray = _read_gray(s.path)
                 al = stored.get(s.section_id)
                 if al is None:
                     a = model.register(gray, s.position)
-                    al = (a.slice_index, a.affine, a.quality, a.ok)
-                    new_align.append([s.section_id, stage, a.slice_index,
-                                      [float(v) for v in a.affine.ravel()], a.angle_deg,
-                                      a.scale, METHOD, a.quality, a.ok,
-                                      json.dumps(model.params())])
-                k, aff, q, ok = al
+                    al = alignments.Stored(a.slice_index, a.affine, a.quality, a.ok,
+                                           a.displacement, a.method)
+                    new_align.append(alignments.row(s.section_id, stage, a, model.params()))
+                k, aff, q, ok = al.slice_index, al.affine, al.quality, al.ok
                 reg["sections"] += 1
                 reg["quality_sum"] += q
                 by_exp.setdefault(s.experiment_id, [])
@@ -213,7 +211,8 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
                 small = gray if f == 1.0 else cv2.resize(
                     gray, (max(1, round(w * f)), max(1, round(h * f))),
                     interpolation=cv2.INTER_AREA)
-                lab = project_index(ref.slice_index_labels(k), aff, small.shape, f)
+                lab = project_index(ref.slice_index_labels(k), aff, small.shape, f,
+                                    al.displacement)
                 sums = section_sums(small, lab, leaf_ids.size)
                 by_exp[s.experiment_id].append((sub @ sums.T).T)
             write_ids = []
@@ -226,11 +225,7 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
                 seen_total += seen
                 write_ids.append(e)
             with warehouse.transaction(con):
-                if new_align:
-                    con.executemany(
-                        "insert into section_alignments (section_id, stage, slice_index, affine, "
-                        "angle_deg, scale, method, quality, ok, params) "
-                        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", new_align)
+                alignments.insert(con, new_align)
                 store.write_experiment_features(con, fsid, write_ids,
                                                 np.stack([vecs[e] for e in write_ids]))
                 _add_seen(con, fsid, ids, seen_total)
@@ -247,16 +242,6 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
     ).fetchall()}
     result["finished"] = _finish(con, {SET_NAME: fsid}, eligible, set())
     return result
-
-
-def _alignments(con: duckdb.DuckDBPyConnection, section_ids: list[int]) -> dict:
-    if not section_ids:
-        return {}
-    tbl = con.sql("select section_id, slice_index, affine, quality, ok from section_alignments "
-                  "where list_contains($ids, section_id)",
-                  params={"ids": section_ids}).fetchall()
-    return {int(s): (int(k), np.asarray(a, dtype=np.float64).reshape(2, 3), float(q), bool(ok))
-            for s, k, a, q, ok in tbl}
 
 
 def _add_seen(con: duckdb.DuckDBPyConnection, fsid: int, ids: np.ndarray,

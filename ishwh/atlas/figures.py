@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 
 from ishwh import warehouse
+from ishwh.atlas import alignments
 from ishwh.atlas import reference as ref_mod
 from ishwh.atlas.register import project_index
 
@@ -72,9 +73,10 @@ def _sheet(tiles: list[np.ndarray], ncols: int = 4) -> np.ndarray:
     return np.vstack(rows)
 
 
-def _section_labels(ref: ref_mod.Reference, k: int, affine, shape, level_of: np.ndarray | None
-                    ) -> np.ndarray:
-    idx = project_index(ref.slice_index_labels(k), np.asarray(affine).reshape(2, 3), shape)
+def _section_labels(ref: ref_mod.Reference, k: int, affine, shape, level_of: np.ndarray | None,
+                    disp: np.ndarray | None = None) -> np.ndarray:
+    idx = project_index(ref.slice_index_labels(k), np.asarray(affine).reshape(2, 3), shape,
+                        displacement=disp)
     ids = ref.compact[0]
     return (ids if level_of is None else level_of)[idx]
 
@@ -85,7 +87,8 @@ def registration_sheet(db_path: str | os.PathLike, n: int = 12, level: int = 3,
     root = warehouse.images_dir(db_path)
     with warehouse.connect(db_path, read_only=True) as con:
         q = ("select a.section_id, a.stage, a.slice_index, a.affine, a.quality, a.ok, "
-             "s.image_path from section_alignments a join sections s using (section_id) "
+             "s.image_path, a.displacement, a.disp_rows, a.disp_cols "
+             "from section_alignments a join sections s using (section_id) "
              + ("where a.stage = $stage " if stage else "") + "order by a.quality, a.section_id")
         rows = con.execute(q, {"stage": stage} if stage else {}).fetchall()
         if not rows:
@@ -93,13 +96,13 @@ def registration_sheet(db_path: str | os.PathLike, n: int = 12, level: int = 3,
         pick = [rows[int(i)] for i in np.unique(np.linspace(0, len(rows) - 1, n).astype(int))]
         refs: dict[str, ref_mod.Reference] = {}
         tiles = []
-        for sid, st, k, aff, quality, ok, path in pick:
+        for sid, st, k, aff, quality, ok, path, *disp in pick:
             if st not in refs:
                 refs[st] = ref_mod.load(con, st)
             ref = refs[st]
             img = cv2.imread(str(root / path), cv2.IMREAD_COLOR)[..., ::-1].copy()
             lab = _section_labels(ref, k, aff, img.shape[:2],
-                                  _level_index(con, ref.compact[0], level))
+                                  _level_index(con, ref.compact[0], level), alignments.grid(*disp))
             edge = cv2.dilate(_outline(lab).astype(np.uint8), np.ones((2, 2), np.uint8)) > 0
             img[edge] = (0, 160, 0) if ok else (220, 0, 0)
             tiles.append(_tile(img, f"{sid} slice {k} Dice {quality:.2f}",
@@ -143,16 +146,18 @@ def expression_on_section(db_path: str | os.PathLike, run_id: int, level: int,
             "join structures s using (structure_id) where p.run_id = ? and p.experiment_id = ? "
             "and s.level = ?", [run_id, experiment_id, level]).fetchall()
         sec = con.execute(
-            "select s.image_path, a.slice_index, a.affine from sections s join "
+            "select s.image_path, a.slice_index, a.affine, a.displacement, a.disp_rows, "
+            "a.disp_cols from sections s join "
             "section_alignments a using (section_id) where s.experiment_id = ? and a.ok "
             "order by abs(s.position - 0.5) nulls last limit 1", [experiment_id]).fetchall()
         if not sec:
             return None
         ref = ref_mod.load(con, stage)
-        path, k, aff = sec[0]
+        path, k, aff, *disp = sec[0]
         img = cv2.imread(str(root / path), cv2.IMREAD_COLOR)[..., ::-1].copy()
         lab = _section_labels(ref, k, aff, img.shape[:2], _level_index(con, ref.compact[0],
-                                                                        level))
+                                                                        level),
+                              alignments.grid(*disp))
     pred = {int(s): float(p) for s, p, _ in preds}
     truth = {int(s): float(d) for s, _, d in preds}
     return _sheet([_tile(_paint(img, lab, pred), f"predicted, exp {experiment_id}", size=400),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ishwh.atlas import nonrigid
 from ishwh.atlas.reference import Reference
 
 WORK = 192           # working size (long side, pixels) of the masks
@@ -27,6 +28,7 @@ SEARCH = 3           # candidate slices on each side of the position's slice
 SEARCH_STEP = 1
 MIN_QUALITY = 0.80   # Dice below this: the section is not used
 METHOD = "mask-moments+ecc-affine"
+METHOD_NONRIGID = f"{METHOD}+{nonrigid.METHOD}"
 FILL_HOLES = False
 
 
@@ -38,6 +40,8 @@ class Alignment:
     ok: bool
     angle_deg: float
     scale: float
+    displacement: np.ndarray | None = None   # (gh, gw, 2) full-size px; see nonrigid.py
+    method: str = METHOD
 
 
 def _h(m: np.ndarray) -> np.ndarray:
@@ -117,8 +121,9 @@ class RegistrationModel:
     """Working-size masks of one reference, and the search that places sections on it."""
 
     def __init__(self, ref: Reference, work: int = WORK, search: int = SEARCH,
-                 min_quality: float = MIN_QUALITY):
+                 min_quality: float = MIN_QUALITY, refine: bool = True):
         self.ref = ref
+        self.refiner = nonrigid.FlowRefiner() if refine else None
         self.work = work
         self.search = search
         self.min_quality = min_quality
@@ -136,7 +141,10 @@ class RegistrationModel:
         self._mom = {k: _moments(m) for k, m in self._masks.items()}
 
     def params(self) -> dict:
-        return {"work": self.work, "search": self.search, "min_quality": self.min_quality}
+        out = {"work": self.work, "search": self.search, "min_quality": self.min_quality}
+        if self.refiner is not None:
+            out["nonrigid"] = self.refiner.params()
+        return out
 
     def candidates(self, position: float | None) -> list[int]:
         lo, hi = self.ref.tissue_range
@@ -172,11 +180,22 @@ class RegistrationModel:
             k = self.ref.slice_of(0.5 if position is None else position)
             return Alignment(k, np.zeros((2, 3)), 0.0, False, 0.0, 0.0)
         d, k, a_work = best
-        full = np.linalg.inv(_resize_matrix(s_img)) @ _h(a_work) @ _resize_matrix(self.ref_scale)
+        to_work = _h(a_work) @ _resize_matrix(self.ref_scale)   # slice px -> working px
+        disp, method = None, METHOD
+        if self.refiner is not None and d > 0:
+            grid = self.refiner.refine(small, img_mask, self.ref.slice_index_labels(k), to_work)
+            if grid is not None:
+                present = (self.ref.slice_index_labels(k) > 0).astype(np.uint8)
+                warped = nonrigid.warp_labels(present, to_work, img_mask.shape, grid)
+                d_nr = _dice(warped > 0, img_mask > 0)
+                if d_nr >= d - 0.01:      # the tissue outlines must still agree
+                    d, disp, method = d_nr, grid / s_img, METHOD_NONRIGID
+        full = np.linalg.inv(_resize_matrix(s_img)) @ to_work
         lin = full[:2, :2]
         scale = float(np.sqrt(abs(np.linalg.det(lin))))
         angle = float(np.degrees(np.arctan2(lin[1, 0] - lin[0, 1], lin[0, 0] + lin[1, 1])))
-        return Alignment(k, full[:2], float(d), bool(d >= self.min_quality), angle, scale)
+        return Alignment(k, full[:2], float(d), bool(d >= self.min_quality), angle, scale,
+                         disp, method)
 
     @staticmethod
     def _initial(mi, mr) -> np.ndarray:
@@ -212,24 +231,30 @@ class RegistrationModel:
 
 
 def project_index(index_slice: np.ndarray, affine: np.ndarray, shape: tuple[int, int],
-                  scale: float = 1.0) -> np.ndarray:
+                  scale: float = 1.0, displacement: np.ndarray | None = None) -> np.ndarray:
     """A slice of label *indices* (0 = background; uint16 or int32) placed on an image of
     ``shape`` (h, w). ``scale`` < 1: the image was reduced by that factor from the size
-    ``affine`` refers to. Pixels outside the slice are 0."""
+    ``affine`` refers to. ``displacement``: the alignment's non-rigid grid (None: affine
+    only). Pixels outside the slice are 0."""
     a = _h(affine)
     if scale != 1.0:
         a = _resize_matrix(scale) @ a
     h, w = shape
     src = index_slice if index_slice.dtype in (np.uint16, np.int32) else index_slice.astype(
         np.int32)
+    if displacement is not None:
+        if src.dtype == np.int32:     # remap has no 32-bit integer path; exact below 2^24
+            return nonrigid.warp_labels(src.astype(np.float32), a, shape, displacement,
+                                        scale).astype(np.int32)
+        return nonrigid.warp_labels(src, a, shape, displacement, scale)
     return cv2.warpAffine(src, a[:2], (w, h), flags=cv2.INTER_NEAREST,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def project_labels(labels: np.ndarray, affine: np.ndarray, shape: tuple[int, int],
-                   scale: float = 1.0) -> np.ndarray:
+                   scale: float = 1.0, displacement: np.ndarray | None = None) -> np.ndarray:
     """Structure ids of a reference slice placed on an image of ``shape`` (h, w)."""
     ids = np.union1d([0], np.unique(labels)).astype(np.int64)   # 0 first: outside = 0
     idx = np.searchsorted(ids, labels)
     idx = idx.astype(np.uint16 if ids.size < 65536 else np.int32)
-    return ids[project_index(idx, affine, shape, scale)]
+    return ids[project_index(idx, affine, shape, scale, displacement)]
