@@ -29,7 +29,7 @@ from ishwh.atlas.accuracy import StructureDice  # noqa: E402
 from ishwh.atlas.features import subtree_matrix  # noqa: E402
 from ishwh.atlas.planted import PlantedAtlas, PlantedParams, ontology_arrays  # noqa: E402
 from ishwh.atlas.reference import Reference  # noqa: E402
-from ishwh.atlas.register import RegistrationModel, project_labels  # noqa: E402
+from ishwh.atlas.register import CALIBRATION, RegistrationModel, project_labels  # noqa: E402
 
 ALLEN = Path("/work/shared/data/allen")
 VOLUME = ALLEN / "grid/E11.5_annotation_345x371x158_from_brainmapr.npz"
@@ -55,9 +55,9 @@ def planted_sections(n_genes: int, n_sections: int, seed: int):
 def synthetic_sections(stage: str, n_genes: int, warp: float, seed: int):
     """The synthetic atlas' sections of ``stage`` with their true label maps."""
     from ishwh.synth.generate import Atlas  # noqa: PLC0415
-    from ishwh.synth.params import preset  # noqa: PLC0415
+    from ishwh.synth.params import resolve  # noqa: PLC0415
 
-    params = preset("demo", {"specimen_warp": warp, "n_genes": n_genes})
+    params = resolve("demo", specimen_warp=warp, n_genes=n_genes)
     atlas = Atlas(params, seed=seed)
     ann = atlas.reference_volume(stage)
     onto = atlas.ontology
@@ -69,7 +69,7 @@ def synthetic_sections(stage: str, n_genes: int, warp: float, seed: int):
     lut = np.concatenate([[0, 0], ids]).astype(np.int64)
     out = []
     for g in range(n_genes):
-        exp = atlas.experiment(stage, g, images=True, want_labels=True)
+        exp = atlas.experiment(stage, g, want_labels=True)
         for s in exp.sections:
             gray = cv2.cvtColor(s.rgb, cv2.COLOR_RGB2GRAY)
             out.append((gray, s.position, lut[s.labels], None, None))
@@ -78,9 +78,11 @@ def synthetic_sections(stage: str, n_genes: int, warp: float, seed: int):
 
 def evaluate(ref: Reference, scorer: StructureDice, sections, refine: bool) -> dict:
     model = RegistrationModel(ref, refine=refine)
+    model.calibrate([(g, p) for g, p, *_ in sections[:CALIBRATION]])
     per_level: dict[int, list[float]] = {}
     ceiling: dict[int, list[float]] = {}
     n_ok, slice_err, t_reg = 0, [], 0.0
+    brain = {True: [], False: []}   # whole-brain Dice of sections marked ok / not ok
     for gray, pos, lab, k_true, a_true in sections:
         t = time.perf_counter()
         al = model.register(gray, pos)
@@ -91,16 +93,18 @@ def evaluate(ref: Reference, scorer: StructureDice, sections, refine: bool) -> d
                 true = project_labels(ref.slice_labels(k_true), a_true, lab.shape)
                 for lv, d in scorer.score(true, lab):
                     ceiling.setdefault(lv, []).append(d)
+        pred = project_labels(ref.slice_labels(al.slice_index), al.affine, lab.shape,
+                              displacement=al.displacement)
+        inter = np.logical_and(pred > 0, lab > 0).sum()
+        brain[al.ok].append(2 * inter / max((pred > 0).sum() + (lab > 0).sum(), 1))
         if not al.ok:
             continue
         n_ok += 1
-        pred = project_labels(ref.slice_labels(al.slice_index), al.affine, lab.shape,
-                              displacement=al.displacement)
         for lv, d in scorer.score(pred, lab):
             per_level.setdefault(lv, []).append(d)
     return {"levels": per_level, "ceiling": ceiling, "ok": n_ok, "n": len(sections),
             "slice_err": float(np.mean(slice_err)) if slice_err else None,
-            "speed": len(sections) / t_reg}
+            "speed": len(sections) / t_reg, "brain": brain}
 
 
 def main() -> None:
@@ -141,7 +145,9 @@ def main() -> None:
     print()
     for name, r in runs.items():
         se = "" if r["slice_err"] is None else f", mean |slice error| {r['slice_err']:.2f}"
-        print(f"- {name}: {r['ok']} of {r['n']} sections ok{se}; "
+        bd = {k: f"{np.mean(v):.3f}" if v else "-" for k, v in r["brain"].items()}
+        print(f"- {name}: {r['ok']} of {r['n']} sections ok{se}; whole-brain Dice "
+              f"{bd[True]} (ok) / {bd[False]} (not ok); "
               f"{r['speed']:.1f} sections/s (register only, 1 process)")
 
 

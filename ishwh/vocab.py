@@ -14,6 +14,9 @@ STAGES: tuple[str, ...] = ("E11.5", "E13.5", "E15.5", "E18.5", "P4", "P14", "P28
 DEVMOUSE_STAGES: tuple[str, ...] = STAGES[:7]
 #: The stages the Allen experts annotated (the paper's four); the others are to be predicted.
 ANNOTATED_STAGES: tuple[str, ...] = ("E11.5", "E13.5", "E15.5", "E18.5")
+#: Stages whose sagittal sections show the surrounding embryo around the brain (Allen's
+#: reference spaces 1-3, anatomy "Embryo"); registration must find the brain inside it.
+EMBRYO_STAGES: tuple[str, ...] = ("E11.5", "E13.5", "E15.5")
 #: Stages without expert annotations in the developing atlas.
 UNANNOTATED_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in ANNOTATED_STAGES)
 

@@ -6,8 +6,11 @@ mask at a small working size (``WORK`` pixels on the long side; masks, not stain
 differs from gene to gene, the outline of the tissue does not). For each candidate slice an
 initial similarity comes from image moments (centroid, area ratio -> scale, principal axis ->
 angle), then ``cv2.findTransformECC`` refines it (affine) on blurred masks; the candidate
-with the best Dice of the two masks wins. ``quality`` is that Dice; below ``min_quality`` a
-section is marked not ok and its features are left out (never silently used).
+with the best Dice of the two masks wins; a displacement grid then refines it (``nonrigid``).
+``quality`` is that Dice, times the agreement of the section's scale with the stage's (set
+by :meth:`RegistrationModel.calibrate`); below ``min_quality`` a section is marked not ok
+and its features are left out (never silently used). At embryo stages the image mask is the
+brain found inside the tissue (:func:`brain_mask`), not the whole section.
 
 The stored transform ``A`` (2x3) carries slice pixels (column = axis 0, row = axis 1) to
 full-size image pixels: ``image (x, y) = A @ (col, row, 1)``.
@@ -22,11 +25,14 @@ import numpy as np
 
 from ishwh.atlas import nonrigid
 from ishwh.atlas.reference import Reference
+from ishwh.vocab import EMBRYO_STAGES
 
 WORK = 192           # working size (long side, pixels) of the masks
 SEARCH = 3           # candidate slices on each side of the position's slice
 SEARCH_STEP = 1
 MIN_QUALITY = 0.80   # Dice below this: the section is not used
+SCALE_TOLERANCE = 1.3   # a scale within this factor of the stage's agrees with it
+CALIBRATION = 24     # sections of a stage that set its scale prior
 METHOD = "mask-moments+ecc-affine"
 METHOD_NONRIGID = f"{METHOD}+{nonrigid.METHOD}"
 FILL_HOLES = False
@@ -99,6 +105,37 @@ def tissue_mask(gray: np.ndarray) -> np.ndarray:
     return _fill(m)
 
 
+def brain_mask(gray: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """0/1 mask of the brain inside a section that also shows the surrounding embryo.
+
+    Neural tissue is denser, hence darker, than the embryo's other tissue around it: the
+    gray values are averaged over tissue only (a normalised blur of ~4 % of the long side,
+    so cell texture and single stained cells average out), then split in two by Otsu's
+    threshold over the tissue pixels; the darker class, its large pieces, is the brain.
+    When the two classes do not differ (a brain-only section) the tissue mask is returned.
+    """
+    sigma = 0.04 * max(gray.shape)
+    t = tissue.astype(np.float32)
+    num = cv2.GaussianBlur(gray.astype(np.float32) * t, (0, 0), sigma)
+    den = cv2.GaussianBlur(t, (0, 0), sigma)
+    smooth = np.where(tissue > 0, num / np.maximum(den, 1e-3), 255.0)
+    vals = smooth[tissue > 0]
+    if vals.size < 50:
+        return tissue
+    v8 = np.clip(vals, 0, 255).astype(np.uint8)
+    cut, _ = cv2.threshold(v8.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark, light = vals[vals <= cut], vals[vals > cut]
+    if dark.size < 0.1 * vals.size or light.size < 0.1 * vals.size or (
+            float(np.median(light)) - float(np.median(dark)) < 4.0):
+        return tissue
+    m = ((smooth <= cut) & (tissue > 0)).astype(np.uint8)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n > 2:
+        big = stats[1:, cv2.CC_STAT_AREA] >= 0.15 * stats[1:, cv2.CC_STAT_AREA].max()
+        m = np.isin(lab, 1 + np.flatnonzero(big)).astype(np.uint8)
+    return _fill(m)
+
+
 def _moments(mask: np.ndarray) -> tuple[float, float, float, float, float] | None:
     """(area, cx, cy, angle_rad of the principal axis, elongation) or None when empty."""
     mo = cv2.moments(mask, binaryImage=True)
@@ -121,8 +158,12 @@ class RegistrationModel:
     """Working-size masks of one reference, and the search that places sections on it."""
 
     def __init__(self, ref: Reference, work: int = WORK, search: int = SEARCH,
-                 min_quality: float = MIN_QUALITY, refine: bool = True):
+                 min_quality: float = MIN_QUALITY, refine: bool = True,
+                 surroundings: bool | None = None):
         self.ref = ref
+        # sections show the embryo around the brain: match the brain inside the tissue
+        self.surroundings = (ref.stage in EMBRYO_STAGES) if surroundings is None else surroundings
+        self.scale_prior: float | None = None
         self.refiner = nonrigid.FlowRefiner() if refine else None
         self.work = work
         self.search = search
@@ -141,7 +182,11 @@ class RegistrationModel:
         self._mom = {k: _moments(m) for k, m in self._masks.items()}
 
     def params(self) -> dict:
-        out = {"work": self.work, "search": self.search, "min_quality": self.min_quality}
+        out = {"work": self.work, "search": self.search, "min_quality": self.min_quality,
+               "surroundings": self.surroundings}
+        if self.scale_prior is not None:
+            out["scale_prior"] = round(self.scale_prior, 6)
+            out["scale_tolerance"] = SCALE_TOLERANCE
         if self.refiner is not None:
             out["nonrigid"] = self.refiner.params()
         return out
@@ -161,6 +206,8 @@ class RegistrationModel:
         small = cv2.resize(gray, (max(1, round(w * s_img)), max(1, round(h * s_img))),
                            interpolation=cv2.INTER_AREA)
         img_mask = tissue_mask(small)
+        if self.surroundings:
+            img_mask = brain_mask(small, img_mask)
         mi = _moments(img_mask)
         best: tuple[float, int, np.ndarray] | None = None
         if mi is not None:
@@ -194,8 +241,30 @@ class RegistrationModel:
         lin = full[:2, :2]
         scale = float(np.sqrt(abs(np.linalg.det(lin))))
         angle = float(np.degrees(np.arctan2(lin[1, 0] - lin[0, 1], lin[0, 0] + lin[1, 1])))
+        d *= self._scale_agreement(scale)
         return Alignment(k, full[:2], float(d), bool(d >= self.min_quality), angle, scale,
                          disp, method)
+
+    def _scale_agreement(self, scale: float) -> float:
+        """1 within ``SCALE_TOLERANCE`` of the stage's scale, falling off as its square
+        beyond: one stage's sections share a pixel size and a specimen size, so a section
+        placed at another scale matched the wrong thing (the embryo for the brain, the
+        brain of a lateral section for a medial slice) however good its mask Dice."""
+        if self.scale_prior is None or scale <= 0:
+            return 1.0
+        r = scale / self.scale_prior
+        r = max(r, 1.0 / r)
+        return 1.0 if r <= SCALE_TOLERANCE else (SCALE_TOLERANCE / r) ** 2
+
+    def calibrate(self, sections: list[tuple[np.ndarray, float | None]]) -> float | None:
+        """Set ``scale_prior`` to the median scale of these sections' confident placements
+        (mask Dice >= ``min_quality``); None (no prior) when fewer than 5 are confident.
+        The caller passes a fixed sample of the stage (the same on every run)."""
+        self.scale_prior = None
+        scales = [a.scale for a in (self.register(g, p) for g, p in sections) if a.ok]
+        if len(scales) >= 5:
+            self.scale_prior = float(np.median(scales))
+        return self.scale_prior
 
     @staticmethod
     def _initial(mi, mr) -> np.ndarray:
