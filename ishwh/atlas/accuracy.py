@@ -31,6 +31,6 @@ class StructureDice:
         both = np.bincount((p_i * n_l + t_i).ravel(),
                            minlength=n_l * n_l).reshape(n_l, n_l).astype(np.float64)
         ap, at = self.sm @ both.sum(1), self.sm @ both.sum(0)
-        inter = np.einsum("sl,lm,sm->s", self.sm, both, self.sm)
+        inter = ((self.sm @ both) * self.sm).sum(1)
         return [(int(self.level[s]), float(2 * inter[s] / (ap[s] + at[s])))
                 for s in np.flatnonzero(at >= self.min_pixels)]

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from ishwh import store, warehouse
 from ishwh.atlas import alignments
 from ishwh.atlas import reference as ref_mod
-from ishwh.atlas.register import RegistrationModel, project_index
+from ishwh.atlas.register import CALIBRATION, RegistrationModel, project_index
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.progress import Progress, or_silent
 
@@ -181,6 +181,11 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
             "select experiment_id from experiments where stage = ? order by experiment_id",
             [stage]).fetchall()]
         todo = [e for e in exp_ids if e not in done]
+        if todo:   # the stage's scale, from a fixed sample of its sections (same every run)
+            sample = _sections(con, images_root, exp_ids[::max(1, len(exp_ids) // 8)])
+            step = max(1, len(sample) // CALIBRATION)
+            model.calibrate([(_read_gray(s.path), s.position) for s in sample[::step]
+                             ][:CALIBRATION])
         reg = {"sections": 0, "ok": 0, "not_ok": 0, "quality_sum": 0.0}
         progress.start(f"featurize atlas {stage}", len(todo), "experiments")
         for chunk in _chunks(todo, chunk_size):

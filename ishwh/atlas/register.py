@@ -161,8 +161,10 @@ class RegistrationModel:
                  min_quality: float = MIN_QUALITY, refine: bool = True,
                  surroundings: bool | None = None):
         self.ref = ref
-        # sections show the embryo around the brain: match the brain inside the tissue
-        self.surroundings = (ref.stage in EMBRYO_STAGES) if surroundings is None else surroundings
+        # sections may show the embryo around the brain (then match the brain inside the
+        # tissue): at embryo stages ``calibrate`` decides from the sections, unless given
+        self.surroundings = bool(surroundings)
+        self._may_surround = (ref.stage in EMBRYO_STAGES) if surroundings is None else False
         self.scale_prior: float | None = None
         self.refiner = nonrigid.FlowRefiner() if refine else None
         self.work = work
@@ -259,11 +261,23 @@ class RegistrationModel:
     def calibrate(self, sections: list[tuple[np.ndarray, float | None]]) -> float | None:
         """Set ``scale_prior`` to the median scale of these sections' confident placements
         (mask Dice >= ``min_quality``); None (no prior) when fewer than 5 are confident.
-        The caller passes a fixed sample of the stage (the same on every run)."""
-        self.scale_prior = None
-        scales = [a.scale for a in (self.register(g, p) for g, p in sections) if a.ok]
-        if len(scales) >= 5:
-            self.scale_prior = float(np.median(scales))
+        The caller passes a fixed sample of the stage (the same on every run).
+
+        At an embryo stage both readings are tried (whole tissue, brain inside the tissue)
+        and the one whose sections agree best wins: more confident placements whose scale
+        lies within ``SCALE_TOLERANCE`` of their median (a brain matched to a whole embryo
+        lands at a scale that depends on how much embryo each section shows)."""
+        best: tuple[int, bool, float | None] | None = None
+        for mode in ((False, True) if self._may_surround else (self.surroundings,)):
+            self.surroundings, self.scale_prior = mode, None
+            scales = np.array([a.scale for a in (self.register(g, p) for g, p in sections)
+                               if a.ok])
+            prior = float(np.median(scales)) if scales.size >= 5 else None
+            agree = 0 if prior is None else int(
+                (np.abs(np.log(scales / prior)) <= np.log(SCALE_TOLERANCE)).sum())
+            if best is None or agree > best[0]:
+                best = (agree, mode, prior)
+        _, self.surroundings, self.scale_prior = best
         return self.scale_prior
 
     @staticmethod
