@@ -47,6 +47,11 @@ def allen(
     concurrency: Annotated[
         int, typer.Option("--concurrency", help="At most this many requests at once.")
     ] = 4,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Also fetch each stage's reference annotation "
+                           "volume and Allen's alignment of each section to it (used by "
+                           "featurize --extractor atlas instead of image registration).")
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -56,7 +61,7 @@ def allen(
     result = ingest_allen(
         db or db_default(), stage, genes=gene_list, limit=limit, downsample=downsample,
         grid=grid, images=images, cache_dir=cache_dir, from_cache=from_cache,
-        concurrency=concurrency, progress=bar(not as_json),
+        concurrency=concurrency, progress=bar(not as_json), reference=reference,
     )
     if as_json:
         print_json(result)
@@ -81,6 +86,13 @@ def allen(
     if fails["count"]:
         err_console.print(f"[red]{fails['count']} part(s) failed[/] (rerun to retry): "
                           + "; ".join(fails["examples"][:3]))
+    for st, ref in (result.get("reference") or {}).items():
+        al = ref["alignments"]
+        console.print(f"reference {st}: {' x '.join(map(str, ref['shape']))} voxels; Allen "
+                      f"alignments: {al['ok']:,} of {al['sections']:,} section(s) placed")
+        if al["problems"]:
+            err_console.print(f"[yellow]{len(al['problems'])} section(s) without an Allen "
+                              f"alignment[/] (e.g. {al['problems'][0]})", soft_wrap=True)
     net = result["network"]
     err_console.print(f"{net['requests']:,} request(s), {net['cache_hits']:,} cache hit(s), "
                       f"{net['bytes_downloaded'] / 1e6:.1f} MB in {result['elapsed_s']} s")

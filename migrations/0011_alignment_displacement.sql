@@ -10,3 +10,8 @@
 alter table section_alignments add column displacement float[];
 alter table section_alignments add column disp_rows integer;
 alter table section_alignments add column disp_cols integer;
+
+-- The three voxel spacings (µm; axes 0, 1, 2) of a stage's reference when known (Allen's
+-- embryo annotations are 16 x 16 x 20 µm); spacing_um stays the first. Allen's alignment
+-- records are in µm, so turning them into slice placements needs all three.
+alter table reference_atlases add column spacing_xyz_um double[];

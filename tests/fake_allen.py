@@ -43,6 +43,7 @@ class FakeAllenApi:
     default_image: bytes | None = None
     grids: dict[int, bytes] = field(default_factory=dict)
     grid_annotations: dict[str, bytes] = field(default_factory=dict)
+    annotation_volumes: dict[str, bytes] = field(default_factory=dict)   # stage -> zip
     failures: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     requests: list[str] = field(default_factory=list)
 
@@ -100,6 +101,10 @@ class FakeAllenApi:
             if data is None:
                 return httpx.Response(404, text="no grid")
             return httpx.Response(200, content=data, headers={"content-type": "application/zip"})
+        m = re.search(r"/(\w+)_DevMouse2012_annotation\.zip$", path)
+        if m and m.group(1).replace("pt", ".") in self.annotation_volumes:
+            return httpx.Response(200, content=self.annotation_volumes[
+                m.group(1).replace("pt", ".")], headers={"content-type": "application/zip"})
         m = re.search(r"/(\w+)_DevMouse2012_gridAnnotation\.zip$", path)
         if m and m.group(1).replace("pt", ".") in self.grid_annotations:
             return httpx.Response(200, content=self.grid_annotations[m.group(1).replace("pt", ".")])
@@ -123,8 +128,13 @@ class FakeAllenApi:
         if model == "SectionDataSet":
             ages = _AGE_RE.search(stmt)
             genes = _GENES_RE.search(stmt)
+            one = re.search(r"rma::criteria,\[id\$eq(\d+)\]", stmt)   # one data set by id
             out = []
             for ds in sorted(self.data_sets, key=lambda d: d["id"]):
+                if one and ds["id"] != int(one.group(1)):
+                    continue
+                if "section_images(alignment2d)" in stmt:   # the alignment records
+                    ds = {**ds, "section_images": self.section_images.get(ds["id"], [])}
                 age = ds["specimen"]["donor"]["age"]["name"]
                 if ages and age not in _values(ages.group(1)):
                     continue

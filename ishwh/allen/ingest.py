@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from ishwh import loader, warehouse
 from ishwh.allen import queries as q
+from ishwh.allen import reference as allen_reference
 from ishwh.allen.client import AllenClient, Unreachable
 from ishwh.allen.positions import section_positions
 from ishwh.allen.readers import Volume, read_grid_annotation, read_grid_zip, read_ontology
@@ -214,6 +215,7 @@ def ingest_allen(
     client: AllenClient | None = None,
     transport: httpx.BaseTransport | None = None,
     progress: Progress | None = None,
+    reference: bool = False,
 ) -> dict[str, Any]:
     """Fill the warehouse ``db`` from the Allen API (or a cache folder of its responses).
 
@@ -235,6 +237,9 @@ def ingest_allen(
         Inject an :class:`AllenClient` or an httpx transport (tests).
     progress:
         Where to report the phases (:class:`ishwh.progress.Progress`); None: nowhere.
+    reference:
+        Also fetch each stage's reference annotation volume and Allen's alignment of every
+        ingested section to it (``ishwh/allen/reference.py``).
 
     Returns a summary: counts per table, new rows, reported problems and network use.
     """
@@ -278,6 +283,9 @@ def ingest_allen(
         with warehouse.connect(db) as con, _Phases(progress) as bars:
             _run(con, Path(db), client, bars, summary, stages, genes, limit, downsample,
                  grid, images)
+            if reference:
+                summary["reference"] = allen_reference.ingest_reference_and_alignments(
+                    con, client, stages, progress)
     finally:
         if own_client:
             client.close()

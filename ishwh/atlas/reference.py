@@ -38,6 +38,7 @@ class Reference:
     annotation: np.ndarray
     spacing_um: float | None = None
     source: str | None = None
+    spacing_xyz: tuple[float, float, float] | None = None   # axes 0, 1, 2 (µm) when known
 
     @cached_property
     def tissue_range(self) -> tuple[int, int]:
@@ -179,7 +180,8 @@ def _encode(annotation: np.ndarray) -> bytes:
 
 
 def store(con: duckdb.DuckDBPyConnection, stage: str, annotation: np.ndarray,
-          spacing_um: float | None, source: str | None) -> bool:
+          spacing_um: float | None, source: str | None,
+          spacing_xyz: list[float] | None = None) -> bool:
     """Insert or replace the reference of ``stage`` (the caller holds the transaction).
 
     Returns False when the same volume is already stored (nothing is written). Replacing a
@@ -196,15 +198,16 @@ def store(con: duckdb.DuckDBPyConnection, stage: str, annotation: np.ndarray,
     nx, ny, nz = annotation.shape
     n_labels = int(np.count_nonzero(np.unique(annotation)))
     con.execute("insert into reference_atlases (stage, nx, ny, nz, spacing_um, annotation, "
-                "sha256, n_labels, source) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [stage, nx, ny, nz, spacing_um, _encode(annotation), digest, n_labels, source])
+                "sha256, n_labels, source, spacing_xyz_um) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [stage, nx, ny, nz, spacing_um, _encode(annotation), digest, n_labels, source,
+                 spacing_xyz])
     return True
 
 
 def load(con: duckdb.DuckDBPyConnection, stage: str) -> Reference:
     """The stored reference of ``stage``; :class:`NotFound` when there is none."""
-    rows = con.execute("select annotation, spacing_um, source from reference_atlases "
-                       "where stage = ?", [stage]).fetchall()
+    rows = con.execute("select annotation, spacing_um, source, spacing_xyz_um "
+                       "from reference_atlases where stage = ?", [stage]).fetchall()
     if not rows:
         have = [r[0] for r in con.execute(
             "select stage from reference_atlases order by stage").fetchall()]
@@ -212,10 +215,10 @@ def load(con: duckdb.DuckDBPyConnection, stage: str) -> Reference:
                        hint="ingest one with `ishwh ingest reference --stage "
                             f"{stage} FILE`" + (f" (stages with one: {', '.join(have)})"
                                                 if have else ""))
-    blob, spacing, source = rows[0]
+    blob, spacing, source, xyz = rows[0]
     with np.load(io.BytesIO(blob)) as z:
         ann = z["annotation"]
-    return Reference(stage, ann, spacing, source)
+    return Reference(stage, ann, spacing, source, tuple(xyz) if xyz else None)
 
 
 def known_structures(con: duckdb.DuckDBPyConnection) -> set[int]:
