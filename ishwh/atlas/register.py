@@ -30,6 +30,7 @@ from ishwh.vocab import EMBRYO_STAGES
 WORK = 192           # working size (long side, pixels) of the masks
 SEARCH = 3           # candidate slices on each side of the position's slice
 SEARCH_STEP = 1
+ECC_ITERATIONS = 40  # affine ECC steps per candidate
 MIN_QUALITY = 0.80   # Dice below this: the section is not used
 SCALE_TOLERANCE = 1.3   # a scale within this factor of the stage's agrees with it
 CALIBRATION = 24     # sections of a stage that set its scale prior
@@ -166,6 +167,7 @@ class RegistrationModel:
         self.surroundings = bool(surroundings)
         self._may_surround = (ref.stage in EMBRYO_STAGES) if surroundings is None else False
         self.scale_prior: float | None = None
+        self._slices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.refiner = nonrigid.FlowRefiner() if refine else None
         self.work = work
         self.search = search
@@ -232,9 +234,9 @@ class RegistrationModel:
         to_work = _h(a_work) @ _resize_matrix(self.ref_scale)   # slice px -> working px
         disp, method = None, METHOD
         if self.refiner is not None and d > 0:
-            grid = self.refiner.refine(small, img_mask, self.ref.slice_index_labels(k), to_work)
+            idx, present = self._slice(k)
+            grid = self.refiner.refine(small, img_mask, idx, to_work)
             if grid is not None:
-                present = (self.ref.slice_index_labels(k) > 0).astype(np.uint8)
                 warped = nonrigid.warp_labels(present, to_work, img_mask.shape, grid)
                 d_nr = _dice(warped > 0, img_mask > 0)
                 if d_nr >= d - 0.01:      # the tissue outlines must still agree
@@ -280,6 +282,14 @@ class RegistrationModel:
         _, self.surroundings, self.scale_prior = best
         return self.scale_prior
 
+    def _slice(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``k`` as label indices and as a 0/1 mask (full reference resolution; kept)."""
+        got = self._slices.get(k)
+        if got is None:
+            idx = self.ref.slice_index_labels(k)
+            got = self._slices[k] = (idx, (idx > 0).astype(np.uint8))
+        return got
+
     @staticmethod
     def _initial(mi, mr) -> np.ndarray:
         """Similarity (2x3, working ref px -> working image px) from moments."""
@@ -307,7 +317,7 @@ class RegistrationModel:
         try:
             _, warp = cv2.findTransformECC(
                 img_blur, self._blur[k], inv, cv2.MOTION_AFFINE,
-                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), None, 1)
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4), None, 1)
         except cv2.error:
             return None
         return cv2.invertAffineTransform(warp).astype(np.float64)
