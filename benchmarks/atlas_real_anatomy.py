@@ -24,7 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ishwh.atlas import alignments  # noqa: E402
 from ishwh.atlas import register as reg_mod  # noqa: E402
+from ishwh.atlas.accuracy import StructureDice  # noqa: E402
 from ishwh.atlas.planted import (  # noqa: E402
     PlantedAtlas,
     PlantedParams,
@@ -58,41 +60,37 @@ def sh(*args: str) -> str:
 
 def registration_dice(db: Path, pa_: PlantedAtlas, n_genes: int
                       ) -> tuple[dict, float, float, dict]:
-    """Per level: mean Dice of each structure's projected mask (stored alignment) against
-    its true mask (the known transform), over structures covering >= 50 px of a section;
-    and the same for the true slice and affine (the ceiling the specimen displacement
-    leaves: the reference is not the specimen)."""
+    """Per level: mean Dice of each structure's projected mask (stored alignment, with its
+    displacement grid) against its true mask (the known transform), over structures
+    covering >= 50 px of a section; and the same for the true slice and affine (the
+    ceiling the specimen displacement leaves to an affine: the reference is not the
+    specimen)."""
     import duckdb  # noqa: PLC0415
 
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("select s.experiment_id, s.section_number, a.slice_index, a.affine, "
-                       "a.ok, a.quality from section_alignments a join sections s "
-                       "using (section_id)").fetchall()
+                       "a.ok, a.quality, a.displacement, a.disp_rows, a.disp_cols "
+                       "from section_alignments a join sections s using (section_id)").fetchall()
     con.close()
     ref = Reference(STAGE, pa_.ann)
-    sm = (pa_.sub.toarray() > 0).astype(np.float64)
-    leaf_ids = pa_.leaf_ids
-    n_l = leaf_ids.size
+    scorer = StructureDice(pa_.sub, pa_.leaf_ids, pa_.level)
     res: dict[int, list[float]] = {}
     ceiling: dict[int, list[float]] = {}
     n_ok = sum(1 for r in rows if r[4])
     slice_err = []
-    for eid, num, k, aff, ok, _ in rows:
+    for eid, num, k, aff, ok, _, *disp in rows:
         g, i = eid - 1_000_000, num - 1
         if g >= n_genes or not ok:
             continue
         expr, _ = pa_.gene(g)
         _, true_lab, true_k, true_a = pa_.section(g, i, expr, float(pa_.positions(g)[i]))
         slice_err.append(abs(k - true_k))
-        t_i = np.searchsorted(leaf_ids, true_lab)
-        for kk, a, out in ((k, np.asarray(aff).reshape(2, 3), res), (true_k, true_a, ceiling)):
-            pred = reg_mod.project_labels(ref.slice_labels(kk), a, true_lab.shape)
-            p_i = np.searchsorted(leaf_ids, pred)
-            both = np.bincount((p_i * n_l + t_i).ravel(), minlength=n_l * n_l).reshape(n_l, n_l)
-            ap, at = sm @ both.sum(1), sm @ both.sum(0)
-            inter = np.einsum("sl,lm,sm->s", sm, both.astype(np.float64), sm)
-            for s in np.flatnonzero(at >= 50):
-                out.setdefault(int(pa_.level[s]), []).append(2 * inter[s] / (ap[s] + at[s]))
+        for kk, a, d, out in ((k, np.asarray(aff).reshape(2, 3), alignments.grid(*disp), res),
+                              (true_k, true_a, None, ceiling)):
+            pred = reg_mod.project_labels(ref.slice_labels(kk), a, true_lab.shape,
+                                          displacement=d)
+            for lv, dice in scorer.score(pred, true_lab):
+                out.setdefault(lv, []).append(dice)
     return (res, n_ok / max(len(rows), 1), float(np.mean(slice_err)) if slice_err else 0.0,
             ceiling)
 
