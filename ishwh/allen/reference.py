@@ -33,6 +33,7 @@ from ishwh.atlas import alignments
 from ishwh.atlas import reference as ref_mod
 from ishwh.errors import InvalidInput, IshwhError
 from ishwh.progress import Progress, or_silent
+from ishwh.query import query_text
 
 #: The annotation volume of each stage on Allen's download site (stage "E11.5" -> "E11pt5").
 ANNOTATION_PATH = (
@@ -83,10 +84,7 @@ def store_alignments(con: duckdb.DuckDBPyConnection, client: AllenClient, stage:
     if spacing is None:
         raise InvalidInput(f"the reference of {stage} has no voxel spacing",
                            hint="Allen alignments are in µm; ingest a volume with its spacing")
-    rows = con.execute(
-        "select s.experiment_id, s.section_id, s.width, s.height from sections s join "
-        "experiments e using (experiment_id) where e.stage = ? and e.source = 'allen' "
-        "order by 1, 2", [stage]).fetchall()
+    rows = con.sql(query_text("allen_stage_sections"), params={"stage": stage}).fetchall()
     by_exp: dict[int, dict[int, tuple[int, int]]] = {}
     for eid, sid, w, h in rows:
         by_exp.setdefault(int(eid), {})[int(sid)] = (int(w), int(h))
