@@ -129,27 +129,38 @@ def test_ingest_reference_cli_and_bad_inputs(tmp_path, e115):
     con.close()
 
 
+def _planted(e115, seed: int, genes: int = 2, per_gene: int | None = None, **params):
+    """(reference, planted atlas, [(gray, position, true labels, true slice)]) on the
+    fixture's anatomy."""
+    from ishwh.atlas.planted import PlantedAtlas  # noqa: PLC0415
+
+    ann, tree = e115
+    ids, parent, level = ontology_arrays(tree)
+    pa_ = PlantedAtlas(ann.astype(np.int32), ids, parent, level,
+                       PlantedParams(**{**SMALL, **params}), seed=seed)
+    out = []
+    for g in range(genes):
+        expr, _ = pa_.gene(g)
+        for i, p in enumerate(pa_.positions(g)[:per_gene]):
+            img, true_lab, true_k, _ = pa_.section(g, i, expr, float(p))
+            out.append((cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), float(p), true_lab, true_k))
+    return ref_mod.Reference("E11.5", ann.astype(np.int32)), pa_, out
+
+
 # ----------------------------------------------------------------- registration
 
 
 def test_registration_recovers_known_transforms(e115):
-    ann, tree = e115
-    ids, parent, level = ontology_arrays(tree)
-    from ishwh.atlas.planted import PlantedAtlas  # noqa: PLC0415
-
-    pa_ = PlantedAtlas(ann.astype(np.int32), ids, parent, level, PlantedParams(**SMALL), seed=3)
-    model = RegistrationModel(ref_mod.Reference("E11.5", ann.astype(np.int32)))
+    ref, _, sections = _planted(e115, seed=3)
+    model = RegistrationModel(ref)
     dice = []
-    for g in range(2):
-        expr, _ = pa_.gene(g)
-        for i, p in enumerate(pa_.positions(g)):
-            img, true_lab, true_k, _ = pa_.section(g, i, expr, float(p))
-            gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-            al = model.register(gray, float(p))
-            assert al.ok and abs(al.slice_index - true_k) <= 3
-            pred = project_labels(model.ref.slice_labels(al.slice_index), al.affine, gray.shape)
-            inter = np.logical_and(pred > 0, true_lab > 0).sum()
-            dice.append(2 * inter / ((pred > 0).sum() + (true_lab > 0).sum()))
+    for gray, p, true_lab, true_k in sections:
+        al = model.register(gray, p)
+        assert al.ok and abs(al.slice_index - true_k) <= 3
+        pred = project_labels(ref.slice_labels(al.slice_index), al.affine, gray.shape,
+                              displacement=al.displacement)
+        inter = np.logical_and(pred > 0, true_lab > 0).sum()
+        dice.append(2 * inter / ((pred > 0).sum() + (true_lab > 0).sum()))
     assert np.mean(dice) > 0.85
     # an empty section is not silently placed
     blank = np.full((200, 200), 245, np.uint8)
@@ -246,30 +257,21 @@ def test_nonrigid_step_undoes_the_specimen_displacement(tmp_path, e115):
     the round trip through section_alignments."""
     from ishwh.atlas import alignments  # noqa: PLC0415
     from ishwh.atlas.accuracy import StructureDice  # noqa: PLC0415
-    from ishwh.atlas.planted import PlantedAtlas  # noqa: PLC0415
 
-    ann, tree = e115
-    ids, parent, level = ontology_arrays(tree)
-    pa_ = PlantedAtlas(ann.astype(np.int32), ids, parent, level,
-                       PlantedParams(canvas=(200, 210), warp_px=1.5), seed=5)
-    ref = ref_mod.Reference("E11.5", ann.astype(np.int32))
-    scorer = StructureDice(pa_.sub, pa_.leaf_ids, level, min_pixels=30)
+    ref, pa_, sections = _planted(e115, seed=5, per_gene=4, warp_px=1.5)
+    scorer = StructureDice(pa_.sub, pa_.leaf_ids, pa_.level, min_pixels=30)
     models = {"affine": RegistrationModel(ref, refine=False), "grid": RegistrationModel(ref)}
     dice = {name: [] for name in models}
     found = []
-    for g in range(2):
-        expr, _ = pa_.gene(g)
-        for i, p in enumerate(pa_.positions(g)[:4]):
-            img, true_lab, _, _ = pa_.section(g, i, expr, float(p))
-            gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-            for name, model in models.items():
-                al = model.register(gray, float(p))
-                assert al.ok
-                pred = project_labels(ref.slice_labels(al.slice_index), al.affine, gray.shape,
-                                      displacement=al.displacement)
-                dice[name] += [d for lv, d in scorer.score(pred, true_lab) if lv >= 3]
-                if name == "grid":
-                    found.append(al)
+    for gray, p, true_lab, _ in sections:
+        for name, model in models.items():
+            al = model.register(gray, p)
+            assert al.ok
+            pred = project_labels(ref.slice_labels(al.slice_index), al.affine, gray.shape,
+                                  displacement=al.displacement)
+            dice[name] += [d for lv, d in scorer.score(pred, true_lab) if lv >= 3]
+            if name == "grid":
+                found.append(al)
     assert all(a.displacement is not None and a.displacement.shape == (6, 6, 2) for a in found)
     assert np.mean(dice["grid"]) > np.mean(dice["affine"]) + 0.03, (
         np.mean(dice["grid"]), np.mean(dice["affine"]))
@@ -294,18 +296,9 @@ def test_a_section_at_another_scale_than_its_stage_is_not_used(e115):
     """The stage's scale comes from a sample of its sections; a section placed at a very
     different scale matched the wrong thing and gets a low quality, even with a good Dice.
     Brain-only sections keep the whole-tissue reading at an embryo stage."""
-    from ishwh.atlas.planted import PlantedAtlas  # noqa: PLC0415
-
-    ann, tree = e115
-    ids, parent, level = ontology_arrays(tree)
-    pa_ = PlantedAtlas(ann.astype(np.int32), ids, parent, level, PlantedParams(**SMALL), seed=4)
-    model = RegistrationModel(ref_mod.Reference("E11.5", ann.astype(np.int32)))
-    sample = []
-    for g in range(2):
-        expr, _ = pa_.gene(g)
-        for i, p in enumerate(pa_.positions(g)):
-            img = pa_.section(g, i, expr, float(p))[0]
-            sample.append((cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), float(p)))
+    ref, _, sections = _planted(e115, seed=4)
+    model = RegistrationModel(ref)
+    sample = [(gray, p) for gray, p, *_ in sections]
     prior = model.calibrate(sample)
     assert prior is not None and not model.surroundings
     gray, p = sample[3]
