@@ -300,6 +300,7 @@ def fit(
     min_train_neg: int = MIN_TRAIN_NEG,
     target: str = "detected",
     model: str | None = None,
+    scale_floor: float = 0.0,
 ) -> list[int]:
     """Fit one L2 logistic regression per task on the feature set ``features``; evaluate at
     ``stage``.
@@ -316,12 +317,19 @@ def fit(
     predicts the test side of ``stage``'s split; ``'none'`` trains on every annotated
     experiment of the training stages and predicts ``stage`` out of fold (cross-fitted,
     ``n_folds`` folds by gene) when it is a training stage, else with the full models.
+    ``scale_floor`` (global features): the trainer divides each feature by at least this
+    fraction of the median feature std (0 = plain standardisation; see
+    :class:`~ishwh.fit.trainer.BatchedLogisticRegression`).
     ``feature_norm``: 'pooled' (raw vectors), 'stage' (each stage z-scored on its own) or
     'auto' (:func:`ishwh.fit.models.resolve_feature_norm`: 'stage' when the models train on
     other stages than ``stage`` or are production models, else 'pooled').
     Every run stores its models (``models``) with Platt scaling and max-F1 call thresholds
     fitted on out-of-fold scores of the training experiments.
     """
+    if scale_floor and (target != "detected" or sf.is_structure_set(features)):
+        raise InvalidInput("the scale floor applies to the binary trainer on global features",
+                           hint="leave it at 0 for multi-class targets and atlas.* sets",
+                           param="scale_floor")
     if target != "detected" or model is not None:
         from ishwh.fit import targets  # noqa: PLC0415 (targets imports this module)
 
@@ -349,10 +357,17 @@ def fit(
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
     validate_trainer(C, Cs, cv, select)
+    if isinstance(scale_floor, bool) or not isinstance(scale_floor, int | float) \
+            or not 0 <= scale_floor <= 100:
+        raise InvalidInput(f"scale floor must be a number from 0 to 100, got {scale_floor!r}",
+                           hint="e.g. 1 (the median feature std); 0 = off",
+                           param="scale_floor")
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
                       "max_iter": 100}
+    if scale_floor:   # recorded (and fingerprinted) only when used: older runs stay identical
+        trainer_params["scale_floor"] = float(scale_floor)
     run_ids: list[int] = []
     bar = or_silent(progress)
     with warehouse.connect(db_path) as con, phase(bar, f"fit {stage}", repeats,
@@ -529,7 +544,7 @@ def train_global(X_tr, y_tr, m_tr, groups, gene_tr, X_ev, *, trainer_params, dev
     est = BatchedLogisticRegression(
         C=trainer_params["C"], Cs=trainer_params["Cs"] or DEFAULT_CS,
         cv=trainer_params["cv"], select=trainer_params["select"], device=device,
-        random_state=seed)
+        random_state=seed, scale_floor=trainer_params.get("scale_floor", 0.0))
     t2 = time.perf_counter()
     est.fit(X_tr, y_tr, m_tr, groups)
     timings["train_s"] = round(time.perf_counter() - t2, 4)

@@ -238,6 +238,11 @@ class BatchedLogisticRegression:
     cv : number of inner folds.
     select : 'group' (one C per task group, e.g. ontology level), 'task' or 'all'.
     standardize : z-score the features with the training mean / std (as StandardScaler).
+    scale_floor : with ``standardize``, divide by ``max(std, scale_floor x the median std of
+        the non-constant features)`` instead of the std: a feature almost constant on the
+        training rows (e.g. a grid cell inside the brain of one training experiment) is not
+        blown up on new rows that have it. 0 = StandardScaler (the paper's). See
+        docs/annotate.md (calibration).
     tol, max_iter : Newton stopping rule (relative Newton decrement) and step limit.
     device : 'auto' (CUDA if present), 'cpu' or 'cuda'.
     random_state : seed of the inner folds.
@@ -250,6 +255,7 @@ class BatchedLogisticRegression:
         cv: int = 3,
         select: str = "group",
         standardize: bool = True,
+        scale_floor: float = 0.0,
         tol: float = 1e-10,
         max_iter: int = 100,
         device: str = "auto",
@@ -260,6 +266,7 @@ class BatchedLogisticRegression:
         self.cv = cv
         self.select = select
         self.standardize = standardize
+        self.scale_floor = scale_floor
         self.tol = tol
         self.max_iter = max_iter
         self.device = device
@@ -420,6 +427,9 @@ class BatchedLogisticRegression:
         if self.standardize:
             self.mean_ = X.mean(0, dtype=np.float64).astype(np.float32)
             sd = X.std(0, dtype=np.float64)
+            if self.scale_floor > 0 and (sd > 0).any():
+                sd = np.where(sd > 0, np.maximum(sd, self.scale_floor * np.median(sd[sd > 0])),
+                              0.0)
             self.scale_ = np.where(sd > 0, sd, 1.0).astype(np.float32)
         else:
             self.mean_ = np.zeros(X.shape[1], dtype=np.float32)
