@@ -3,17 +3,22 @@
 One run = one feature set x stage x split (x label mode). The flow:
 
 1. runs left ``running`` by a killed fit are deleted (this process holds the warehouse's write
-   lock, so any ``running`` row is stale);
+   lock, so any ``running`` row is stale; :mod:`ishwh.fit.run_store`);
 2. labels and features of the stage are read; the split ``(stage, method, seed, repeat)`` is
-   reused or made and stored (``split_defs``, ``splits``) — the same split for every feature
-   set, balanced over every structure and gene task of the stage, whatever levels a run asks;
-3. a ``runs`` row is inserted as ``running``; all tasks are fitted at once by
-   :class:`~ishwh.fit.trainer.BatchedLogisticRegression`;
+   reused or made and stored (:mod:`ishwh.fit.split_store`) — the same split for every
+   feature set, balanced over every structure and gene task of the stage, whatever levels a
+   run asks;
+3. a ``runs`` row is inserted as ``running`` (``run_store.start_run``); pure steps choose the
+   rows (:func:`plan_rows`) and fit all tasks at once: :func:`train_global`
+   (:class:`~ishwh.fit.trainer.BatchedLogisticRegression` on the whole vector) or, for
+   structure-feature sets ``atlas.*``, :func:`ishwh.fit.structure_features.train_structures`
+   (one model per structure on its own columns);
 4. out-of-fold scores of the training experiments (cross-fitted by gene) give every task its
    Platt scaling and call threshold; the models are folded into raw-feature weights;
-5. ``run_tasks``, ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and
-   ``status = 'finished'`` are written in ONE transaction, so a killed fit never shows as
-   finished nor leaves half its rows.
+5. :func:`run_rows` makes the rows, and ``run_store.finish_run`` writes ``run_tasks``,
+   ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and ``status =
+   'finished'`` in ONE transaction, so a killed fit never shows as finished nor leaves half
+   its rows (multi-class targets finish their runs the same way).
 
 Training stages may differ from the evaluated stage (``train_stages``; cross-stage transfer),
 and ``holdout='none'`` trains production models on every annotated experiment (predictions
