@@ -89,7 +89,8 @@ def allen(
     for st, ref in (result.get("reference") or {}).items():
         al = ref["alignments"]
         console.print(f"reference {st}: {' x '.join(map(str, ref['shape']))} voxels; Allen "
-                      f"alignments: {al['ok']:,} of {al['sections']:,} section(s) placed")
+                      f"alignments: {al['ok']:,} of {al['sections']:,} section(s) placed",
+                      soft_wrap=True)
         if al["problems"]:
             err_console.print(f"[yellow]{len(al['problems'])} section(s) without an Allen "
                               f"alignment[/] (e.g. {al['problems'][0]})", soft_wrap=True)

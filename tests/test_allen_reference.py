@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from fake_allen import FakeAllenApi
 from test_allen_ingest import _api
+from typer.testing import CliRunner
 
+from cli.app import app
 from ishwh import warehouse
 from ishwh.allen.alignment import data_set_alignments, record_vector
 from ishwh.allen.client import AllenClient
@@ -140,6 +142,19 @@ def test_ingest_allen_reference_and_alignments_used_by_featurize(db_path, allen_
     n = len(api.requests)
     ingest_allen(db_path, ["E11.5"], client=client, progress=False, reference=True)
     assert not any("annotation.zip" in u for u in api.requests[n:])
+    # the CLI, offline from that cache, into a new warehouse: the same placements
+    db2 = tmp_path / "cli.duckdb"
+    warehouse.init(db2)
+    res = CliRunner().invoke(app, ["ingest", "allen", "--stage", "E11.5", "--reference",
+                                   "--from-cache", str(tmp_path / "cache"), "--db", str(db2)])
+    assert res.exit_code == 0, res.output
+    assert f"Allen alignments: {before} of {before} section(s) placed" in " ".join(
+        res.output.split())
+    with warehouse.connect(db2, read_only=True) as con:
+        again = con.execute("select section_id, slice_index, affine from section_alignments "
+                            "order by 1").fetchall()
+    assert [(r[0], r[4]) for r in sorted(secs)] == [(r[0], r[1]) for r in again]
+    assert np.allclose([r[5] for r in sorted(secs)], [r[2] for r in again])
 
 
 def test_annotation_zip_without_a_volume_is_refused():
