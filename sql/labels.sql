@@ -1,9 +1,9 @@
 -- labels: the binary task of the paper, detected vs not.
 -- Grain: one row per experiment x structure with a known annotation.
 -- Inputs: annotations. The rule is the macro detected_call(pattern, intensity, density),
--- defined here and used by withheld_labels too: detected = any of the three calls is known
--- and not 'undetected'; NULL when all three are unknown (NULL): such a row has no label and
--- is left out.
+-- defined here and used by the evaluation view of the withheld truth too: detected = any of
+-- the three calls is known and not 'undetected'; NULL when all three are unknown (NULL):
+-- such a row has no label and is left out.
 create or replace macro detected_call(pattern, intensity, density) as
     case
         when pattern is null and intensity is null and density is null then null
