@@ -23,7 +23,7 @@ from ishwh.progress import Recorder
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'ishwh[ray]')")
 
-from ishwh.features.ray_engine import staging_dir  # noqa: E402
+from ishwh.ray.partitions import staging_dir  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_featurize_resume import _rows as vectors  # noqa: E402  (set name -> (ids, X))
@@ -101,7 +101,7 @@ def test_interrupted_job_resumes_with_the_local_vectors(ray_cluster, reference, 
     args = dict(layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1, engine="ray")
     with pytest.raises(_Killed):
         featurize_report(db, progress=_KillAfterFirstPartition(), **args)
-    parts = sorted(staging_dir(db).glob("part-*.parquet"))
+    parts = sorted(staging_dir(db).glob("part-*"))
     assert len(parts) == 1  # one partition finished before the driver died
     assert not list(staging_dir(db).glob("*.tmp"))
     assert counts(db)[1] == 0  # nothing reached the warehouse

@@ -1,0 +1,188 @@
+"""``featurize --engine ray``: every extractor on the partition job of :mod:`.partitions`.
+
+The science is the local engine's, called, not copied: the same plans (feature sets, their
+parameters, chunks, what is missing; :mod:`ishwh.features.pipeline`), the same extractors in
+the actors (:class:`~ishwh.features.cnn.CNNFeatures` and
+:func:`~ishwh.features.cnn.pool_sections`; dense SIFT and word counts of
+:mod:`ishwh.features.bow` against the codebooks the local engine fits or stored;
+:class:`~ishwh.features.grid.GridFeatures`; registration and structure pooling of
+:mod:`ishwh.atlas`), so the vectors equal the local engine's. Only where the work runs
+differs; nothing reaches the warehouse before one final transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ishwh import store, warehouse
+from ishwh.progress import Progress, or_silent
+from ishwh.ray.cluster import RayOptions, ray_session
+from ishwh.ray.partitions import (
+    Job,
+    Partition,
+    PartitionWorker,
+    Section,
+    read_partition,
+    remove_partitions,
+    run_job,
+    staging_dir,
+    take_problems,
+    vectors_table,
+)
+from ishwh.ray.sources import image_name, image_root, preflight
+
+# --------------------------------------------------------------------------- driver helpers
+
+
+class _Cluster:
+    """The connection of one job: made (and the workers' access to the images checked)
+    only when the local engine's plan is about to write, so a job with nothing to do never
+    starts Ray, and a bad address or unreadable images write nothing."""
+
+    def __init__(self, stack: ExitStack, con: Any, opts: RayOptions, root: str | None):
+        self.stack, self.con, self.opts, self.root = stack, con, opts, root
+        self.ray: Any = None
+
+    def connect(self, scope_ids: list[int]) -> None:
+        from ishwh.features import pipeline  # noqa: PLC0415
+
+        if self.ray is None:
+            self.ray = self.stack.enter_context(ray_session(self.opts.address))
+        if self.root is not None:
+            first = pipeline._sections(self.con, Path("."), scope_ids[:1])
+            if first:
+                preflight(self.ray, self.root, first[0].path)
+
+
+@contextmanager
+def _cluster(con: Any, opts: dict, db_path: Path, images: bool = True
+             ) -> Iterator[tuple[_Cluster, Progress]]:
+    ray_opts: RayOptions = opts["ray"]
+    root = image_root(db_path, ray_opts.images) if images else None
+    with ExitStack() as stack:
+        yield _Cluster(stack, con, ray_opts, root), or_silent(opts["progress"])
+
+
+def _sections_of(con: Any, root: str, experiments: dict[int, list[int]]
+                 ) -> tuple[dict[int, list[Section]], Callable[[int, str], str]]:
+    """Each partition's sections (paths relative to the image source), and how a skipped
+    section is described (the local engine's words, the file as the workers name it)."""
+    from ishwh.features import pipeline  # noqa: PLC0415
+
+    rows = pipeline._sections(con, Path("."), [e for c in sorted(experiments)
+                                               for e in experiments[c]])
+    by_exp: dict[int, list[Section]] = {}
+    by_id = {}
+    for s in rows:
+        by_exp.setdefault(s.experiment_id, []).append(Section(
+            s.experiment_id, s.section_id, s.section_number, s.path, s.width, s.height,
+            s.position))
+        by_id[s.section_id] = s
+
+    def describe(section_id: int, why: str) -> str:
+        sec = by_id[section_id]
+        return pipeline._problem(replace(sec, path=image_name(root, sec.path)), why)
+
+    return {c: [s for e in ids for s in by_exp.get(e, [])]
+            for c, ids in experiments.items()}, describe
+
+
+def _gpus(ray: Any, opts: RayOptions) -> float:
+    if opts.gpus_per_worker is not None:
+        return opts.gpus_per_worker
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- CNN
+
+
+class CnnWorker(PartitionWorker):
+    """One :class:`CNNFeatures` network; per experiment, its sections pooled (max / mean)
+    into one vector per (layer, pool) (columns ``v<k>`` in ``keys`` order)."""
+
+    def __init__(self, cnn_params: dict, threads: int):
+        import torch  # noqa: PLC0415
+
+        from ishwh.features.cnn import CNNFeatures  # noqa: PLC0415
+
+        torch.set_num_threads(max(1, threads))
+        self.ext = CNNFeatures(**cnn_params).fit()
+        self.keys = [(lay, p) for lay in self.ext.layers_ for p in self.ext.pools]
+
+    def compute(self, part: Partition) -> dict[str, pa.Table]:
+        from ishwh.features.cnn import pool_sections  # noqa: PLC0415
+
+        ext = self.ext
+        # Batches of consecutive sections of the partition, as the local engine forms them.
+        idx = sorted(part.images)
+        rows: dict[str, list[np.ndarray]] = {lay: [] for lay in ext.layers_}
+        for b in range(0, len(idx), ext.batch_size):
+            imgs = np.stack([part.images[i] for i in idx[b:b + ext.batch_size]])
+            for lay, v in ext.section_features(imgs).items():
+                rows[lay].append(v)
+        feats = {lay: np.concatenate(v) for lay, v in rows.items() if v}
+        pos = {i: k for k, i in enumerate(idx)}
+        ok, vecs = [], [[] for _ in self.keys]
+        for e in part.experiments:
+            mine = [pos[i] for i in part.sections_of(e)]
+            ok.append(bool(mine))
+            for k, (lay, p) in enumerate(self.keys):
+                vecs[k].append(pool_sections(feats[lay][mine], p) if mine
+                               else np.zeros(ext.dims_[lay], np.float32))
+        return {"experiments": vectors_table(part.experiments, ok,
+                                             [np.stack(v) for v in vecs])}
+
+
+def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
+    """The CNN sets of the local engine's plan (:func:`pipeline.cnn_plan`), computed on Ray
+    and ingested in one transaction. ``opts`` are :func:`ishwh.features.featurize_report`'s,
+    ``opts["ray"]`` a :class:`RayOptions`."""
+    from ishwh.features import pipeline  # noqa: PLC0415
+
+    ray_opts: RayOptions = opts["ray"]
+    with _cluster(con, opts, db_path) as (cluster, progress):
+        plan = pipeline.cnn_plan(con, opts, result, before_write=cluster.connect)
+        if plan is None:
+            return
+        ext = plan.ext
+        keys = [(lay, p) for lay in ext.layers_ for p in ext.pools]
+        names = [plan.names[k] for k in keys]
+        experiments = {c: plan.chunks[c] for c in sorted(plan.todo)}
+        sections, describe = _sections_of(con, cluster.root, experiments)
+        gpus = _gpus(cluster.ray, ray_opts)
+        device = "cuda" if gpus > 0 else "cpu"
+        cnn_params = dict(backbone=ext.backbone, layers=list(ext.layers_),
+                          pools=list(ext.pools), image_size=ext.image_size, spatial=ext.spatial,
+                          weights=ext.weights, device=device,
+                          batch_size=opts["batch_size"] or (128 if device == "cuda" else 4))
+        job = Job("cnn", {"sets": names, "params": [plan.params[n] for n in names]},
+                  experiments, sections, {}, CnnWorker,
+                  (cnn_params, max(1, math.ceil(ray_opts.cpus_per_worker))),
+                  "cnn", {"size": ext.image_size}, describe, gpus)
+        result.timings["setup"] = time.perf_counter() - plan.started
+        files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, cluster.root,
+                        opts["on_error"], progress, result)
+    with warehouse.transaction(con):
+        for c in sorted(plan.todo):
+            tables = read_partition(files[c])
+            good = take_problems(tables, describe, result, progress, plan.failed)
+            exp = tables["experiments"]
+            ids = exp.column("experiment_id").to_pylist()
+            for k, name in enumerate(names):
+                write = [i for i, e in enumerate(ids) if e in good and e in plan.todo[c][name]]
+                if write:
+                    x = store.list_array_to_matrix(exp.column(f"v{k}"))[write]
+                    store.write_experiment_features(con, plan.fsids[name],
+                                                    [ids[i] for i in write], x)
+                    result.written[name] = result.written.get(name, 0) + len(write)
+    pipeline.cnn_finish(con, plan, result)
+    remove_partitions(staging_dir(db_path), list(files.values()))
