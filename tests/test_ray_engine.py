@@ -7,9 +7,11 @@ a real `ray.init(num_cpus=2)` cluster; the local engine is the reference.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,10 @@ from typer.testing import CliRunner
 from ishwh import warehouse
 from ishwh.errors import InvalidInput
 from ishwh.features import featurize_report
-from ishwh.progress import Recorder
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'ishwh[ray]')")
 
+from ishwh.ray.cluster import FAULT_ENV  # noqa: E402
 from ishwh.ray.partitions import staging_dir  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,11 +35,19 @@ LAYERS = ["blocks.5"]
 POOLS = ("max", "mean")
 
 
+class _Cluster:
+    fault_dir: Path
+
+
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """One local cluster for every test here (each start costs ~10 s)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
-    yield ray
+def ray_cluster(tmp_path_factory):
+    """One local cluster for every test here (each start costs ~10 s). Its workers see
+    ``$ISHWH_RAY_FAULT_DIR``: a test that creates ``armed`` there kills one worker."""
+    cluster = _Cluster()
+    cluster.fault_dir = tmp_path_factory.mktemp("fault")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error",
+             runtime_env={"env_vars": {FAULT_ENV: str(cluster.fault_dir)}})
+    yield cluster
     ray.shutdown()
 
 
@@ -81,45 +91,51 @@ def assert_same_vectors(a: Path, b: Path) -> None:
         assert float(np.abs(x - x_b).max()) <= 1e-5, name
 
 
-class _Killed(Exception):
-    pass
-
-
-class _KillAfterFirstPartition(Recorder):
-    """Stops the driver (as a kill would) once the first partition file is on disk."""
-
-    def advance(self, n: int = 1) -> None:
-        super().advance(n)
-        raise _Killed
-
-
 @pytest.mark.slow
-def test_interrupted_job_resumes_with_the_local_vectors(ray_cluster, reference, tmp_path):
-    """Killed after one partition, resumed from a file:// URL with two actors: only the two
-    missing partitions are computed, and the vectors are the local engine's."""
+def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, tmp_path):
+    """A driver SIGKILLed after its first partition leaves whole partitions only and writes
+    nothing; the rerun (from a file:// URL, two actors) computes only the missing ones while
+    one of its actors dies in the middle of a partition (Ray restarts it and retries), and
+    the vectors are the local engine's."""
     db = copy_fresh(reference, tmp_path)
-    args = dict(layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1, engine="ray")
-    with pytest.raises(_Killed):
-        featurize_report(db, progress=_KillAfterFirstPartition(), **args)
-    parts = sorted(staging_dir(db).glob("part-*"))
-    assert len(parts) == 1  # one partition finished before the driver died
-    assert not list(staging_dir(db).glob("*.tmp"))
+    staging = staging_dir(db)
+    # The driver: a real process joined to this cluster, killed when a partition is written.
+    code = ("from ishwh.features import featurize_report; featurize_report("
+            f"{str(db)!r}, layers={LAYERS!r}, pools={POOLS!r}, device='cpu', chunk_size=1, "
+            f"engine='ray', ray={{'address': {ray.get_runtime_context().gcs_address!r}}})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(staging.glob("part-*[0-9a-f]")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    parts = [p for p in staging.glob("part-*") if not p.name.endswith(".tmp")]
+    assert 1 <= len(parts) < 3
+    for p in parts:  # whole: every table of the partition is there
+        assert sorted(f.name for f in p.iterdir()) == ["errors.parquet", "experiments.parquet"]
     assert counts(db)[1] == 0  # nothing reached the warehouse
 
+    (ray_cluster.fault_dir / "armed").touch()  # the first actor to take a partition dies
     url = warehouse.images_dir(reference).resolve().as_uri()  # file:///...
     assert url.startswith("file:///")
-    res = featurize_report(db, progress=False, **args,
+    res = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
+                           engine="ray", progress=False,
                            ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
+    assert (ray_cluster.fault_dir / "fired").exists()  # an actor did die
     assert res.partitions["first_sections"] > 0  # timed apart (the actors' start)
     assert {k: res.partitions[k] for k in ("total", "computed", "reused")} == \
-        {"total": 3, "computed": 2, "reused": 1}
+        {"total": 3, "computed": 3 - len(parts), "reused": len(parts)}
     assert sorted(res.finished) == sorted(res.names)
     assert all(v == 3 for v in res.written.values())
     assert_same_vectors(reference, db)
-    assert not staging_dir(db).exists()  # partitions are removed once ingested
+    assert not staging.exists()  # partitions (and killed writes) are removed once ingested
 
     # Run again: nothing to do, nothing added.
-    again = featurize_report(db, progress=False, **args)
+    again = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
+                             engine="ray", progress=False)
     assert again.written == {} and sorted(again.finished) == sorted(res.names)
 
 
