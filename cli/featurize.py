@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+from .engine import AddressOption, EngineOption, ray_options
 from .progress import bar
 
 
@@ -41,24 +42,6 @@ def _bow_options(extractor: str, sift: str, words: int | None, step: int | None)
             raise InvalidInput(f"{flag} must be at least {low}, got {v}")
         out[key] = v
     return out or None
-
-
-def _ray_options(engine: str, address: str | None, ray_workers: int | None,
-                 cpus_per_worker: float | None, gpus_per_worker: float | None,
-                 images: str | None) -> dict | None:
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter("--engine must be local or ray")
-    given = {"address": address, "workers": ray_workers, "cpus_per_worker": cpus_per_worker,
-             "gpus_per_worker": gpus_per_worker, "images": images}
-    given = {k: v for k, v in given.items() if v is not None}
-    if engine == "local":
-        if given:
-            flags = {"address": "--address", "workers": "--ray-workers",
-                     "cpus_per_worker": "--cpus-per-worker", "gpus_per_worker": "--gpus-per-worker",
-                     "images": "--images"}
-            raise typer.BadParameter(f"{flags[next(iter(given))]} applies to --engine ray only")
-        return None
-    return given
 
 
 def featurize(
@@ -125,15 +108,8 @@ def featurize(
         str, typer.Option("--on-error", help="On an unreadable image: fail (stop; chunks "
                           "already written are kept) or skip (report it and go on).")
     ] = "fail",
-    engine: Annotated[
-        str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster, cnn "
-                          "only; needs the ray extra: pip install 'ishwh[ray]'). Same vectors.")
-    ] = "local",
-    address: Annotated[
-        str | None, typer.Option("--address", help="ray: the cluster: auto (started here with "
-                                 "`ray start`), ray://host:port (Ray Client) or host:port; "
-                                 "default: a private local cluster for this run.")
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     ray_workers: Annotated[
         int | None, typer.Option("--ray-workers", help="ray: extractor actors, each holding "
                                  "one network (default 1).")
@@ -165,7 +141,9 @@ def featurize(
     """
     from ishwh.features import featurize_report  # noqa: PLC0415 - torch loads slowly
 
-    ray = _ray_options(engine, address, ray_workers, cpus_per_worker, gpus_per_worker, images)
+    ray = ray_options(engine, address=address, workers=ray_workers,
+                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                      images=images)
     result = featurize_report(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -73,21 +74,59 @@ def make_consistent(prob: np.ndarray, called: np.ndarray, up: np.ndarray, depth:
     return p, c
 
 
+def predict(X: np.ndarray, models: models_mod.StoredModels,
+            hierarchy: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The predictions of rows ``X`` (normalised as the run says) by ``models``: ``score``,
+    ``raw_probability`` (Platt), ``raw_called`` (score >= threshold) and ``probability`` /
+    ``called`` (made consistent with the ontology when ``hierarchy`` =
+    :func:`modelled_parents` is given). Row by row: blocks of rows give the same rows."""
+    scores = models.scores(X)
+    raw_prob = apply_platt(scores, models.platt_a, models.platt_b)
+    raw_called = scores >= models.threshold
+    prob, called = raw_prob, raw_called
+    if hierarchy is not None:
+        prob, called = make_consistent(raw_prob, raw_called, *hierarchy)
+    return {"score": scores, "probability": prob, "called": called,
+            "raw_probability": raw_prob, "raw_called": raw_called}
+
+
+def _engine(engine: str, ray: Any) -> Any:
+    """The Ray options of ``engine="ray"`` (checked, Ray importable), ``None`` for local."""
+    if engine not in ("local", "ray"):
+        raise InvalidInput(f"engine must be local or ray, got {engine!r}", param="engine")
+    if engine == "local":
+        if ray is not None:
+            raise InvalidInput("Ray options apply to the Ray engine only", param="ray")
+        return None
+    from ishwh.ray import RayOptions, import_ray  # noqa: PLC0415 - Ray is an optional extra
+
+    import_ray()  # says how to install Ray before any work
+    opts = ray if isinstance(ray, RayOptions) else RayOptions(**(ray or {}))
+    opts.check()
+    return opts
+
+
 def annotate(
     db_path: str | os.PathLike,
     run_id: int,
     stage: str,
     consistent: bool = False,
     progress: Progress | None = None,
+    *,
+    engine: str = "local",
+    ray: Any = None,
 ) -> dict:
     """Predict every structure of run ``run_id``'s models for every experiment of ``stage``.
 
     Returns a summary dict (counts and timings). Refuses, writing nothing: an unknown stage or
     run, an unfinished run or one without stored models, a stage without experiments, and a
-    stage whose experiments lack the run's feature set.
+    stage whose experiments lack the run's feature set. ``engine="ray"`` scores in Ray tasks
+    (:mod:`ishwh.ray.annotate`; ``ray``: a :class:`~ishwh.ray.RayOptions` or its dict), with
+    the same predictions.
     """
     if stage not in STAGES:
         raise InvalidInput(f"unknown stage {stage!r}", hint="one of " + ", ".join(STAGES))
+    ray_opts = _engine(engine, ray)
     prog = or_silent(progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -106,18 +145,21 @@ def annotate(
         timings["read_s"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        prog.start(f"annotate {stage}: scoring", int(ids.size), unit="experiments")
-        scores = np.empty((ids.size, len(models.tasks)))
-        for i in range(0, ids.size, BLOCK):
-            scores[i:i + BLOCK] = models.scores(X[i:i + BLOCK])
-            prog.advance(min(BLOCK, ids.size - i))
-        prog.done()
-        raw_prob = apply_platt(scores, models.platt_a, models.platt_b)
-        raw_called = scores >= models.threshold
-        prob, called = raw_prob, raw_called
-        if consistent:
-            up, depth = modelled_parents(con, models.structure_ids)
-            prob, called = make_consistent(raw_prob, raw_called, up, depth)
+        hierarchy = modelled_parents(con, models.structure_ids) if consistent else None
+        if ray_opts is None:
+            prog.start(f"annotate {stage}: scoring", int(ids.size), unit="experiments")
+            parts = []
+            for i in range(0, ids.size, BLOCK):
+                parts.append(predict(X[i:i + BLOCK], models, hierarchy))
+                prog.advance(min(BLOCK, ids.size - i))
+            prog.done()
+            pred = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        else:
+            from ishwh.ray.annotate import map_rows  # noqa: PLC0415 - Ray is an optional extra
+
+            pred = map_rows(predict, X, (models, hierarchy), ray_opts, prog)
+        scores, prob, called = pred["score"], pred["probability"], pred["called"]
+        raw_prob, raw_called = pred["raw_probability"], pred["raw_called"]
         timings["score_s"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -156,4 +198,4 @@ def annotate(
     return summary
 
 
-__all__ = ["annotate", "make_consistent", "modelled_parents"]
+__all__ = ["annotate", "make_consistent", "modelled_parents", "predict"]

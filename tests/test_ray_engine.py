@@ -189,3 +189,87 @@ def test_bad_ray_options_are_refused_by_name(reference, tmp_path):
     with pytest.raises(InvalidInput, match="cnn"):
         featurize_report(db, extractor="grid", engine="ray", progress=False)
     assert counts(db) == (0, 0)
+
+
+# --------------------------------------------------------------------------- annotate
+
+
+def _predicted(db: Path, run: int) -> list[tuple]:
+    with warehouse.connect(db, read_only=True) as con:
+        return con.execute(
+            "select experiment_id, structure_id, score, probability, called, raw_probability, "
+            "raw_called, is_consistent from predicted_annotations where run_id = ? "
+            "order by all", [run]).fetchall()
+
+
+@pytest.fixture(scope="module")
+def toy_models(tmp_path_factory) -> tuple[Path, int]:
+    """A toy warehouse (no images) with production models trained at two stages, and the
+    third stage annotated by the local engine (hierarchy-consistent)."""
+    from toy_warehouse import make_toy_warehouse  # noqa: PLC0415
+
+    from ishwh.annotate import annotate  # noqa: PLC0415
+    from ishwh.fit import fit  # noqa: PLC0415
+
+    db = tmp_path_factory.mktemp("annotate") / "wh.duckdb"
+    atlas = make_toy_warehouse(db, n_genes=60, stages=("E11.5", "E13.5", "E15.5"),
+                               structures_per_level=(3, 6), dim=32)
+    sids = atlas.structure_ids.tolist()
+    with warehouse.connect(db) as con, warehouse.transaction(con):
+        for i, s in enumerate(sids[3:]):  # level 2 under level 1: a hierarchy to respect
+            con.execute("update structures set parent_id = ? where structure_id = ?",
+                        [sids[i % 3], s]).fetchall()
+    (run,) = fit(db, "grid.toy", "E15.5", train_stages="E11.5,E13.5", holdout="none",
+                 progress=False)
+    annotate(db, run, "E15.5", consistent=True)
+    return db, run
+
+
+def test_annotate_on_ray_equals_local(ray_cluster, toy_models, tmp_path, monkeypatch):
+    """The same predicted_annotations, row for row, from Ray tasks (blocks of 7 rows: the
+    rows of a block never depend on the others), one of whose workers dies and is retried.
+    Scores agree to float64 rounding: BLAS sums 7-row and 60-row blocks in other orders."""
+    import ishwh.ray.annotate as ray_annotate  # noqa: PLC0415
+    from ishwh.annotate import annotate  # noqa: PLC0415
+
+    monkeypatch.setattr(ray_annotate, "ROWS_PER_TASK", 7)
+    src, run = toy_models
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(src, db)
+    local = _predicted(db, run)
+    assert len(local) == 60 * 9 and any(r[4] for r in local) and not all(r[4] for r in local)
+    (ray_cluster.fault_dir / "armed").touch()
+    out = annotate(db, run, "E15.5", consistent=True, engine="ray",
+                   ray={"address": None, "cpus_per_worker": 0.5})
+    assert (ray_cluster.fault_dir / "fired").exists()
+    assert out["n_predictions"] == len(local)
+    got = _predicted(db, run)  # replaced in one transaction
+    # keys and calls: identical; scores and probabilities: up to float64 BLAS rounding
+    def calls(rows):
+        return [(r[0], r[1], r[4], r[6], r[7]) for r in rows]
+
+    def floats(rows):
+        return np.array([(r[2], r[3], r[5]) for r in rows])
+
+    assert calls(got) == calls(local)
+    assert float(np.abs(floats(got) - floats(local)).max()) <= 1e-12
+
+
+def test_annotate_bad_address_is_one_line_and_writes_nothing(toy_models, tmp_path):
+    src, run = toy_models
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(src, db)
+    before = _predicted(db, run)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ishwh", "annotate", "--run", str(run), "--stage", "E13.5",
+         "--engine", "ray", "--address", f"ray://127.0.0.1:{_free_port()}", "--db", str(db)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: --address: cannot reach the Ray cluster at ray://")
+    assert "unexpected" not in lines[0]
+    assert _predicted(db, run) == before
+    with warehouse.connect(db, read_only=True) as con:  # nothing of E13.5 was written
+        assert con.execute("select count(*) from predicted_annotations p join experiments e "
+                           "using (experiment_id) where e.stage = 'E13.5'").fetchall() == [(0,)]
