@@ -33,6 +33,7 @@ from test_featurize_resume import _rows as vectors  # noqa: E402  (set name -> (
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["blocks.5"]
 POOLS = ("max", "mean")
+BOW = {"n_words": 20}  # set bow.w20: small codebooks for 48 small sections
 
 
 class _Cluster:
@@ -63,6 +64,8 @@ def reference(tmp_path_factory) -> Path:
     fresh = db.with_name("fresh.duckdb")
     shutil.copy(db, fresh)  # before features: the start of every Ray run
     featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", progress=False)
+    featurize_report(db, extractor="bow", bow=BOW, device="cpu", progress=False)
+    featurize_report(db, extractor="grid", progress=False)
     return db
 
 
@@ -81,13 +84,15 @@ def counts(db: Path) -> tuple[int, int]:
                            "(select count(*) from experiment_features)").fetchall()[0]
 
 
-def assert_same_vectors(a: Path, b: Path) -> None:
+def assert_same_vectors(a: Path, b: Path, names: list[str]) -> None:
+    """The sets ``names`` of warehouse ``b`` hold the vectors of ``a`` (max |diff| <= 1e-5),
+    and ``b`` holds no other set."""
     va, vb = vectors(a), vectors(b)
-    assert sorted(va) == sorted(vb) and len(va) == len(LAYERS) * len(POOLS)
-    for name, (ids, x) in va.items():
-        ids_b, x_b = vb[name]
+    assert sorted(vb) == sorted(names) and set(names) <= set(va)
+    for name in names:
+        (ids, x), (ids_b, x_b) = va[name], vb[name]
         assert ids.tolist() == ids_b.tolist() and len(ids) == 3
-        assert x.shape == x_b.shape and x.shape[1] > 1000
+        assert x.shape == x_b.shape and x.shape[1] > 100
         assert float(np.abs(x - x_b).max()) <= 1e-5, name
 
 
@@ -130,13 +135,43 @@ def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, 
         {"total": 3, "computed": 3 - len(parts), "reused": len(parts)}
     assert sorted(res.finished) == sorted(res.names)
     assert all(v == 3 for v in res.written.values())
-    assert_same_vectors(reference, db)
+    assert_same_vectors(reference, db, res.names)
     assert not staging.exists()  # partitions (and killed writes) are removed once ingested
 
     # Run again: nothing to do, nothing added.
     again = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
                              engine="ray", progress=False)
     assert again.written == {} and sorted(again.finished) == sorted(res.names)
+
+
+def _table(db: Path, sql: str) -> list[tuple]:
+    with warehouse.connect(db, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_bow_and_grid_on_ray_equal_the_local_engine(ray_cluster, reference, tmp_path):
+    """Bag of words (codebooks made on the driver, words counted by two actors) and grid sets
+    on Ray: the local engine's vectors, section counts, codebooks and stage records."""
+    db = copy_fresh(reference, tmp_path)
+    bow = featurize_report(db, extractor="bow", bow=BOW, device="cpu", chunk_size=2,
+                           engine="ray", ray={"workers": 2}, progress=False)
+    assert bow.names == ["bow.w20"] and bow.written == {"bow.w20": 3}
+    assert {k: bow.partitions[k] for k in ("total", "computed", "reused")} == \
+        {"total": 2, "computed": 2, "reused": 0}
+    grid = featurize_report(db, extractor="grid", engine="ray", progress=False)
+    assert grid.names == ["grid"] and grid.written == {"grid": 3}
+    assert sorted(bow.finished + grid.finished) == ["bow.w20", "grid"]
+    assert_same_vectors(reference, db, bow.names + grid.names)
+    for sql in ("select f.name, s.section_id, s.vec from section_features s "
+                "join feature_sets f using (feature_set_id) order by all",
+                "select f.name, c.stage, c.scale, c.centers from codebooks c "
+                "join feature_sets f using (feature_set_id) order by all",
+                "select f.name, s.stage, s.status from feature_set_stages s "
+                "join feature_sets f using (feature_set_id) order by all"):
+        got = _table(db, sql)
+        assert got and got == _table(reference, sql), sql
+    assert not staging_dir(db).exists()
 
 
 def _free_port() -> int:

@@ -186,3 +186,194 @@ def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
                     result.written[name] = result.written.get(name, 0) + len(write)
     pipeline.cnn_finish(con, plan, result)
     remove_partitions(staging_dir(db_path), list(files.values()))
+
+
+# --------------------------------------------------------------------------- bag of words
+
+
+class BowWorker(PartitionWorker):
+    """Dense SIFT and word counts against the stage's codebooks (OpenCV, or torch when the
+    set was made with it), per section; the section counts pooled per sagittal interval
+    into the experiment vector (:mod:`ishwh.features.bow`)."""
+
+    def __init__(self, p: dict, centers: dict[str, list[np.ndarray]], device: str):
+        import cv2  # noqa: PLC0415
+
+        cv2.setNumThreads(1)
+        self.p, self.centers, self.sift = p, centers, None
+        if p["sift"] == "torch":
+            import torch  # noqa: PLC0415
+
+            from ishwh.features.sift_torch import TorchDenseSift  # noqa: PLC0415
+
+            torch.set_num_threads(1)
+            self.sift = TorchDenseSift(p["sizes"], p["step"], torch.device(device))
+            self.on_device = {s: self.sift.codebooks(c) for s, c in centers.items()}
+
+    def counts(self, gray: np.ndarray, stage: str) -> np.ndarray:
+        from ishwh.features import bow  # noqa: PLC0415
+
+        if self.sift is not None:
+            return self.sift.section_counts(gray, self.on_device[stage])
+        return bow.section_counts(bow.dense_sift(gray, self.p["sizes"], self.p["step"]),
+                                  self.centers[stage])
+
+    def compute(self, part: Partition) -> dict[str, pa.Table]:
+        from ishwh.features import bow  # noqa: PLC0415
+
+        n_int = self.p["n_intervals"]
+        dim = bow.bow_dim(self.p["n_words"], len(self.p["sizes"]), n_int)
+        counts = {i: self.counts(img, part.extra) for i, img in part.images.items()}
+        ok, vecs, sec_ids, sec_rows = [], [], [], []
+        for e in part.experiments:
+            mine = part.sections_of(e)
+            ok.append(bool(mine))
+            if not mine:
+                vecs.append(np.zeros(dim, np.float32))
+                continue
+            x = np.stack([counts[i] for i in mine])
+            iv = bow.interval_index([part.sections[i].position for i in mine],
+                                    [part.sections[i].section_number for i in mine], n_int)
+            vecs.append(bow.experiment_vector(x, iv, n_int))
+            sec_ids += [part.sections[i].section_id for i in mine]
+            sec_rows.append(x)
+        x = np.concatenate(sec_rows) if sec_rows else np.zeros((0, dim // n_int), np.float32)
+        sections = vectors_table(sec_ids, [True] * len(sec_ids), [x]).rename_columns(
+            ["section_id", "ok", "counts"])
+        return {"experiments": vectors_table(part.experiments, ok, [np.stack(vecs)]),
+                "sections": sections}
+
+
+def run_bow(con: Any, db_path: Path, opts: Any, result: Any) -> None:
+    """A bag-of-words set on Ray: the codebooks of each stage made (or read) on the driver
+    as the local engine makes them; the words of every section counted in the actor pool;
+    section counts and experiment vectors ingested in one transaction."""
+    from ishwh.features import bow_runner, sets  # noqa: PLC0415
+
+    stages, scope = sets.scope(con, opts.stages)
+    scope_ids = [int(e) for e in scope.column("experiment_id").to_pylist()] if scope else []
+    stage_of = dict(zip(scope_ids, scope.column("stage").to_pylist(), strict=True)) \
+        if scope else {}
+    asked = opts.bow or {}
+    found = sets.existing_set(con, bow_runner.bow_set_name(
+        asked.get("n_words", bow_runner.bowmod.N_WORDS),
+        asked.get("step", bow_runner.bowmod.STEP)))
+    if found is not None and not bow_runner.bow_missing(con, found[0], scope_ids):
+        bow_runner.run_bow(con, db_path, opts, result)  # nothing to count: its bookkeeping
+        return
+    ray_opts: RayOptions = opts.ray
+    with _cluster(con, opts, db_path) as (cluster, progress):
+        cluster.connect(scope_ids)  # before the set or any codebook is written
+        plan = bow_runner.bow_plan(con, opts, result)
+        done = sets.done(con, [plan.fsid])[plan.fsid]
+        chunk_size = opts.chunk_size or sets.DEFAULT_CHUNK
+        experiments: dict[int, list[int]] = {}
+        extra: dict[int, str] = {}
+        centers: dict[str, list[np.ndarray]] = {}
+        for stage in stages:
+            ids = [e for e in scope_ids if stage_of[e] == stage]
+            chunks = [c for c in sets.chunks(ids, chunk_size) if set(c) - done]
+            if not chunks:
+                continue
+            try:
+                centers[stage] = bow_runner.stage_codebooks(con, plan, stage, ids, db_path,
+                                                            opts, result)
+            except bow_runner.StageTooSmall as exc:
+                bow_runner.skip_stage(con, plan, stage, exc, opts, result)
+                continue
+            for c in chunks:
+                extra[len(experiments)] = stage
+                experiments[len(experiments)] = c
+        if experiments:
+            sections, describe = _sections_of(con, cluster.root, experiments)
+            gpus = _gpus(cluster.ray, ray_opts) if plan.p["sift"] == "torch" else 0.0
+            key = {"set": plan.name, "params": plan.p,
+                   "codebooks": {s: [float(c.sum()) for c in cs] for s, cs in centers.items()}}
+            job = Job("bow", key, experiments, sections, extra, BowWorker,
+                      (plan.p, centers, "cuda" if gpus > 0 else "cpu"), "bow",
+                      {"downsample": plan.p["downsample"]}, describe, gpus)
+            files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, cluster.root,
+                            opts.on_error, progress, result)
+    if experiments:
+        with warehouse.transaction(con):
+            for c in sorted(experiments):
+                tables = read_partition(files[c])
+                good = set(take_problems(tables, describe, result, progress, plan.failed))
+                exp, secs = tables["experiments"], tables["sections"]
+                ids = exp.column("experiment_id").to_pylist()
+                write = [i for i, e in enumerate(ids) if e in good and e not in done]
+                if not write:
+                    continue
+                mine = {s.section_id for e in (ids[i] for i in write)
+                        for s in sections[c] if s.experiment_id == e}
+                keep = [j for j, s in enumerate(secs.column("section_id").to_pylist())
+                        if s in mine]
+                counts = store.list_array_to_matrix(secs.column("counts"))[keep]
+                store.insert_vectors(con, "section_features", {
+                    "feature_set_id": np.full(len(keep), plan.fsid, dtype=np.int32),
+                    "section_id": np.asarray(secs.column("section_id").to_pylist(),
+                                             np.int64)[keep]}, counts)
+                store.write_experiment_features(
+                    con, plan.fsid, [ids[i] for i in write],
+                    store.list_array_to_matrix(exp.column("v0"))[write])
+                result.written[plan.name] = result.written.get(plan.name, 0) + len(write)
+        remove_partitions(staging_dir(db_path), list(files.values()))
+    bow_runner.bow_finish(con, plan, stages, scope_ids, stage_of, result)
+
+
+# --------------------------------------------------------------------------- grid
+
+
+class GridWorker(PartitionWorker):
+    """:class:`~ishwh.features.grid.GridFeatures` on a partition's expression grids (read
+    by the driver from the warehouse: the grids live there, not in files)."""
+
+    def compute(self, part: Partition) -> dict[str, pa.Table]:
+        from ishwh.features.grid import GridFeatures  # noqa: PLC0415
+
+        shape, got, energy = part.extra
+        x = GridFeatures(shape=shape).fit(None).transform(list(energy))
+        return {"experiments": vectors_table(got, [True] * len(got), [x])}
+
+
+def run_grid(con: Any, db_path: Path, opts: Any, result: Any) -> None:
+    """Grid sets on Ray: the local engine's plan (sets, chunks of one shape), the grids read
+    here and flattened in the actor pool, ingested in one transaction. The grids travel to
+    the workers and back (a few kB each): this gains nothing over the local engine, it lets
+    one cluster job run every extractor."""
+    from ishwh.features import grid_runner  # noqa: PLC0415
+
+    ray_opts: RayOptions = opts.ray
+    with _cluster(con, opts, db_path, images=False) as (cluster, progress):
+        plan = grid_runner.grid_plan(con, opts, result, before_write=cluster.connect)
+        if not plan.todo:
+            grid_runner.grid_finish(con, plan, result)
+            return
+        experiments, extra = {}, {}
+        for k, (name, c) in enumerate(plan.chunks()):
+            got, energy = grid_runner.grid_energies(con, c)
+            experiments[k] = c
+            extra[k] = (plan.shape_of(name), got, energy)
+        job = Job("grid", {"sets": plan.params()}, experiments, {k: [] for k in experiments},
+                  extra, GridWorker, (), None, {}, lambda s, why: why)
+        files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, None, opts.on_error,
+                        progress, result)
+    with warehouse.transaction(con):
+        for k in sorted(experiments):
+            exp = read_partition(files[k])["experiments"]
+            ids = exp.column("experiment_id").to_pylist()
+            name = plan.set_name_of(ids[0])
+            store.write_experiment_features(con, plan.fsids[name], ids,
+                                            store.list_array_to_matrix(exp.column("v0")))
+            result.written[name] = result.written.get(name, 0) + len(ids)
+    remove_partitions(staging_dir(db_path), list(files.values()))
+    grid_runner.grid_finish(con, plan, result)
+
+
+RUNNERS = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}
+
+
+def run(con: Any, db_path: Path, opts: Any, result: Any) -> None:
+    """``featurize --engine ray``: the extractor ``opts.extractor`` (cnn, bow or grid) on
+    Ray (``opts.ray``: the :class:`RayOptions`)."""
+    RUNNERS[opts.extractor](con, db_path, opts, result)
