@@ -149,6 +149,7 @@ def _table(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
+@pytest.mark.skip(reason="wired when the per-extractor runners land on main")
 @pytest.mark.slow
 def test_bow_and_grid_on_ray_equal_the_local_engine(ray_cluster, reference, tmp_path):
     """Bag of words (codebooks made on the driver, words counted by two actors) and grid sets
