@@ -14,6 +14,7 @@ rows and the models, so a retried block gives the same rows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -25,21 +26,20 @@ from ishwh.ray.cluster import RayOptions, fail_once_if_armed, ray_session
 ROWS_PER_TASK = 256  # experiments per task (~12 MB of float32 vectors at 12,288 dims)
 
 
-def _block(fn: Callable[..., dict[str, np.ndarray]], rows: np.ndarray, shared: tuple
-           ) -> dict[str, np.ndarray]:
+def _block(fn: Callable[..., Any], rows: np.ndarray, shared: tuple) -> Any:
     """Ray task: ``fn(rows, *shared)``."""
     fail_once_if_armed()
     return fn(rows, *shared)
 
 
-def map_rows(fn: Callable[..., dict[str, np.ndarray]], X: np.ndarray, shared: tuple,
-             opts: RayOptions, progress: Progress | None = None,
-             rows_per_task: int | None = None) -> dict[str, np.ndarray]:
+def map_rows(fn: Callable[..., Any], X: np.ndarray, shared: tuple, opts: RayOptions,
+             progress: Progress | None = None, rows_per_task: int | None = None) -> Any:
     """``fn(X, *shared)`` computed on Ray, in row blocks of ``rows_per_task``.
 
-    ``fn`` must be a module-level function that maps the rows of ``X`` one by one (its
-    result: arrays whose first axis is the rows); the blocks (``rows_per_task`` rows, default
-    :data:`ROWS_PER_TASK`) are concatenated in order.
+    ``fn`` must be a module-level function that maps the rows of ``X`` one by one; its result
+    is a dataclass of arrays whose first axis is the rows (e.g. :class:`ishwh.annotate.Scored`);
+    the blocks (``rows_per_task`` rows, default :data:`ROWS_PER_TASK`) are concatenated in
+    order.
     ``shared`` travels to the object store once. Connects as ``opts.address`` says (or keeps
     the caller's connection).
     """
@@ -63,4 +63,5 @@ def map_rows(fn: Callable[..., dict[str, np.ndarray]], X: np.ndarray, shared: tu
         prog.done()
     if not out:
         return fn(X, *shared)
-    return {key: np.concatenate([o[key] for o in out]) for key in out[0]}
+    return type(out[0])(**{f.name: np.concatenate([getattr(o, f.name) for o in out])
+                           for f in dataclasses.fields(out[0])})

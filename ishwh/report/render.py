@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from ishwh import __version__
+from ishwh.annotate import prediction_probabilities
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.export import atomic_target, check_target, os_error
 from ishwh.report import more, plots
@@ -210,7 +211,13 @@ def _grid(con, sauc: pl.DataFrame, best: pl.DataFrame, level: int) -> dict | Non
         if e in exp_pos and s in st_pos:
             truth[exp_pos[e], st_pos[s]] = float(det)
             score[exp_pos[e], st_pos[s]] = sc
-    score, label = _to_unit(score)
+    # calibrated probabilities (annotate's, else the run's Platt scaling) where the run has them
+    prob, _, calibrated = prediction_probabilities(con, run_id, list(exp_pos),
+                                                   structure_ids=list(st_pos))
+    if calibrated and prob:
+        for (e, s), p in prob.items():
+            score[exp_pos[e], st_pos[s]] = p
+    score, label = _to_unit(score, calibrated=calibrated and bool(prob))
     return {
         "genes": genes, "structures": structs["acronym"].to_list(), "truth": truth,
         "score": score, "score_label": label, "stage": stage, "run_id": run_id,
