@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ishwh import store, warehouse
-from ishwh.features import featurize_report
+from ishwh.features import featurize
 from ishwh.features.cnn import CNNFeatures, decode_for_cnn
 from ishwh.synth import ingest_synthetic
 
@@ -147,7 +147,7 @@ def main() -> None:
         rows = []
         t = time.perf_counter()
         local_db = _copy(base, tmp / "local")
-        res = featurize_report(local_db, **common)
+        res = featurize(local_db, **common)
         rows.append({"engine": "local", "workers": "1 decoding process",
                      "wall_s": time.perf_counter() - t, **res.timings})
         t = time.perf_counter()
@@ -157,7 +157,7 @@ def main() -> None:
         for w in [int(x) for x in args.workers.split(",")]:
             t = time.perf_counter()
             db = _copy(base, tmp / f"ray{w}")
-            res = featurize_report(db, engine="ray", ray={"workers": w}, **common)
+            res = featurize(db, engine="ray", ray={"workers": w}, **common)
             rows.append({"engine": "ray", "workers": f"{w} actor(s)",
                          "wall_s": time.perf_counter() - t, **res.timings,
                          "first_sections": res.partitions["first_sections"],

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from ishwh import warehouse
 from ishwh.errors import InvalidInput
-from ishwh.features import featurize_report
+from ishwh.features import featurize
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'ishwh[ray]')")
 
@@ -63,9 +63,9 @@ def reference(tmp_path_factory) -> Path:
     ingest_synthetic(db, "demo", progress=False, n_genes=3, stages=("E13.5",))
     fresh = db.with_name("fresh.duckdb")
     shutil.copy(db, fresh)  # before features: the start of every Ray run
-    featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", progress=False)
-    featurize_report(db, extractor="bow", bow=BOW, device="cpu", progress=False)
-    featurize_report(db, extractor="grid", progress=False)
+    featurize(db, layers=LAYERS, pools=POOLS, device="cpu", progress=False)
+    featurize(db, extractor="bow", bow=BOW, device="cpu", progress=False)
+    featurize(db, extractor="grid", progress=False)
     return db
 
 
@@ -105,7 +105,7 @@ def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, 
     db = copy_fresh(reference, tmp_path)
     staging = staging_dir(db)
     # The driver: a real process joined to this cluster, killed when a partition is written.
-    code = ("from ishwh.features import featurize_report; featurize_report("
+    code = ("from ishwh.features import featurize; featurize("
             f"{str(db)!r}, layers={LAYERS!r}, pools={POOLS!r}, device='cpu', chunk_size=1, "
             f"engine='ray', ray={{'address': {ray.get_runtime_context().gcs_address!r}}})")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -126,7 +126,7 @@ def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, 
     (ray_cluster.fault_dir / "armed").touch()  # the first actor to take a partition dies
     url = warehouse.images_dir(reference).resolve().as_uri()  # file:///...
     assert url.startswith("file:///")
-    res = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
+    res = featurize(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
                            engine="ray", progress=False,
                            ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
     assert (ray_cluster.fault_dir / "fired").exists()  # an actor did die
@@ -139,7 +139,7 @@ def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, 
     assert not staging.exists()  # partitions (and killed writes) are removed once ingested
 
     # Run again: nothing to do, nothing added.
-    again = featurize_report(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
+    again = featurize(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
                              engine="ray", progress=False)
     assert again.written == {} and sorted(again.finished) == sorted(res.names)
 
@@ -149,18 +149,17 @@ def _table(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-@pytest.mark.skip(reason="wired when the per-extractor runners land on main")
 @pytest.mark.slow
 def test_bow_and_grid_on_ray_equal_the_local_engine(ray_cluster, reference, tmp_path):
     """Bag of words (codebooks made on the driver, words counted by two actors) and grid sets
     on Ray: the local engine's vectors, section counts, codebooks and stage records."""
     db = copy_fresh(reference, tmp_path)
-    bow = featurize_report(db, extractor="bow", bow=BOW, device="cpu", chunk_size=2,
+    bow = featurize(db, extractor="bow", bow=BOW, device="cpu", chunk_size=2,
                            engine="ray", ray={"workers": 2}, progress=False)
     assert bow.names == ["bow.w20"] and bow.written == {"bow.w20": 3}
     assert {k: bow.partitions[k] for k in ("total", "computed", "reused")} == \
         {"total": 2, "computed": 2, "reused": 0}
-    grid = featurize_report(db, extractor="grid", engine="ray", progress=False)
+    grid = featurize(db, extractor="grid", engine="ray", progress=False)
     assert grid.names == ["grid"] and grid.written == {"grid": 3}
     assert sorted(bow.finished + grid.finished) == ["bow.w20", "grid"]
     assert_same_vectors(reference, db, bow.names + grid.names)
@@ -221,9 +220,9 @@ def test_bad_ray_options_are_refused_by_name(reference, tmp_path):
                        ({"images": "http://x/y"}, "http://"),
                        ({"cpus_per_worker": 0}, "cpus_per_worker")):
         with pytest.raises(InvalidInput, match=word):
-            featurize_report(db, engine="ray", ray=opts, progress=False)
-    with pytest.raises(InvalidInput, match="cnn"):
-        featurize_report(db, extractor="grid", engine="ray", progress=False)
+            featurize(db, engine="ray", ray=opts, progress=False)
+    with pytest.raises(InvalidInput, match="cnn, bow, grid"):
+        featurize(db, extractor="atlas", engine="ray", progress=False)
     assert counts(db) == (0, 0)
 
 

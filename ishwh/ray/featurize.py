@@ -53,12 +53,12 @@ class _Cluster:
         self.ray: Any = None
 
     def connect(self, scope_ids: list[int]) -> None:
-        from ishwh.features import pipeline  # noqa: PLC0415
+        from ishwh.features import sets  # noqa: PLC0415
 
         if self.ray is None:
             self.ray = self.stack.enter_context(ray_session(self.opts.address))
         if self.root is not None:
-            first = pipeline._sections(self.con, Path("."), scope_ids[:1])
+            first = sets.sections(self.con, Path("."), scope_ids[:1])
             if first:
                 preflight(self.ray, self.root, first[0].path)
 
@@ -66,20 +66,20 @@ class _Cluster:
 @contextmanager
 def _cluster(con: Any, opts: dict, db_path: Path, images: bool = True
              ) -> Iterator[tuple[_Cluster, Progress]]:
-    ray_opts: RayOptions = opts["ray"]
+    ray_opts: RayOptions = opts.ray
     root = image_root(db_path, ray_opts.images) if images else None
     with ExitStack() as stack:
-        yield _Cluster(stack, con, ray_opts, root), or_silent(opts["progress"])
+        yield _Cluster(stack, con, ray_opts, root), or_silent(opts.progress)
 
 
 def _sections_of(con: Any, root: str, experiments: dict[int, list[int]]
                  ) -> tuple[dict[int, list[Section]], Callable[[int, str], str]]:
     """Each partition's sections (paths relative to the image source), and how a skipped
     section is described (the local engine's words, the file as the workers name it)."""
-    from ishwh.features import pipeline  # noqa: PLC0415
+    from ishwh.features import sets  # noqa: PLC0415
 
-    rows = pipeline._sections(con, Path("."), [e for c in sorted(experiments)
-                                               for e in experiments[c]])
+    rows = sets.sections(con, Path("."), [e for c in sorted(experiments)
+                                          for e in experiments[c]])
     by_exp: dict[int, list[Section]] = {}
     by_id = {}
     for s in rows:
@@ -90,7 +90,7 @@ def _sections_of(con: Any, root: str, experiments: dict[int, list[int]]
 
     def describe(section_id: int, why: str) -> str:
         sec = by_id[section_id]
-        return pipeline._problem(replace(sec, path=image_name(root, sec.path)), why)
+        return sets.problem(replace(sec, path=image_name(root, sec.path)), why)
 
     return {c: [s for e in ids for s in by_exp.get(e, [])]
             for c, ids in experiments.items()}, describe
@@ -143,14 +143,14 @@ class CnnWorker(PartitionWorker):
 
 
 def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
-    """The CNN sets of the local engine's plan (:func:`pipeline.cnn_plan`), computed on Ray
-    and ingested in one transaction. ``opts`` are :func:`ishwh.features.featurize_report`'s,
-    ``opts["ray"]`` a :class:`RayOptions`."""
-    from ishwh.features import pipeline  # noqa: PLC0415
+    """The CNN sets of the local engine's plan (:func:`~ishwh.features.cnn_runner.cnn_plan`),
+    computed on Ray and ingested in one transaction. ``opts``: the
+    :class:`~ishwh.features.options.FeaturizeOptions`, ``opts.ray`` a :class:`RayOptions`."""
+    from ishwh.features import cnn_runner  # noqa: PLC0415
 
-    ray_opts: RayOptions = opts["ray"]
+    ray_opts: RayOptions = opts.ray
     with _cluster(con, opts, db_path) as (cluster, progress):
-        plan = pipeline.cnn_plan(con, opts, result, before_write=cluster.connect)
+        plan = cnn_runner.cnn_plan(con, opts, result, before_write=cluster.connect)
         if plan is None:
             return
         ext = plan.ext
@@ -163,14 +163,14 @@ def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
         cnn_params = dict(backbone=ext.backbone, layers=list(ext.layers_),
                           pools=list(ext.pools), image_size=ext.image_size, spatial=ext.spatial,
                           weights=ext.weights, device=device,
-                          batch_size=opts["batch_size"] or (128 if device == "cuda" else 4))
+                          batch_size=opts.batch_size or (128 if device == "cuda" else 4))
         job = Job("cnn", {"sets": names, "params": [plan.params[n] for n in names]},
                   experiments, sections, {}, CnnWorker,
                   (cnn_params, max(1, math.ceil(ray_opts.cpus_per_worker))),
                   "cnn", {"size": ext.image_size}, describe, gpus)
         result.timings["setup"] = time.perf_counter() - plan.started
         files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, cluster.root,
-                        opts["on_error"], progress, result)
+                        opts.on_error, progress, result)
     with warehouse.transaction(con):
         for c in sorted(plan.todo):
             tables = read_partition(files[c])
@@ -184,7 +184,7 @@ def run_cnn(con: Any, db_path: Path, opts: dict, result: Any) -> None:
                     store.write_experiment_features(con, plan.fsids[name],
                                                     [ids[i] for i in write], x)
                     result.written[name] = result.written.get(name, 0) + len(write)
-    pipeline.cnn_finish(con, plan, result)
+    cnn_runner.cnn_finish(con, plan, result)
     remove_partitions(staging_dir(db_path), list(files.values()))
 
 
@@ -238,17 +238,23 @@ class BowWorker(PartitionWorker):
             sec_ids += [part.sections[i].section_id for i in mine]
             sec_rows.append(x)
         x = np.concatenate(sec_rows) if sec_rows else np.zeros((0, dim // n_int), np.float32)
-        sections = vectors_table(sec_ids, [True] * len(sec_ids), [x]).rename_columns(
-            ["section_id", "ok", "counts"])
+        counts_col = vectors_table(sec_ids, [True] * len(sec_ids), [x]).column("v0")
+        sections = pa.table({
+            "section_id": pa.array(sec_ids, pa.int64()),
+            "experiment_id": pa.array([part.sections[i].experiment_id for e in part.experiments
+                                       for i in part.sections_of(e)], pa.int64()),
+            "counts": counts_col})
         return {"experiments": vectors_table(part.experiments, ok, [np.stack(vecs)]),
                 "sections": sections}
 
 
 def run_bow(con: Any, db_path: Path, opts: Any, result: Any) -> None:
-    """A bag-of-words set on Ray: the codebooks of each stage made (or read) on the driver
-    as the local engine makes them; the words of every section counted in the actor pool;
-    section counts and experiment vectors ingested in one transaction."""
+    """A bag-of-words set on Ray: each stage's codebooks made (or read) on the driver as the
+    local engine makes them (:func:`~ishwh.features.bow_runner.stage_codebooks`); the words
+    of every section counted in the actor pool; section counts and experiment vectors
+    ingested in one transaction; stages marked and the set finished as locally."""
     from ishwh.features import bow_runner, sets  # noqa: PLC0415
+    from ishwh.features.options import DEFAULT_CHUNK  # noqa: PLC0415
 
     stages, scope = sets.scope(con, opts.stages)
     scope_ids = [int(e) for e in scope.column("experiment_id").to_pylist()] if scope else []
@@ -258,67 +264,73 @@ def run_bow(con: Any, db_path: Path, opts: Any, result: Any) -> None:
     found = sets.existing_set(con, bow_runner.bow_set_name(
         asked.get("n_words", bow_runner.bowmod.N_WORDS),
         asked.get("step", bow_runner.bowmod.STEP)))
-    if found is not None and not bow_runner.bow_missing(con, found[0], scope_ids):
-        bow_runner.run_bow(con, db_path, opts, result)  # nothing to count: its bookkeeping
-        return
-    ray_opts: RayOptions = opts.ray
+    have = sets.done(con, [found[0]])[found[0]] if found else set()
+    experiments: dict[int, list[int]] = {}
     with _cluster(con, opts, db_path) as (cluster, progress):
-        cluster.connect(scope_ids)  # before the set or any codebook is written
+        if set(scope_ids) - have:
+            cluster.connect(scope_ids)  # before the set or a codebook is written
         plan = bow_runner.bow_plan(con, opts, result)
         done = sets.done(con, [plan.fsid])[plan.fsid]
-        chunk_size = opts.chunk_size or sets.DEFAULT_CHUNK
-        experiments: dict[int, list[int]] = {}
+        stage_ids = {st: [e for e in scope_ids if stage_of[e] == st] for st in stages}
         extra: dict[int, str] = {}
         centers: dict[str, list[np.ndarray]] = {}
-        for stage in stages:
-            ids = [e for e in scope_ids if stage_of[e] == stage]
-            chunks = [c for c in sets.chunks(ids, chunk_size) if set(c) - done]
+        for stage, ids in stage_ids.items():
+            chunks = [c for c in sets.chunks(ids, opts.chunk_size or DEFAULT_CHUNK)
+                      if set(c) - done]
             if not chunks:
                 continue
             try:
-                centers[stage] = bow_runner.stage_codebooks(con, plan, stage, ids, db_path,
-                                                            opts, result)
+                centers[stage], _ = bow_runner.stage_codebooks(
+                    con, plan, stage, ids, warehouse.images_dir(db_path), opts, result)
             except bow_runner.StageTooSmall as exc:
-                bow_runner.skip_stage(con, plan, stage, exc, opts, result)
+                bow_runner.skip_stage(con, plan, exc, opts, result)
                 continue
             for c in chunks:
                 extra[len(experiments)] = stage
                 experiments[len(experiments)] = c
         if experiments:
             sections, describe = _sections_of(con, cluster.root, experiments)
-            gpus = _gpus(cluster.ray, ray_opts) if plan.p["sift"] == "torch" else 0.0
-            key = {"set": plan.name, "params": plan.p,
-                   "codebooks": {s: [float(c.sum()) for c in cs] for s, cs in centers.items()}}
+            gpus = _gpus(cluster.ray, opts.ray) if plan.p["sift"] == "torch" else 0.0
+            # The codebooks are part of the job: other codebooks, other partition files.
+            key = {"set": plan.name, "params": plan.p, "codebooks": {
+                st: [float(np.asarray(c, np.float64).sum()) for c in cs]
+                for st, cs in centers.items()}}
             job = Job("bow", key, experiments, sections, extra, BowWorker,
                       (plan.p, centers, "cuda" if gpus > 0 else "cpu"), "bow",
                       {"downsample": plan.p["downsample"]}, describe, gpus)
-            files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, cluster.root,
+            files = run_job(cluster.ray, job, staging_dir(db_path), opts.ray, cluster.root,
                             opts.on_error, progress, result)
     if experiments:
         with warehouse.transaction(con):
             for c in sorted(experiments):
-                tables = read_partition(files[c])
-                good = set(take_problems(tables, describe, result, progress, plan.failed))
-                exp, secs = tables["experiments"], tables["sections"]
-                ids = exp.column("experiment_id").to_pylist()
-                write = [i for i, e in enumerate(ids) if e in good and e not in done]
-                if not write:
-                    continue
-                mine = {s.section_id for e in (ids[i] for i in write)
-                        for s in sections[c] if s.experiment_id == e}
-                keep = [j for j, s in enumerate(secs.column("section_id").to_pylist())
-                        if s in mine]
-                counts = store.list_array_to_matrix(secs.column("counts"))[keep]
-                store.insert_vectors(con, "section_features", {
-                    "feature_set_id": np.full(len(keep), plan.fsid, dtype=np.int32),
-                    "section_id": np.asarray(secs.column("section_id").to_pylist(),
-                                             np.int64)[keep]}, counts)
-                store.write_experiment_features(
-                    con, plan.fsid, [ids[i] for i in write],
-                    store.list_array_to_matrix(exp.column("v0"))[write])
-                result.written[plan.name] = result.written.get(plan.name, 0) + len(write)
+                _ingest_bow(con, plan, read_partition(files[c]), done, describe, result,
+                            progress)
         remove_partitions(staging_dir(db_path), list(files.values()))
-    bow_runner.bow_finish(con, plan, stages, scope_ids, stage_of, result)
+    done = sets.done(con, [plan.fsid])[plan.fsid]
+    for stage, ids in stage_ids.items():
+        if stage not in result.skipped and not set(ids) - plan.failed - done:
+            bow_runner.mark_stage(con, plan.fsid, stage, "finished")
+    bow_runner.bow_finish(con, plan, result)
+
+
+def _ingest_bow(con: Any, plan: Any, tables: dict[str, pa.Table], done: set[int],
+                describe: Callable[[int, str], str], result: Any, progress: Progress) -> None:
+    """One partition's section counts and experiment vectors (those not there yet)."""
+    good = set(take_problems(tables, describe, result, progress, plan.failed))
+    exp, secs = tables["experiments"], tables["sections"]
+    ids = exp.column("experiment_id").to_pylist()
+    write = [i for i, e in enumerate(ids) if e in good and e not in done]
+    if not write:
+        return
+    owner = secs.column("experiment_id").to_numpy()
+    keep = np.flatnonzero(np.isin(owner, [ids[i] for i in write]))
+    store.insert_vectors(con, "section_features", {
+        "feature_set_id": np.full(keep.size, plan.fsid, dtype=np.int32),
+        "section_id": secs.column("section_id").to_numpy()[keep]},
+        store.list_array_to_matrix(secs.column("counts"))[keep])
+    store.write_experiment_features(con, plan.fsid, [ids[i] for i in write],
+                                    store.list_array_to_matrix(exp.column("v0"))[write])
+    result.written[plan.name] = result.written.get(plan.name, 0) + len(write)
 
 
 # --------------------------------------------------------------------------- grid
@@ -337,36 +349,39 @@ class GridWorker(PartitionWorker):
 
 
 def run_grid(con: Any, db_path: Path, opts: Any, result: Any) -> None:
-    """Grid sets on Ray: the local engine's plan (sets, chunks of one shape), the grids read
-    here and flattened in the actor pool, ingested in one transaction. The grids travel to
-    the workers and back (a few kB each): this gains nothing over the local engine, it lets
-    one cluster job run every extractor."""
-    from ishwh.features import grid_runner  # noqa: PLC0415
+    """Grid sets on Ray: the local engine's plan (:func:`~ishwh.features.grid_runner.grid_plan`),
+    the grids read here and flattened in the actor pool (partitions of one set, so one
+    shape), ingested in one transaction. The grids travel to the workers and back (a few kB
+    each): this gains nothing over the local engine; it lets one cluster job run every
+    extractor."""
+    from ishwh.features import grid_runner, sets  # noqa: PLC0415
 
-    ray_opts: RayOptions = opts.ray
     with _cluster(con, opts, db_path, images=False) as (cluster, progress):
         plan = grid_runner.grid_plan(con, opts, result, before_write=cluster.connect)
-        if not plan.todo:
-            grid_runner.grid_finish(con, plan, result)
-            return
-        experiments, extra = {}, {}
-        for k, (name, c) in enumerate(plan.chunks()):
-            got, energy = grid_runner.grid_energies(con, c)
-            experiments[k] = c
-            extra[k] = (plan.shape_of(name), got, energy)
-        job = Job("grid", {"sets": plan.params()}, experiments, {k: [] for k in experiments},
-                  extra, GridWorker, (), None, {}, lambda s, why: why)
-        files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, None, opts.on_error,
-                        progress, result)
-    with warehouse.transaction(con):
-        for k in sorted(experiments):
-            exp = read_partition(files[k])["experiments"]
-            ids = exp.column("experiment_id").to_pylist()
-            name = plan.set_name_of(ids[0])
-            store.write_experiment_features(con, plan.fsids[name], ids,
-                                            store.list_array_to_matrix(exp.column("v0")))
-            result.written[name] = result.written.get(name, 0) + len(ids)
-    remove_partitions(staging_dir(db_path), list(files.values()))
+        experiments: dict[int, list[int]] = {}
+        extra: dict[int, Any] = {}
+        for name in plan.fsids:
+            ids = [e for e in plan.todo if plan.set_name(plan.stage_of[e]) == name]
+            for c in sets.chunks(ids, plan.chunk_size):
+                got, energy = grid_runner.grid_energies(con, c)
+                extra[len(experiments)] = (plan.by_stage[plan.stage_of[c[0]]], got, energy)
+                experiments[len(experiments)] = c
+        if experiments:
+            job = Job("grid", {"sets": sorted(plan.fsids)}, experiments,
+                      {k: [] for k in experiments}, extra, GridWorker, (), None, {},
+                      lambda section_id, why: why)
+            files = run_job(cluster.ray, job, staging_dir(db_path), opts.ray, "",
+                            opts.on_error, progress, result)
+    if experiments:
+        with warehouse.transaction(con):
+            for k in sorted(experiments):
+                exp = read_partition(files[k])["experiments"]
+                ids = exp.column("experiment_id").to_pylist()
+                name = plan.set_name(plan.stage_of[ids[0]])
+                store.write_experiment_features(con, plan.fsids[name], ids,
+                                                store.list_array_to_matrix(exp.column("v0")))
+                result.written[name] = result.written.get(name, 0) + len(ids)
+        remove_partitions(staging_dir(db_path), list(files.values()))
     grid_runner.grid_finish(con, plan, result)
 
 
