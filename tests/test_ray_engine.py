@@ -99,9 +99,9 @@ def assert_same_vectors(a: Path, b: Path, names: list[str]) -> None:
 @pytest.mark.slow
 def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, tmp_path):
     """A driver SIGKILLed after its first partition leaves whole partitions only and writes
-    nothing; the rerun (from a file:// URL, two actors) computes only the missing ones while
-    one of its actors dies in the middle of a partition (Ray restarts it and retries), and
-    the vectors are the local engine's."""
+    nothing; the rerun (from a file:// URL) computes only the missing ones while its actor
+    dies in the middle of a partition (Ray restarts it and retries), and the vectors are the
+    local engine's."""
     db = copy_fresh(reference, tmp_path)
     staging = staging_dir(db)
     # The driver: a real process joined to this cluster, killed when a partition is written.
@@ -128,7 +128,7 @@ def test_killed_driver_and_killed_worker_change_nothing(ray_cluster, reference, 
     assert url.startswith("file:///")
     res = featurize(db, layers=LAYERS, pools=POOLS, device="cpu", chunk_size=1,
                            engine="ray", progress=False,
-                           ray={"images": url, "workers": 2, "cpus_per_worker": 0.5})
+                           ray={"images": url, "cpus_per_worker": 0.5})
     assert (ray_cluster.fault_dir / "fired").exists()  # an actor did die
     assert res.partitions["first_sections"] > 0  # timed apart (the actors' start)
     assert {k: res.partitions[k] for k in ("total", "computed", "reused")} == \
