@@ -12,7 +12,6 @@ Prints a Markdown table (wall seconds and the scoring part) and the load average
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotate import build  # noqa: E402  (the warehouse of benchmarks/annotate.py)
+from annotate import build, parser  # noqa: E402  (benchmarks/annotate.py's warehouse)
 
 
 def _predictions(db: Path, run: int) -> np.ndarray:
@@ -35,13 +34,7 @@ def _predictions(db: Path, run: int) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--experiments", type=int, default=2000)
-    ap.add_argument("--structures", type=int, default=1071)
-    ap.add_argument("--dim", type=int, default=12288)
-    ap.add_argument("--consistent", action="store_true")
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
+    args = parser(__doc__.splitlines()[0]).parse_args()
 
     import ray  # noqa: PLC0415
 

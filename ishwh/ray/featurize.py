@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +83,7 @@ def _sections_of(con: Any, root: str, experiments: dict[int, list[int]]
     by_exp: dict[int, list[Section]] = {}
     by_id = {}
     for s in rows:
-        by_exp.setdefault(s.experiment_id, []).append(Section(
-            s.experiment_id, s.section_id, s.section_number, s.path, s.width, s.height,
-            s.position))
+        by_exp.setdefault(s.experiment_id, []).append(Section(*astuple(s)))
         by_id[s.section_id] = s
 
     def describe(section_id: int, why: str) -> str:

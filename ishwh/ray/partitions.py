@@ -38,6 +38,7 @@ import os
 import pickle
 import shutil
 import time
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,17 +126,10 @@ def vectors_table(experiment_ids: Sequence[int], ok: Sequence[bool],
 # --------------------------------------------------------------------------- on the workers
 
 
-@dataclass
-class Section:
-    """A section as the workers see it (``path`` relative to the image source)."""
-
-    experiment_id: int
-    section_id: int
-    section_number: int
-    path: str
-    width: int
-    height: int
-    position: float | None
+# A section as the workers see it (``path`` relative to the image source): the fields of
+# :class:`ishwh.features.sets.Section`, without importing the warehouse side (and torch).
+Section = namedtuple("Section", "experiment_id section_id section_number path width height "
+                                "position")
 
 
 @dataclass
@@ -256,9 +250,7 @@ class Job:
 
 def _items(job: Job, missing: list[int]) -> list[dict]:
     return [{"partition": c, "experiments": json.dumps(job.experiments[c]),
-             "sections": json.dumps([[s.experiment_id, s.section_id, s.section_number, s.path,
-                                      s.width, s.height, s.position]
-                                     for s in job.sections[c]]),
+             "sections": json.dumps([list(s) for s in job.sections[c]]),
              "extra": pickle.dumps(job.extra.get(c), protocol=5)} for c in missing]
 
 
