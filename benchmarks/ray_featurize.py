@@ -148,7 +148,7 @@ def main() -> None:
         t = time.perf_counter()
         local_db = _copy(base, tmp / "local")
         res = featurize(local_db, **common)
-        rows.append({"engine": "local", "workers": "1 decoding process",
+        rows.append({"engine": "local", "workers": "its default processes",
                      "wall_s": time.perf_counter() - t, **res.timings})
         t = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
