@@ -112,7 +112,7 @@ def featurize(
     address: AddressOption = None,
     ray_workers: Annotated[
         int | None, typer.Option("--ray-workers", help="ray: extractor actors, each holding "
-                                 "one network (default 1).")
+                                 "its extractor (network, codebooks; default 1).")
     ] = None,
     cpus_per_worker: Annotated[
         float | None, typer.Option("--cpus-per-worker", help="ray: CPUs reserved per actor, "

@@ -35,7 +35,7 @@ class RayOptions:
         ``auto`` joins the cluster started on this machine with ``ray start``;
         ``ray://host:port`` connects through Ray Client; ``host:port`` is a GCS address.
         A process that already called ``ray.init`` keeps its connection.
-    workers: extractor actors (each holds one network).
+    workers: extractor actors (each holds its extractor: a network, codebooks...).
     cpus_per_worker: CPUs reserved per actor (fractional; torch gets ``ceil`` of it threads).
     gpus_per_worker: GPUs per actor (fractional shares one GPU); ``None``: 1 when the cluster
         has GPUs, else 0.

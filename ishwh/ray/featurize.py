@@ -1,13 +1,14 @@
 """``featurize --engine ray``: every extractor on the partition job of :mod:`.partitions`.
 
 The science is the local engine's, called, not copied: the same plans (feature sets, their
-parameters, chunks, what is missing; :mod:`ishwh.features.pipeline`), the same extractors in
+parameters, chunks, what is missing; ``ishwh/features/*_runner.py``), the same extractors in
 the actors (:class:`~ishwh.features.cnn.CNNFeatures` and
 :func:`~ishwh.features.cnn.pool_sections`; dense SIFT and word counts of
 :mod:`ishwh.features.bow` against the codebooks the local engine fits or stored;
-:class:`~ishwh.features.grid.GridFeatures`; registration and structure pooling of
-:mod:`ishwh.atlas`), so the vectors equal the local engine's. Only where the work runs
-differs; nothing reaches the warehouse before one final transaction.
+:class:`~ishwh.features.grid.GridFeatures`), so the vectors equal the local engine's. Only
+where the work runs differs; nothing reaches the warehouse before one final transaction
+(bag of words: except each stage's codebooks, stored when made, as the local engine does).
+Atlas (structure) features stay on the local engine for now (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class _Cluster:
 
 
 @contextmanager
-def _cluster(con: Any, opts: dict, db_path: Path, images: bool = True
+def _cluster(con: Any, opts: Any, db_path: Path, images: bool = True
              ) -> Iterator[tuple[_Cluster, Progress]]:
     ray_opts: RayOptions = opts.ray
     root = image_root(db_path, ray_opts.images) if images else None
