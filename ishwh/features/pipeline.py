@@ -814,6 +814,7 @@ def featurize_report(
     bow: dict | None = None,
     engine: str = "local",
     ray: Any = None,
+    atlas: dict | None = None,
 ) -> FeaturizeResult:
     """Compute (or finish) feature sets; see :func:`featurize`. Returns what was done.
 
@@ -867,7 +868,11 @@ def featurize_report(
         if extractor == "atlas":  # structure features: ishwh/atlas/features.py
             from ishwh.atlas.features import run_atlas  # noqa: PLC0415
 
-            out = run_atlas(con, path, list(stages) if stages else None, progress)
+            if layers and len(layers) > 1:
+                raise InvalidInput("atlas cnn features take one layer", param="layers")
+            out = run_atlas(con, path, list(stages) if stages else None, progress,
+                            layer=layers[0] if layers else None, device=device,
+                            batch_size=batch_size, **(atlas or {}))
             return FeaturizeResult(names=out["names"], written=out["written"],
                                    problems=out["problems"], finished=out["finished"])
         run = {"cnn": _run_cnn, "bow": _run_bow, "grid": _run_grid}[extractor]

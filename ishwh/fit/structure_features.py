@@ -120,21 +120,61 @@ def _pcs(x_tr: np.ndarray, x_te: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     return a @ v, b @ v
 
 
-def _combined_set(con, name: str, atlas_name: str, global_name: str, atlas_dim: int) -> int:
-    gid = store.feature_set_id(con, global_name)
-    gdim = con.execute("select dim from feature_sets where feature_set_id = ?",
-                       [gid]).fetchall()[0][0]
+def _combined_set(con, name: str, parts: list[str], global_name: str, atlas_dim: int) -> int:
+    gdim = 0
+    if global_name:
+        gid = store.feature_set_id(con, global_name)
+        gdim = min(GLOBAL_PCS, int(con.execute(
+            "select dim from feature_sets where feature_set_id = ?", [gid]).fetchall()[0][0]))
     rows = con.execute("select feature_set_id from feature_sets where name = ?",
                        [name]).fetchall()
     if rows:
         return int(rows[0][0])
-    params = {"combine": [atlas_name, global_name], "global_pcs": GLOBAL_PCS,
-              "note": "no vectors of its own: fit joins the two sets"}
+    params = {"combine": [*parts, *([global_name] if global_name else [])],
+              "global_pcs": GLOBAL_PCS if global_name else 0,
+              "note": "no vectors of its own: fit joins the sets"}
     with warehouse.transaction(con):
         con.execute("insert into feature_sets (name, extractor, dim, params, finished_at) "
-                    "values (?, 'atlas', ?, ?, now())",
-                    [name, atlas_dim + min(GLOBAL_PCS, int(gdim)), json.dumps(params)])
+                    "values (?, 'atlas', ?, ?, now())", [name, atlas_dim + gdim,
+                                                         json.dumps(params)])
     return store.feature_set_id(con, name)
+
+
+def _atlas_sets(con, parts: list[str], stage: str):
+    """Finished atlas sets joined per structure: ``(experiment ids, x (n, S*K), K, slot_of,
+    seen_of, dim, stamps)``; a structure counts as seen when any set saw it."""
+    feat_ids, blocks, seen_of, stamps, slot_of, dim = None, [], {}, [], None, 0
+    for name in parts:
+        fsid = store.feature_set_id(con, name)
+        d, finished = con.execute("select dim, finished_at from feature_sets "
+                                  "where feature_set_id = ?", [fsid]).fetchall()[0]
+        if finished is None:
+            raise InvalidInput(f"feature set {name!r} is not finished yet",
+                               hint="let `ishwh featurize --extractor atlas` complete")
+        lay = con.execute("select structure_id, slot, n_sections_seen from "
+                          "feature_set_structures where feature_set_id = ? order by slot",
+                          [fsid]).fetchall()
+        slots = {int(s_): int(i) for s_, i, _ in lay}
+        if slot_of is not None and slots != slot_of:
+            raise InvalidInput(f"feature set {name!r} lays out other structures than "
+                               f"{parts[0]!r}", hint="featurize both on the same ontology")
+        slot_of = slots
+        for s_, _, n in lay:
+            seen_of[int(s_)] = max(seen_of.get(int(s_), 0), int(n))
+        ids, x = store.read_experiment_features(con, name, stage)
+        if ids.size == 0:
+            raise NotFound(f"feature set {name!r} has no vectors at stage {stage}",
+                           hint=f"run `ishwh featurize --extractor atlas --stage {stage}`")
+        if feat_ids is not None:
+            common = np.intersect1d(feat_ids, ids)
+            blocks = [b[np.searchsorted(feat_ids, common)] for b in blocks]
+            x, ids = x[np.searchsorted(ids, common)], common
+        feat_ids = ids
+        blocks.append(x.reshape(x.shape[0], len(lay), -1))
+        dim += int(d)
+        stamps.append(str(finished))
+    x = np.concatenate(blocks, axis=2)
+    return feat_ids, x.reshape(x.shape[0], -1), x.shape[2], slot_of, seen_of, dim, stamps
 
 
 def fit_structure_features(
@@ -148,36 +188,28 @@ def fit_structure_features(
     if tasks != "structures":
         raise InvalidInput("structure features train structure tasks only (--tasks structures)")
     level_list = rn.parse_levels(levels)
-    atlas_name, _, global_name = features.partition("+")
+    parts = features.split("+")
+    atlas_parts = [p for p in parts if p.startswith("atlas.")]
+    global_parts = [p for p in parts if not p.startswith("atlas.")]
+    if len(global_parts) > 1:
+        raise InvalidInput(f"structure features join at most one global set, got "
+                           f"{', '.join(global_parts)}", param="features")
+    global_name = global_parts[0] if global_parts else ""
     run_ids = []
     with warehouse.connect(db_path) as con:
         rn.clean_unfinished(con)
-        afsid = store.feature_set_id(con, atlas_name)
-        arow = con.execute("select dim, params, finished_at, created_at from feature_sets "
-                           "where feature_set_id = ?", [afsid]).fetchall()[0]
-        if arow[2] is None:
-            raise InvalidInput(f"feature set {atlas_name!r} is not finished yet",
-                               hint="let `ishwh featurize --extractor atlas` complete")
-        k = len(json.loads(arow[1])["stats"])
-        lay = con.execute("select structure_id, slot, n_sections_seen from "
-                          "feature_set_structures where feature_set_id = ? order by slot",
-                          [afsid]).fetchall()
-        slot_of = {int(s): int(i) for s, i, _ in lay}
-        seen_of = {int(s): int(n) for s, _, n in lay}
-        fsid = afsid if not global_name else _combined_set(con, features, atlas_name,
-                                                            global_name, int(arow[0]))
         exp_ids, gene_ids = tasks_mod.stage_experiments(con, stage)
         if exp_ids.size == 0:
             raise NotFound(f"no experiments at stage {stage}", hint="check `ishwh status`")
+        feat_ids, x, k, slot_of, seen_of, atlas_dim, stamps = _atlas_sets(con, atlas_parts,
+                                                                           stage)
+        fsid = (store.feature_set_id(con, features) if features == atlas_parts[0] else
+                _combined_set(con, features, atlas_parts, global_name, atlas_dim))
         all_struct = tasks_mod.structure_tasks(con, stage, exp_ids)
         struct = all_struct if level_list is None else all_struct.take_tasks(
             np.flatnonzero(np.isin(all_struct.groups, level_list)))
         if struct.n_tasks == 0:
             raise NotFound(f"no structure tasks with labels at stage {stage}")
-        feat_ids, x = store.read_experiment_features(con, atlas_name, stage)
-        if feat_ids.size == 0:
-            raise NotFound(f"feature set {atlas_name!r} has no vectors at stage {stage}",
-                           hint=f"run `ishwh featurize --extractor atlas --stage {stage}`")
         xg = None
         if global_name:
             gids, xg_all = store.read_experiment_features(con, global_name, stage)
@@ -192,7 +224,7 @@ def fit_structure_features(
                        "model": "newton per structure on its own columns",
                        "global_pcs": GLOBAL_PCS if global_name else 0}
             fp_src = {"fit_version": FIT_VERSION, "kind": "structure_features",
-                      "features": [atlas_name, global_name, str(arow[2]), int(feat_ids.size)],
+                      "features": [*atlas_parts, global_name, *stamps, int(feat_ids.size)],
                       "stage": stage, "split_id": split_id, "levels": level_list,
                       "shuffled": shuffle_labels, "seed": seed, "trainer": trainer}
             fp = rn._fingerprint(fp_src)
