@@ -272,8 +272,23 @@ def test_cnn_pooling_is_the_mean_of_the_cells_under_each_mask():
     k = sums.shape[1]
     np.testing.assert_allclose(out[0, :k], np.maximum(sums[0] / area[0], s2[0] / a2[0]),
                                rtol=1e-5)
-    np.testing.assert_allclose(out[0, k:], (sums[0] + s2[0]) / (area[0] + a2[0]), rtol=1e-5)
+    np.testing.assert_allclose(out[0, k:2 * k], (sums[0] + s2[0]) / (area[0] + a2[0]),
+                               rtol=1e-5)
     assert seen.tolist() == [2, 2, 2, 0] and not out[3].any()
+    assert out[0, -1] == 1.0     # seen on both sections
+
+
+def test_unseen_structures_take_their_nearest_seen_ancestor():
+    from ishwh.atlas.features import fill_unseen  # noqa: PLC0415
+
+    # 0 root (seen) -> 1 (unseen) -> 2 (unseen); 0 -> 3 (seen) -> 4 (unseen); 5 lone (unseen)
+    parent = np.array([-1, 0, 1, 0, 3, -1])
+    seen = np.array([True, False, False, True, False, False])
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    x[~seen, 1] = 0.0                    # column 1 plays "seen": kept
+    out = fill_unseen(x, seen, parent, keep=[1])
+    assert out[:, 0].tolist() == [0, 0, 0, 6, 6, 10]
+    assert out[:, 1].tolist() == x[:, 1].tolist()
 
 
 @pytest.mark.slow
@@ -311,7 +326,7 @@ def test_atlas_cnn_featurize_and_fit_alone_and_joined(tmp_path, e115):
     dim, params = con.execute("select dim, params from feature_sets "
                               "where name = 'atlas.cnn'").fetchone()
     params = json.loads(params)
-    assert dim == n_struct * 32 and len(params["projection"]["components"]) == 16
+    assert dim == n_struct * 33 and len(params["projection"]["components"]) == 16
     assert 0.5 < params["projection"]["explained"] <= 1.0
     con.close()
     aucs = {}
@@ -325,7 +340,7 @@ def test_atlas_cnn_featurize_and_fit_alone_and_joined(tmp_path, e115):
         dim = con.execute("select f.dim from runs r join feature_sets f using (feature_set_id) "
                           "where run_id = ?", [run_id]).fetchone()[0]
         con.close()
-    assert dim == n_struct * (32 + 5)
+    assert dim == n_struct * (33 + 5)
     assert aucs["atlas.cnn"] > 0.7 and aucs["atlas.stain+atlas.cnn"] > 0.7, aucs
     err = _one_line_error(invoke("fit", "--features", "atlas.cnn+grid+bow", "--stage", "E11.5",
                                  "--db", db))

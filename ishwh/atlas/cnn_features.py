@@ -14,11 +14,13 @@ value on a section is the area-weighted mean of the map cells its mask covers.
 Pooled over the experiment's sections (those showing at least ``MIN_PIXELS`` pixels of the
 structure): ``max`` of the per-section means (the paper's section pooling) and the
 area-weighted ``mean`` over all those sections (so a structure seen large on one section and
-as a sliver on another is dominated by the large view). 2 x ``N_COMPONENTS`` numbers per
+as a sliver on another is dominated by the large view); and ``seen``, the fraction of the
+sections that showed it. A structure no section showed takes its nearest shown ancestor's
+numbers (``features.fill_unseen``; ``seen`` stays 0). 2 x ``N_COMPONENTS`` + 1 numbers per
 structure.
 
-Dims and bytes: 32 floats per structure = 137 KB per experiment for the paper's 1,071
-structures, 274 MB per stage of 2,000 experiments (the global CNN set, 12,288 dims, is 98 MB).
+Dims and bytes: 33 floats per structure = 141 KB per experiment for the paper's 1,071
+structures, 283 MB per stage of 2,000 experiments (the global CNN set, 12,288 dims, is 98 MB).
 All 80 channels of blocks.3 with both poolings would be 686 KB per experiment (1.4 GB per
 stage) and give each structure's logistic regression 160 columns for a few hundred
 training experiments; 16 components keep 80-90 % of the variance of tissue cells (recorded in
@@ -51,7 +53,7 @@ def set_name(layer: str = LAYER) -> str:
 
 
 def stat_names(n_components: int = N_COMPONENTS) -> list[str]:
-    return [f"{p}_pc{i}" for p in POOLS for i in range(n_components)]
+    return [f"{p}_pc{i}" for p in POOLS for i in range(n_components)] + ["seen"]
 
 
 class StructureCNN:
@@ -173,8 +175,8 @@ class StructureCNN:
 
 def pool_experiment(area: list[np.ndarray], sums: list[np.ndarray], min_pixels: int = MIN_PIXELS
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Sections' (S,) pixels and (S, D) sums -> ((S, 2D) [max | area-weighted mean],
-    (S,) sections that showed each structure)."""
+    """Sections' (S,) pixels and (S, D) sums -> ((S, 2D + 1) [max | area-weighted mean |
+    fraction of the sections that showed it], (S,) sections that showed each structure)."""
     a = np.stack(area)                                   # (n, S)
     s = np.stack(sums)                                   # (n, S, D)
     seen = a >= min_pixels
@@ -184,4 +186,5 @@ def pool_experiment(area: list[np.ndarray], sums: list[np.ndarray], min_pixels: 
     mx[~any_seen] = 0.0
     tot = np.where(seen, a, 0.0).sum(0)
     mean = np.where(seen[..., None], s, 0.0).sum(0) / np.maximum(tot, 1.0)[:, None]
-    return np.concatenate([mx, mean], axis=1).astype(np.float32), seen.sum(0)
+    return (np.concatenate([mx, mean, seen.mean(0)[:, None]], axis=1).astype(np.float32),
+            seen.sum(0))

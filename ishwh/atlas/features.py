@@ -47,6 +47,7 @@ from ishwh.progress import Progress, or_silent
 
 SET_NAME = "atlas.stain"
 WHAT = ("stain", "cnn")
+UNSEEN = "nearest seen ancestor"   # what a structure no section showed gets (fill_unseen)
 STATS = ("max_stained", "max_darkness", "stained", "strong", "seen")
 FEATURE_SIZE = 256       # long side (pixels) at which stain is measured
 MIN_PIXELS = 12          # a structure covering fewer pixels is "not seen" on a section
@@ -126,6 +127,28 @@ def pool_experiment(per_section: list[np.ndarray], min_pixels: int = MIN_PIXELS
     return out, seen.sum(0)
 
 
+def fill_unseen(pooled: np.ndarray, seen: np.ndarray, parent: np.ndarray,
+                keep: Sequence[int] = ()) -> np.ndarray:
+    """Structures an experiment's sections never showed take the statistics of their
+    nearest ancestor that was shown (columns ``keep``, e.g. ``seen``, stay as they are).
+
+    Six sections of a brain miss many small structures (on the real E11.5 anatomy 10-17 %
+    of experiment x structure pairs at levels 5-9); zeros would leave their models only the
+    base rate, while the region around them was measured. ``parent``: index or -1."""
+    n = pooled.shape[0]
+    src = np.where(seen, np.arange(n), parent)
+    for _ in range(64):                       # deeper than any ontology
+        bad = (src >= 0) & ~seen[np.maximum(src, 0)]
+        if not bad.any():
+            break
+        src = np.where(bad, parent[np.maximum(src, 0)], src)
+    out = pooled.copy()
+    fill = ~seen & (src >= 0)
+    cols = [c for c in range(pooled.shape[1]) if c not in set(keep)]
+    out[np.ix_(fill, cols)] = pooled[np.ix_(src[fill], cols)]
+    return out
+
+
 def _read_gray(path: str) -> np.ndarray:
     gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if gray is None:
@@ -165,8 +188,9 @@ def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str
 
     name = cnn_mod.set_name(layer)
     model = cnn_mod.StructureCNN(layer, device)
-    k = 2 * cnn_mod.N_COMPONENTS
-    params = {"stats": cnn_mod.stat_names(), "backbone": "efficientnet_lite0", "layer": layer,
+    k = len(cnn_mod.stat_names())
+    params = {"stats": cnn_mod.stat_names(), "unseen": UNSEEN,
+              "backbone": "efficientnet_lite0", "layer": layer,
               "input_size": model.input_size, "stride": model.stride,
               "channels": model.channels, "n_components": cnn_mod.N_COMPONENTS,
               "pools": list(cnn_mod.POOLS), "min_pixels": cnn_mod.MIN_PIXELS,
@@ -202,7 +226,14 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
     ``batch_size`` apply to it). Each section is registered, read and projected once for
     all of them. Returns ``{"names", "written", "finished", "problems",
     "registration": {stage: {"sections", "ok", "not_ok", "mean_quality"}}}``."""
-    from ishwh.features.pipeline import _chunks, _done, _ensure_set, _finish, _sections  # noqa: PLC0415
+    from ishwh.features.pipeline import (  # noqa: PLC0415
+        _chunks,
+        _done,
+        _ensure_set,
+        _existing_set,
+        _finish,
+        _sections,
+    )
 
     progress = or_silent(progress)
     what = list(dict.fromkeys([what] if isinstance(what, str) else what))
@@ -229,16 +260,22 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
         raise NotFound("the warehouse has no structures", hint="ingest an ontology first")
     images_root = warehouse.images_dir(db_path)
     fsids: dict[str, int] = {}
+    fill: dict[str, bool] = {}
     if "stain" in what:
         params = {"stats": list(STATS), "feature_size": FEATURE_SIZE, "min_pixels": MIN_PIXELS,
                   "stained": STAINED, "strong": STRONG, "n_structures": int(ids.size),
                   "layout": "feature_set_structures (slot order = graph order)"}
+        old = _existing_set(con, SET_NAME)
+        if old is None or "unseen" in old[1]:   # a set made before the fill keeps zeros
+            params["unseen"] = UNSEEN
+        fill[SET_NAME] = "unseen" in params
         fsids[SET_NAME] = _ensure_set(con, SET_NAME, "atlas", int(ids.size) * len(STATS),
                                       params)
     cnn = None
     if "cnn" in what:
         cnn_name, fsids[cnn_name], cnn = _cnn_set(con, images_root, stages, ids,
                                                   layer or cnn_mod.LAYER, device)
+        fill[cnn_name] = True
     for name, fsid in fsids.items():
         _layout(con, fsid, name, ids)
     done_by = _done(con, list(fsids.values()))
@@ -306,6 +343,8 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
                 for e in write_ids:
                     per = by_exp.get(e, {}).get(name, [])
                     pooled, seen = _pool(name, per, ids.size, cnn)
+                    if fill[name]:
+                        pooled = fill_unseen(pooled, seen > 0, parent, keep=[pooled.shape[1] - 1])
                     vecs.append(pooled.ravel())
                     seen_total[name] += seen
                 writes[name] = (write_ids, np.stack(vecs))
@@ -348,7 +387,7 @@ def _stain_sums(gray: np.ndarray, index_slice: np.ndarray, aff: np.ndarray, n_id
 def _pool(name: str, per: list, n_struct: int, cnn) -> tuple[np.ndarray, np.ndarray]:
     """One experiment's vector of set ``name`` from its sections (zeros when none)."""
     if not per:
-        k = len(STATS) if name == SET_NAME else 2 * cnn_mod.N_COMPONENTS
+        k = len(STATS) if name == SET_NAME else len(cnn_mod.stat_names())
         return np.zeros((n_struct, k), np.float32), np.zeros(n_struct, np.int64)
     if name == SET_NAME:
         return pool_experiment(per)
