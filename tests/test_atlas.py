@@ -192,6 +192,7 @@ def test_manifest_reference_with_unknown_ids_ingests_nothing(tmp_path, e115):
 
 @pytest.mark.slow
 def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
+    """atlas.stain, its fit and figures; then atlas.cnn added and fitted alone and joined."""
     ann, tree = e115
     out = tmp_path / "m"
     write_planted_manifest(out, ann, tree, "E11.5",
@@ -235,6 +236,52 @@ def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
     res = invoke("report", "--out", tmp_path / "rep", "--db", db)
     assert res.exit_code == 0, res.output
     assert "Registration QC" in (tmp_path / "rep" / "report.md").read_text()
+    # atlas.cnn, added to the same warehouse: the stain set is untouched
+    before = _vectors(db, "atlas.stain")
+    # --what only with atlas; an unknown kind is one line, nothing written
+    err = _one_line_error(invoke("featurize", "--extractor", "atlas", "--what", "stain,fur",
+                                 "--db", db))
+    assert "fur" in err
+    res = invoke("featurize", "--extractor", "atlas", "--what", "stain,cnn", "--db", db,
+                 "--no-progress", "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    assert got["written"] == {"atlas.stain": 0, "atlas.cnn": 30}
+    assert set(got["finished"]) == {"atlas.stain", "atlas.cnn"}
+    assert _vectors(db, "atlas.stain") == before      # untouched by adding cnn
+    con = duckdb.connect(str(db), read_only=True)
+    dim, params = con.execute("select dim, params from feature_sets "
+                              "where name = 'atlas.cnn'").fetchone()
+    params = json.loads(params)
+    assert dim == n_struct * 33 and len(params["projection"]["components"]) == 16
+    assert 0.5 < params["projection"]["explained"] <= 1.0
+    con.close()
+    aucs = {}
+    for feats in ("atlas.cnn", "atlas.stain+atlas.cnn"):
+        res = invoke("fit", "--features", feats, "--stage", "E11.5", "--db", db, "--json")
+        assert res.exit_code == 0, res.output
+        run_id = json.loads(res.output)["run_ids"][0]
+        con = duckdb.connect(str(db), read_only=True)
+        aucs[feats] = con.execute("select avg(auc) from structure_auc where run_id = ? and "
+                                  "auc is not null", [run_id]).fetchone()[0]
+        dim = con.execute("select f.dim from runs r join feature_sets f using (feature_set_id) "
+                          "where run_id = ?", [run_id]).fetchone()[0]
+        con.close()
+    assert dim == n_struct * (33 + 5)
+    assert aucs["atlas.cnn"] > 0.7 and aucs["atlas.stain+atlas.cnn"] > 0.7, aucs
+    err = _one_line_error(invoke("fit", "--features", "atlas.cnn+grid+bow", "--stage", "E11.5",
+                                 "--db", db))
+    assert "one global set" in err
+
+
+def _vectors(db, name: str) -> list:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("select experiment_id, vec from experiment_features join "
+                           "feature_sets using (feature_set_id) where name = ? order by 1",
+                           [name]).fetchall()
+    finally:
+        con.close()
 
 
 # ----------------------------------------------------------------- atlas.cnn
@@ -289,59 +336,3 @@ def test_unseen_structures_take_their_nearest_seen_ancestor():
     out = fill_unseen(x, seen, parent, keep=[1])
     assert out[:, 0].tolist() == [0, 0, 0, 6, 6, 10]
     assert out[:, 1].tolist() == x[:, 1].tolist()
-
-
-@pytest.mark.slow
-def test_atlas_cnn_featurize_and_fit_alone_and_joined(tmp_path, e115):
-    ann, tree = e115
-    out = tmp_path / "m"
-    write_planted_manifest(out, ann, tree, "E11.5",
-                           PlantedParams(n_genes=30, n_sections=3, **SMALL))
-    db = tmp_path / "w.duckdb"
-    assert invoke("init", "--db", db).exit_code == 0
-    assert invoke("ingest", "dir", out, "--db", db, "--link").exit_code == 0
-    res = invoke("featurize", "--extractor", "atlas", "--db", db, "--no-progress", "--json")
-    assert res.exit_code == 0, res.output
-    con = duckdb.connect(str(db), read_only=True)
-    before = con.execute("select experiment_id, vec from experiment_features join "
-                         "feature_sets using (feature_set_id) where name = 'atlas.stain' "
-                         "order by 1").fetchall()
-    con.close()
-    # --what only with atlas; an unknown kind is one line, nothing written
-    err = _one_line_error(invoke("featurize", "--extractor", "atlas", "--what", "stain,fur",
-                                 "--db", db))
-    assert "fur" in err
-    res = invoke("featurize", "--extractor", "atlas", "--what", "stain,cnn", "--db", db,
-                 "--no-progress", "--json")
-    assert res.exit_code == 0, res.output
-    got = json.loads(res.output)
-    assert got["written"] == {"atlas.stain": 0, "atlas.cnn": 30}
-    assert set(got["finished"]) == {"atlas.stain", "atlas.cnn"}
-    con = duckdb.connect(str(db), read_only=True)
-    after = con.execute("select experiment_id, vec from experiment_features join "
-                        "feature_sets using (feature_set_id) where name = 'atlas.stain' "
-                        "order by 1").fetchall()
-    assert after == before      # the stain set is untouched by adding cnn
-    n_struct = con.execute("select count(*) from structures").fetchone()[0]
-    dim, params = con.execute("select dim, params from feature_sets "
-                              "where name = 'atlas.cnn'").fetchone()
-    params = json.loads(params)
-    assert dim == n_struct * 33 and len(params["projection"]["components"]) == 16
-    assert 0.5 < params["projection"]["explained"] <= 1.0
-    con.close()
-    aucs = {}
-    for feats in ("atlas.cnn", "atlas.stain+atlas.cnn"):
-        res = invoke("fit", "--features", feats, "--stage", "E11.5", "--db", db, "--json")
-        assert res.exit_code == 0, res.output
-        run_id = json.loads(res.output)["run_ids"][0]
-        con = duckdb.connect(str(db), read_only=True)
-        aucs[feats] = con.execute("select avg(auc) from structure_auc where run_id = ? and "
-                                  "auc is not null", [run_id]).fetchone()[0]
-        dim = con.execute("select f.dim from runs r join feature_sets f using (feature_set_id) "
-                          "where run_id = ?", [run_id]).fetchone()[0]
-        con.close()
-    assert dim == n_struct * (33 + 5)
-    assert aucs["atlas.cnn"] > 0.7 and aucs["atlas.stain+atlas.cnn"] > 0.7, aucs
-    err = _one_line_error(invoke("fit", "--features", "atlas.cnn+grid+bow", "--stage", "E11.5",
-                                 "--db", db))
-    assert "one global set" in err
