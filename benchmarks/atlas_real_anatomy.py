@@ -145,6 +145,48 @@ def oracle_auc(db: Path, pa_: PlantedAtlas, run_id: int) -> dict[int, float]:
     return {s: float(a) for s, a in zip(structs, auc, strict=True) if np.isfinite(a)}
 
 
+def seen_table(db: Path, run_id: int) -> None:
+    """Per level, over the test pairs of an atlas.stain run: the share of experiment x
+    structure pairs that no registered section of the experiment showed (``seen`` = 0), and
+    the run's AUC over the seen and the unseen pairs apart."""
+    import duckdb  # noqa: PLC0415
+
+    from ishwh.fit.trainer import auc_columns  # noqa: PLC0415
+
+    con = duckdb.connect(str(db), read_only=True)
+    fs = con.execute("select feature_set_id from feature_sets where name = 'atlas.stain'"
+                     ).fetchall()[0][0]
+    slot = dict(con.execute("select structure_id, slot from feature_set_structures "
+                            "where feature_set_id = ?", [fs]).fetchall())
+    vec = {e: np.asarray(v, np.float32).reshape(len(slot), -1)
+           for e, v in con.execute("select experiment_id, vec from experiment_features "
+                                   "where feature_set_id = ?", [fs]).fetchall()}
+    rows = con.execute("select p.experiment_id, p.structure_id, p.score, p.detected, s.level "
+                       "from predictions p join structures s using (structure_id) "
+                       "where run_id = ?", [run_id]).fetchall()
+    con.close()
+    by: dict[int, list] = {}
+    for e, s, score, d, lv in rows:
+        by.setdefault(s, []).append((score, float(d), vec[e][slot[s], -1] > 0, lv))
+    out: dict[int, list[list[float]]] = {}
+    for items in by.values():
+        sc = np.array([i[0] for i in items])
+        y = np.array([i[1] for i in items])
+        seen = np.array([i[2] for i in items])
+        acc = out.setdefault(items[0][3], [[], [], []])
+        acc[0].append(1.0 - seen.mean())
+        for j, m in ((1, seen), (2, ~seen)):
+            a = auc_columns(sc[:, None], y[:, None], m[:, None])[0]
+            if np.isfinite(a):
+                acc[j].append(a)
+    print("\n| level | test pairs no section showed | AUC over seen pairs | "
+          "AUC over unseen pairs |\n|---|---|---|---|")
+    for lv in sorted(out):
+        un, a_s, a_u = out[lv]
+        print(f"| {lv} | {np.mean(un):.1%} | {np.mean(a_s):.3f} | "
+              + (f"{np.mean(a_u):.3f} ({len(a_u)} structures)" if a_u else "") + " |")
+
+
 def sets_for(layer: str, what: list[str]) -> dict[str, str]:
     """Feature sets fitted (name -> column title): each kind alone and the joins."""
     cnn = f"efficientnet_lite0.{layer}.max"
@@ -257,6 +299,8 @@ def main() -> None:
         worst = min((float(cell(c, [lv])[0]), lv) for lv in fine if cell(c, [lv])[0])
         print(f"| {tt} | {co:.3f} | {cell(c, fine)[0]} | {worst[0] - co:+.3f} "
               f"(level {worst[1]}) |")
+    if "atlas.stain" in run_of:
+        seen_table(db, run_of["atlas.stain"])
     print(f"\n(task rows skipped as never seen on a registered section, all runs: {skipped})")
     print(f"featurize atlas ({','.join(what)}): {t_atlas:.0f} s; featurize cnn: {t_cnn:.0f} s "
           f"({a.genes * a.sections} sections; 0 s = already done)")
