@@ -242,6 +242,13 @@ def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
     err = _one_line_error(invoke("featurize", "--extractor", "atlas", "--what", "stain,fur",
                                  "--db", db))
     assert "fur" in err
+    err = _one_line_error(invoke("featurize", "--extractor", "atlas", "--what", "cnn",
+                                 "--layers", "blocks.99", "--db", db))
+    assert "blocks.99" in err
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select count(*) from feature_sets where name like 'atlas.cnn%'"
+                       ).fetchone()[0] == 0
+    con.close()
     res = invoke("featurize", "--extractor", "atlas", "--what", "stain,cnn", "--db", db,
                  "--no-progress", "--json")
     assert res.exit_code == 0, res.output

@@ -41,7 +41,6 @@ from ishwh import store, warehouse
 from ishwh.atlas import cnn_features as cnn_mod
 from ishwh.atlas import reference as ref_mod
 from ishwh.atlas.register import METHOD, RegistrationModel, project_index
-from ishwh.device import resolve_device
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.progress import Progress, or_silent
 
@@ -181,13 +180,13 @@ def _layout(con: duckdb.DuckDBPyConnection, fsid: int, name: str, ids: np.ndarra
 
 
 def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str],
-             ids: np.ndarray, layer: str, device: str) -> tuple[str, int, cnn_mod.StructureCNN]:
-    """The atlas.cnn set (created with its channel projection, fitted on a sample of the
-    stages' sections, when new) and the model that computes it."""
+             ids: np.ndarray, model: cnn_mod.StructureCNN) -> tuple[str, int]:
+    """The atlas.cnn set of ``model``'s layer; when new, created with its channel
+    projection, fitted on a sample of the stages' sections (set on ``model`` either way)."""
     from ishwh.features.pipeline import _ensure_set, _existing_set, _sections  # noqa: PLC0415
 
+    layer = model.layer
     name = cnn_mod.set_name(layer)
-    model = cnn_mod.StructureCNN(layer, device)
     k = len(cnn_mod.stat_names())
     params = {"stats": cnn_mod.stat_names(), "unseen": UNSEEN,
               "backbone": "efficientnet_lite0", "layer": layer,
@@ -200,7 +199,7 @@ def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str
     if found is not None and "projection" in found[1]:
         fsid = _ensure_set(con, name, "atlas", int(ids.size) * k, params)
         model.set_projection(found[1]["projection"])
-        return name, fsid, model
+        return name, fsid
     exps = [int(r[0]) for r in con.sql(
         "select experiment_id from experiments where list_contains($stages, stage) "
         "order by experiment_id", params={"stages": stages}).fetchall()]
@@ -213,7 +212,7 @@ def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str
                                                for s in secs]))
     fsid = _ensure_set(con, name, "atlas", int(ids.size) * k,
                        {**params, "projection": model.projection})
-    return name, fsid, model
+    return name, fsid
 
 
 def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] | None,
@@ -243,8 +242,8 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
                            f"{', '.join(bad) or 'nothing'}", param="what")
     if layer is not None and "cnn" not in what:
         raise InvalidInput("a layer applies to the atlas cnn features only", param="layers")
-    if "cnn" in what:
-        resolve_device(device)  # refuse --device cuda without a GPU before any work
+    # the network first: an unknown layer or --device cuda without a GPU, before any write
+    cnn = cnn_mod.StructureCNN(layer or cnn_mod.LAYER, device) if "cnn" in what else None
     have = [r[0] for r in con.execute(
         "select stage from reference_atlases order by stage").fetchall()]
     if stages is None:
@@ -271,10 +270,8 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
         fill[SET_NAME] = "unseen" in params
         fsids[SET_NAME] = _ensure_set(con, SET_NAME, "atlas", int(ids.size) * len(STATS),
                                       params)
-    cnn = None
-    if "cnn" in what:
-        cnn_name, fsids[cnn_name], cnn = _cnn_set(con, images_root, stages, ids,
-                                                  layer or cnn_mod.LAYER, device)
+    if cnn is not None:
+        cnn_name, fsids[cnn_name] = _cnn_set(con, images_root, stages, ids, cnn)
         fill[cnn_name] = True
     for name, fsid in fsids.items():
         _layout(con, fsid, name, ids)
