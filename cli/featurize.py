@@ -177,10 +177,10 @@ def featurize(
     CNN sets are named <backbone>.<layer>.<pool> (e.g. efficientnet_lite0.blocks.3.max),
     the bag of words set is "bow" (10,521 dims), the grid set "grid".
     """
-    from ishwh.features import featurize_report  # noqa: PLC0415 - torch loads slowly
+    from ishwh.features import featurize  # noqa: PLC0415 - torch loads slowly
 
     ray = _ray_options(engine, address, ray_workers, cpus_per_worker, gpus_per_worker, images)
-    result = featurize_report(
+    result = featurize(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
         weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),

@@ -74,9 +74,11 @@ def fit(
     feature_norm: Annotated[
         str,
         typer.Option("--feature-norm",
-                     help="pooled (raw vectors) or stage (z-score each stage's vectors on "
-                          "their own; for models that score other stages)."),
-    ] = "pooled",
+                     help="auto (stage when training on other stages or with --holdout "
+                          "none, else pooled), pooled (raw vectors) or stage (z-score each "
+                          "stage's vectors on their own; for models that score other "
+                          "stages)."),
+    ] = "auto",
     folds: Annotated[
         int, typer.Option("--folds", help="Cross-fitting folds (calibration, thresholds).")
     ] = 5,

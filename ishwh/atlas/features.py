@@ -183,7 +183,7 @@ def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str
              ids: np.ndarray, model: cnn_mod.StructureCNN) -> tuple[str, int]:
     """The atlas.cnn set of ``model``'s layer; when new, created with its channel
     projection, fitted on a sample of the stages' sections (set on ``model`` either way)."""
-    from ishwh.features.pipeline import _ensure_set, _existing_set, _sections  # noqa: PLC0415
+    from ishwh.features import sets  # noqa: PLC0415
 
     layer = model.layer
     name = cnn_mod.set_name(layer)
@@ -195,22 +195,22 @@ def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str
               "pools": list(cnn_mod.POOLS), "min_pixels": cnn_mod.MIN_PIXELS,
               "n_structures": int(ids.size),
               "layout": "feature_set_structures (slot order = graph order)"}
-    found = _existing_set(con, name)
+    found = sets.existing_set(con, name)
     if found is not None and "projection" in found[1]:
-        fsid = _ensure_set(con, name, "atlas", int(ids.size) * k, params)
+        fsid = sets.ensure_set(con, name, "atlas", int(ids.size) * k, params)
         model.set_projection(found[1]["projection"])
         return name, fsid
     exps = [int(r[0]) for r in con.sql(
         "select experiment_id from experiments where list_contains($stages, stage) "
         "order by experiment_id", params={"stages": stages}).fetchall()]
     step = max(1, len(exps) // cnn_mod.SAMPLE_SECTIONS)
-    secs = _sections(con, images_root, exps[::step][:cnn_mod.SAMPLE_SECTIONS])
+    secs = sets.sections(con, images_root, exps[::step][:cnn_mod.SAMPLE_SECTIONS])
     secs = secs[::max(1, len(secs) // cnn_mod.SAMPLE_SECTIONS)][:cnn_mod.SAMPLE_SECTIONS]
     if not secs:
         raise NotFound("no sections to featurize at the stages with a reference atlas")
     model.set_projection(model.fit_projection([model.prepare(_read_color(s.path))[0]
                                                for s in secs]))
-    fsid = _ensure_set(con, name, "atlas", int(ids.size) * k,
+    fsid = sets.ensure_set(con, name, "atlas", int(ids.size) * k,
                        {**params, "projection": model.projection})
     return name, fsid
 
@@ -225,14 +225,7 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
     ``batch_size`` apply to it). Each section is registered, read and projected once for
     all of them. Returns ``{"names", "written", "finished", "problems",
     "registration": {stage: {"sections", "ok", "not_ok", "mean_quality"}}}``."""
-    from ishwh.features.pipeline import (  # noqa: PLC0415
-        _chunks,
-        _done,
-        _ensure_set,
-        _existing_set,
-        _finish,
-        _sections,
-    )
+    from ishwh.features import sets  # noqa: PLC0415
 
     progress = or_silent(progress)
     what = list(dict.fromkeys([what] if isinstance(what, str) else what))
@@ -264,18 +257,18 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
         params = {"stats": list(STATS), "feature_size": FEATURE_SIZE, "min_pixels": MIN_PIXELS,
                   "stained": STAINED, "strong": STRONG, "n_structures": int(ids.size),
                   "layout": "feature_set_structures (slot order = graph order)"}
-        old = _existing_set(con, SET_NAME)
+        old = sets.existing_set(con, SET_NAME)
         if old is None or "unseen" in old[1]:   # a set made before the fill keeps zeros
             params["unseen"] = UNSEEN
         fill[SET_NAME] = "unseen" in params
-        fsids[SET_NAME] = _ensure_set(con, SET_NAME, "atlas", int(ids.size) * len(STATS),
+        fsids[SET_NAME] = sets.ensure_set(con, SET_NAME, "atlas", int(ids.size) * len(STATS),
                                       params)
     if cnn is not None:
         cnn_name, fsids[cnn_name] = _cnn_set(con, images_root, stages, ids, cnn)
         fill[cnn_name] = True
     for name, fsid in fsids.items():
         _layout(con, fsid, name, ids)
-    done_by = _done(con, list(fsids.values()))
+    done_by = sets.done(con, list(fsids.values()))
     done = {name: done_by[fsid] for name, fsid in fsids.items()}
     names = list(fsids)
     result = {"names": names, "written": dict.fromkeys(names, 0), "finished": [],
@@ -292,8 +285,8 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
         todo = [e for e in exp_ids if any(e not in done[n] for n in names)]
         reg = {"sections": 0, "ok": 0, "not_ok": 0, "quality_sum": 0.0}
         progress.start(f"featurize atlas {stage}", len(todo), "experiments")
-        for chunk in _chunks(todo, chunk_size):
-            secs = _sections(con, images_root, chunk)
+        for chunk in sets.chunks(todo, chunk_size):
+            secs = sets.sections(con, images_root, chunk)
             stored = _alignments(con, [s.section_id for s in secs])
             new_align, by_exp = [], {}
             cnn_in, cnn_lab, cnn_exp = [], [], []
@@ -366,7 +359,7 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, stages: list[str] |
     eligible = {int(r[0]) for r in con.execute(
         "select e.experiment_id from experiments e join reference_atlases r using (stage)"
     ).fetchall()}
-    result["finished"] = _finish(con, fsids, eligible, set())
+    result["finished"] = sets.finish(con, fsids, eligible, set())
     return result
 
 

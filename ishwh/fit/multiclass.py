@@ -236,12 +236,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
     def _validate(self, Y: np.ndarray, n_classes: np.ndarray) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
-        if self.select not in ("group", "task", "all"):
-            raise ValueError(f"select must be 'group', 'task' or 'all', not {self.select!r}")
-        if self.C is None and (not self.Cs or any(float(c) <= 0 for c in self.Cs)):
-            raise ValueError("Cs must be a non-empty grid of positive values")
-        if self.C is None and int(self.cv) < 2:
-            raise ValueError("cv must be at least 2")
+        self._validate_selection()
         if n_classes.shape != (Y.shape[1],) or (n_classes < 2).any():
             raise ValueError("n_classes must give every task at least 2 classes")
         if (Y >= n_classes[None, :]).any() or (Y < -1).any():
@@ -279,14 +274,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
         work = float(X.shape[0]) ** 2 * max(Y.shape[1] * self.kmax_, X.shape[1] / X.shape[0])
         with _cpu_threads(self.device_, work):
             k = kernel(X, X, self.mean_, self.scale_, self.device_)
-            if self.C is None:
-                keys = self._group_keys(groups, Y.shape[1])
-                self.cv_scores_ = self._cv_scores(k, Y, nk, keys)
-                self.C_ = self._choose(self.cv_scores_, groups)
-            else:
-                self.cv_scores_ = None
-                self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64),
-                                          (Y.shape[1],)).copy()
+            self._select_c(groups, Y.shape[1], lambda keys: self._cv_scores(k, Y, nk, keys))
             basis = _Basis(k)
             prob = _Problem(self.model, basis.z, Y, nk, self.C_, self.kmax_)
             w, b, self.n_iter_ = _solve(prob, None, self.tol, self.max_iter)

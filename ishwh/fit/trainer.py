@@ -267,7 +267,8 @@ class BatchedLogisticRegression:
 
     # ------------------------------------------------------------------ helpers
 
-    def _validate(self, y: np.ndarray, mask: np.ndarray) -> None:
+    def _validate_selection(self) -> None:
+        """The C selection's parameters (shared with the multi-class trainer)."""
         if self.select not in _SELECT:
             raise ValueError(f"select must be one of {_SELECT}, not {self.select!r}")
         if self.C is None:
@@ -275,7 +276,20 @@ class BatchedLogisticRegression:
                 raise ValueError("Cs must be a non-empty grid of positive values")
             if int(self.cv) < 2:
                 raise ValueError("cv must be at least 2")
+
+    def _select_c(self, groups: np.ndarray, t: int, cv_scores) -> None:
+        """``C_`` (T,): chosen from ``cv_scores(keys)`` (validation scores (len(Cs), T) for the
+        selection keys) when ``C`` is None, else ``C`` broadcast; ``cv_scores_`` kept."""
+        if self.C is None:
+            self.cv_scores_ = cv_scores(self._group_keys(groups, t))
+            self.C_ = self._choose(self.cv_scores_, groups)
         else:
+            self.cv_scores_ = None
+            self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64), (t,)).copy()
+
+    def _validate(self, y: np.ndarray, mask: np.ndarray) -> None:
+        self._validate_selection()
+        if self.C is not None:
             c = np.atleast_1d(np.asarray(self.C, dtype=np.float64))
             if (c <= 0).any() or c.size not in (1, y.shape[1]):
                 raise ValueError("C must be positive: one value or one per task")
@@ -419,12 +433,7 @@ class BatchedLogisticRegression:
     def _fit(self, X, Y, mask, groups) -> None:
         k = kernel(X, X, self.mean_, self.scale_, self.device_)
 
-        if self.C is None:
-            self.cv_scores_ = self._cv_scores(k, Y, mask, self._group_keys(groups, Y.shape[1]))
-            self.C_ = self._choose(self.cv_scores_, groups)
-        else:
-            self.cv_scores_ = None
-            self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64), (Y.shape[1],)).copy()
+        self._select_c(groups, Y.shape[1], lambda keys: self._cv_scores(k, Y, mask, keys))
 
         basis = _Basis(k)
         theta, self.n_iter_ = solve_batched(
