@@ -187,8 +187,11 @@ class Layout:
 
 def is_structure_set(features: str) -> bool:
     """Structure-feature sets are named ``atlas.<what>`` (optionally ``+atlas.<other>``...
-    and ``+<global set>``)."""
-    return features.startswith("atlas.")
+    and ``+<global set>``); a name joining two global sets is refused here, before any work."""
+    if not features.startswith("atlas."):
+        return False
+    _parts(features)
+    return True
 
 
 def _parts(features: str) -> tuple[list[str], str]:
