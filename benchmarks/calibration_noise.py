@@ -11,9 +11,10 @@ For each within-stage run (one stratified split per stage of the warehouse's fea
   task, out-of-fold scores cross-fitted as ``fit`` does, and the test scores compared with
   them (``scale``: std of test scores / std of out-of-fold scores, median over structures);
 * alternatives fitted on the same out-of-fold scores and evaluated on the same test
-  predictions: Platt (what ``fit`` stores), isotonic regression per structure, and Platt
-  after rescaling (out-of-fold scores multiplied by ``scale`` so they spread like the full
-  model's).
+  predictions: Platt (what ``fit`` stores, recomputed), isotonic regression per structure,
+  and Platt on out-of-fold scores whose fold models standardise with their own training rows
+  (so held-out rows meet a standardisation they did not shape, as test rows do; computed
+  here, not used by ``fit``).
 
 Run: ``.venv/bin/python benchmarks/calibration_noise.py WAREHOUSE --features grid``
 """
@@ -38,12 +39,33 @@ def null_ece(p: np.ndarray, draws: int, seed: int = 0) -> tuple[float, float]:
     return float(np.mean(vals)), float(np.quantile(vals, 0.95))
 
 
+def _own_scale_oof(est, X, y, m, folds):
+    """Out-of-fold scores whose fold models standardise with their own training rows."""
+    from ishwh.fit.trainer import BatchedLogisticRegression
+
+    out = np.full(y.shape, np.nan)
+    for f in np.unique(folds):
+        tr, va = folds != f, folds == f
+        lab = m[tr] & (y[tr] > 0.5)
+        both = lab.any(0) & (m[tr] & ~lab).any(0)
+        mm = m[tr] & both
+        yy = np.where(both, y[tr], 0.0)
+        mm[0, ~both], yy[0, ~both], mm[1, ~both], yy[1, ~both] = True, 1.0, True, 0.0
+        fold_est = BatchedLogisticRegression(C=est.C_, scale_floor=est.scale_floor)
+        fold_est.fit(X[tr], yy, mm)
+        sc = fold_est.decision_function(X[va])
+        sc[:, ~both] = np.nan
+        out[va] = sc
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("db", type=Path)
     ap.add_argument("--features", required=True)
     ap.add_argument("--stages", default=None, help="default: every annotated stage of the set")
     ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--scale-floor", type=float, default=0.0, help="the fit's --scale-floor")
     args = ap.parse_args()
 
     from sklearn.isotonic import IsotonicRegression
@@ -61,9 +83,10 @@ def main() -> None:
             "join stages st on st.stage = e.stage where s.name = ? and st.is_annotated "
             "group by e.stage order by min(st.stage_order)", [args.features]).fetchall()]
     print("stage | n test | ECE | null mean | null p95 | scale | Platt | isotonic | "
-          "Platt, rescaled")
+          "Platt, folds on their own scale")
     for stage in stages:
-        (run,) = fit(args.db, args.features, stage, feature_norm="pooled", progress=False)
+        (run,) = fit(args.db, args.features, stage, feature_norm="pooled",
+                     scale_floor=args.scale_floor, progress=False)
         with warehouse.connect(args.db, read_only=True) as con:
             m = models_mod.read_models(con, run)
             d = runner._read_stage(con, args.features, stage, "pooled")
@@ -89,7 +112,8 @@ def main() -> None:
         rows = d.row[tr]
         yt = d.struct.y[rows][:, cols]
         mt = d.struct.mask[rows][:, cols]
-        est = BatchedLogisticRegression(C=np.array([cs[n] for n in names]))
+        est = BatchedLogisticRegression(C=np.array([cs[n] for n in names]),
+                                        scale_floor=args.scale_floor)
         est.fit(d.X[tr], yt, mt)
         folds = models_mod.gene_folds(d.gene_ids[rows], yt, mt, 5, 0)
         oof = crossfit_scores(est, yt, mt, folds)
@@ -98,8 +122,10 @@ def main() -> None:
                               for j in range(len(names)) if ok[:, j].sum() > 5])
         a, b = platt(oof, yt, ok)
         p_platt = apply_platt(sc, a[e_i], b[e_i])
-        a2, b2 = platt(oof * scale, yt, ok)
-        p_resc = apply_platt(sc, a2[e_i], b2[e_i])
+        oof2 = _own_scale_oof(est, d.X[tr], yt, mt, folds)
+        ok2 = mt & np.isfinite(oof2)
+        a2, b2 = platt(oof2, yt, ok2)
+        p_own = apply_platt(sc, a2[e_i], b2[e_i])
         p_iso = np.empty_like(sc)
         for j in range(len(names)):
             sel = e_i == j
@@ -107,7 +133,7 @@ def main() -> None:
             iso.fit(oof[ok[:, j], j], yt[ok[:, j], j])
             p_iso[sel] = iso.predict(sc[sel])
         print(f"{stage} | {sc.size:,} | {obs:.3f} | {nm:.4f} | {n95:.4f} | {scale:.2f} | "
-              f"{ece(p_platt, y):.3f} | {ece(p_iso, y):.3f} | {ece(p_resc, y):.3f}",
+              f"{ece(p_platt, y):.3f} | {ece(p_iso, y):.3f} | {ece(p_own, y):.3f}",
               flush=True)
 
 

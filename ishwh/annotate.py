@@ -1,8 +1,8 @@
 """``annotate``: a run's stored models applied to every experiment of a stage.
 
 Every experiment of the target stage that has a vector of the run's feature set is scored by
-every structure model of the run (annotated or not: P4, P14 and P28 included) into
-``predicted_annotations``:
+every structure model of the run (annotated or not: P4, P14 and P28 included; global and
+structure-feature runs alike) into ``predicted_annotations``:
 
 * ``score`` = vec . weights + intercept (vec z-scored within its stage first when the run's
   ``feature_norm`` is 'stage');

@@ -161,3 +161,9 @@ def test_figures_get_annotates_calibrated_probabilities(toy):
                                          "where level = 1").fetchall()}
     assert calibrated2 and prob2 and all(s in lvl for _, s in prob2)
     assert all(abs(p - ann[k]) < 1e-12 for k, p in prob2.items())
+    # the report's figure 6 colours by them and says so on its colour bar
+    from ishwh.report.gather import gather
+
+    grid = gather(toy).grid
+    assert grid is not None and grid["score_label"] == "P(detected), calibrated"
+    assert 0 <= np.nanmin(grid["score"]) and np.nanmax(grid["score"]) <= 1

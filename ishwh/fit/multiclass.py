@@ -43,6 +43,7 @@ from ishwh.fit.trainer import (
     BatchedLogisticRegression,
     _Basis,
     _cpu_threads,
+    _inputs,
     auc_columns,
     kernel,
 )
@@ -249,14 +250,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
     def fit(self, X: np.ndarray, Y: np.ndarray, n_classes: Sequence[int] | None = None,
             groups: Sequence | None = None) -> BatchedMulticlassLogisticRegression:
         """Fit every column of ``Y`` (n, T; codes 0..K_t-1, -1 unknown) on ``X`` (n, d)."""
-        X = np.asarray(X)
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)
-        Y = np.asarray(Y, dtype=np.int64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
-        if X.ndim != 2 or X.shape[0] != Y.shape[0]:
-            raise ValueError("X must be (n, d) with as many rows as Y")
+        X, Y = _inputs(X, Y, np.int64)
         nk = (np.array([int(Y[:, j].max()) + 1 for j in range(Y.shape[1])])
               if n_classes is None else np.asarray(n_classes, dtype=np.int64))
         self._validate(Y, nk)
@@ -322,12 +316,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
         """Class probabilities (m, T, K_max); classes a task lacks get 0."""
         if not hasattr(self, "w_"):
             raise ValueError("this BatchedMulticlassLogisticRegression is not fitted yet")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} columns")
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)
-        work = float(X.shape[0]) * self.X_fit_.shape[0] * self.n_features_in_
+        X, work = self._new_rows(X)
         with _cpu_threads(self.device_, work), torch.no_grad():
             kx = kernel(X, self.X_fit_, self.mean_, self.scale_, self.device_)
             lp = self._prob.log_proba(self.basis_.project(kx), self.w_, self.b_)

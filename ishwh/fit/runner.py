@@ -3,17 +3,22 @@
 One run = one feature set x stage x split (x label mode). The flow:
 
 1. runs left ``running`` by a killed fit are deleted (this process holds the warehouse's write
-   lock, so any ``running`` row is stale);
+   lock, so any ``running`` row is stale; :mod:`ishwh.fit.run_store`);
 2. labels and features of the stage are read; the split ``(stage, method, seed, repeat)`` is
-   reused or made and stored (``split_defs``, ``splits``) — the same split for every feature
-   set, balanced over every structure and gene task of the stage, whatever levels a run asks;
-3. a ``runs`` row is inserted as ``running``; all tasks are fitted at once by
-   :class:`~ishwh.fit.trainer.BatchedLogisticRegression`;
+   reused or made and stored (:mod:`ishwh.fit.split_store`) — the same split for every
+   feature set, balanced over every structure and gene task of the stage, whatever levels a
+   run asks;
+3. a ``runs`` row is inserted as ``running`` (``run_store.start_run``); pure steps choose the
+   rows (:func:`plan_rows`) and fit all tasks at once: :func:`train_global`
+   (:class:`~ishwh.fit.trainer.BatchedLogisticRegression` on the whole vector) or, for
+   structure-feature sets ``atlas.*``, :func:`ishwh.fit.structure_features.train_structures`
+   (one model per structure on its own columns);
 4. out-of-fold scores of the training experiments (cross-fitted by gene) give every task its
    Platt scaling and call threshold; the models are folded into raw-feature weights;
-5. ``run_tasks``, ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and
-   ``status = 'finished'`` are written in ONE transaction, so a killed fit never shows as
-   finished nor leaves half its rows.
+5. :func:`run_rows` makes the rows, and ``run_store.finish_run`` writes ``run_tasks``,
+   ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and ``status =
+   'finished'`` in ONE transaction, so a killed fit never shows as finished nor leaves half
+   its rows (multi-class targets finish their runs the same way).
 
 Training stages may differ from the evaluated stage (``train_stages``; cross-stage transfer),
 and ``holdout='none'`` trains production models on every annotated experiment (predictions
@@ -300,6 +305,7 @@ def fit(
     min_train_neg: int = MIN_TRAIN_NEG,
     target: str = "detected",
     model: str | None = None,
+    scale_floor: float = 0.0,
 ) -> list[int]:
     """Fit one L2 logistic regression per task on the feature set ``features``; evaluate at
     ``stage``.
@@ -316,12 +322,19 @@ def fit(
     predicts the test side of ``stage``'s split; ``'none'`` trains on every annotated
     experiment of the training stages and predicts ``stage`` out of fold (cross-fitted,
     ``n_folds`` folds by gene) when it is a training stage, else with the full models.
+    ``scale_floor`` (global features): the trainer divides each feature by at least this
+    fraction of the median feature std (0 = plain standardisation; see
+    :class:`~ishwh.fit.trainer.BatchedLogisticRegression`).
     ``feature_norm``: 'pooled' (raw vectors), 'stage' (each stage z-scored on its own) or
     'auto' (:func:`ishwh.fit.models.resolve_feature_norm`: 'stage' when the models train on
     other stages than ``stage`` or are production models, else 'pooled').
     Every run stores its models (``models``) with Platt scaling and max-F1 call thresholds
     fitted on out-of-fold scores of the training experiments.
     """
+    if scale_floor and (target != "detected" or sf.is_structure_set(features)):
+        raise InvalidInput("the scale floor applies to the binary trainer on global features",
+                           hint="leave it at 0 for multi-class targets and atlas.* sets",
+                           param="scale_floor")
     if target != "detected" or model is not None:
         from ishwh.fit import targets  # noqa: PLC0415 (targets imports this module)
 
@@ -349,10 +362,17 @@ def fit(
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
     validate_trainer(C, Cs, cv, select)
+    if isinstance(scale_floor, bool) or not isinstance(scale_floor, int | float) \
+            or not 0 <= scale_floor <= 100:
+        raise InvalidInput(f"scale floor must be a number from 0 to 100, got {scale_floor!r}",
+                           hint="e.g. 1 (the median feature std); 0 = off",
+                           param="scale_floor")
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
                       "max_iter": 100}
+    if scale_floor:   # recorded (and fingerprinted) only when used: older runs stay identical
+        trainer_params["scale_floor"] = float(scale_floor)
     run_ids: list[int] = []
     bar = or_silent(progress)
     with warehouse.connect(db_path) as con, phase(bar, f"fit {stage}", repeats,
@@ -529,7 +549,7 @@ def train_global(X_tr, y_tr, m_tr, groups, gene_tr, X_ev, *, trainer_params, dev
     est = BatchedLogisticRegression(
         C=trainer_params["C"], Cs=trainer_params["Cs"] or DEFAULT_CS,
         cv=trainer_params["cv"], select=trainer_params["select"], device=device,
-        random_state=seed)
+        random_state=seed, scale_floor=trainer_params.get("scale_floor", 0.0))
     t2 = time.perf_counter()
     est.fit(X_tr, y_tr, m_tr, groups)
     timings["train_s"] = round(time.perf_counter() - t2, 4)

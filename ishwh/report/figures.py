@@ -65,8 +65,12 @@ def make_figures(data: ReportData) -> list[Figure]:
             "manual_vs_predicted", f"Manual vs predicted annotation at level {data.level}",
             "Sample test-set genes (rows) x structures of the level (columns, ontology "
             "order): the manual annotation (detected, undetected, not annotated) beside the "
-            "classifier's score, shown as logistic(score): a 0..1 scale, not a calibrated "
-            "probability (the paper's figure 6, drawn as a grid).",
+            + ("calibrated probability of detection (annotate's where it annotated the "
+               "experiment, else the run's Platt scaling of the score)"
+               if g["score_label"].startswith("P(detected)")
+               else "classifier's score, shown as logistic(score): a 0..1 scale, not a "
+                    "calibrated probability")
+            + " (the paper's figure 6, drawn as a grid).",
             plots.to_png(plots.annotation_grid(
                 g["genes"], g["structures"], g["truth"], g["score"], title, g["score_label"]
             )),
