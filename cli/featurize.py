@@ -44,6 +44,14 @@ def _bow_options(extractor: str, sift: str, words: int | None, step: int | None)
     return out or None
 
 
+def _atlas_options(extractor: str, what: str | None) -> dict | None:
+    if what is None:
+        return None
+    if extractor != "atlas":
+        raise typer.BadParameter("--what applies to --extractor atlas only")
+    return {"what": _split(what) or []}
+
+
 def featurize(
     extractor: Annotated[
         str, typer.Option("--extractor", "-e", help="cnn, bow, grid or atlas (structure "
@@ -128,6 +136,12 @@ def featurize(
                                  "warehouse's relative image paths (default: its image "
                                  "folder).")
     ] = None,
+    what: Annotated[
+        str | None, typer.Option("--what", help="atlas: stain (set atlas.stain, the default) "
+                                 "and/or cnn (set atlas.cnn: the backbone's blocks.3 map pooled "
+                                 "inside each structure; --layers picks another layer), "
+                                 "comma-separated, e.g. stain,cnn.")
+    ] = None,
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress bar.")
     ] = False,
@@ -149,7 +163,7 @@ def featurize(
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
         weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),
         backbone=backbone, spatial=spatial, bow=_bow_options(extractor, sift, words, step),
-        engine=engine, ray=ray,
+        engine=engine, ray=ray, atlas=_atlas_options(extractor, what),
     )
     if as_json:
         out = {"names": result.names, "written": result.written,

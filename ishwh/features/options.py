@@ -39,6 +39,7 @@ class FeaturizeOptions:
     backbone, spatial: the CNN backbone; a spatial grid of pooled cells (default: none).
     chunk_size: experiments per commit (default :data:`DEFAULT_CHUNK`).
     bow: bag-of-words parameters (``n_words``, ``step``, ``sift``, ...).
+    atlas: structure-feature parameters: ``what`` (``stain`` and/or ``cnn``; default stain).
     engine: ``local`` or ``ray`` (cnn, bow and grid sets on a Ray cluster; ``ray``: its
         :class:`~ishwh.ray.RayOptions` or their dict).
     progress: where phases and skipped images are reported (not part of what is computed).
@@ -58,6 +59,7 @@ class FeaturizeOptions:
     spatial: int | None = None
     chunk_size: int | None = None
     bow: dict | None = None
+    atlas: dict | None = None
     engine: str = "local"
     ray: Any = None
     progress: Progress | None = field(default=None, compare=False, repr=False)

@@ -79,8 +79,13 @@ def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = Non
         if opts.extractor == "atlas":  # structure features: ishwh/atlas/features.py
             from ishwh.atlas.features import run_atlas  # noqa: PLC0415
 
+            layers = list(opts.layers or [])
+            if len(layers) > 1:
+                raise InvalidInput("atlas cnn features take one layer", param="layers")
             out = run_atlas(con, path, list(opts.stages) if opts.stages else None,
-                            opts.progress)
+                            opts.progress, layer=layers[0] if layers else None,
+                            device=opts.device, batch_size=opts.batch_size,
+                            **(opts.atlas or {}))
             return FeaturizeResult(names=out["names"], written=out["written"],
                                    problems=out["problems"], finished=out["finished"])
         run = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}[opts.extractor]
