@@ -17,7 +17,6 @@ from typing import Any
 
 from ishwh import warehouse
 from ishwh.errors import InvalidInput
-from ishwh.features import sets
 from ishwh.features.bow_runner import SIFT_IMPLS, bow_set_name, run_bow
 from ishwh.features.cnn_runner import CnnPlan, cnn_finish, cnn_plan, cnn_set_name, run_cnn
 from ishwh.features.grid_runner import run_grid
@@ -33,12 +32,7 @@ from ishwh.progress import Progress
 
 __all__ = ["DEFAULT_CHUNK", "ENGINES", "EXTRACTORS", "ON_ERROR", "SIFT_IMPLS", "CnnPlan",
            "FeaturizeOptions", "FeaturizeResult", "bow_set_name", "cnn_finish", "cnn_plan",
-           "cnn_set_name", "featurize", "featurize_report"]
-
-# The warehouse helpers under the names ishwh/atlas/features.py and
-# older callers import them by (their home is :mod:`.sets`).
-_chunks, _done, _ensure_set, _finish = sets.chunks, sets.done, sets.ensure_set, sets.finish
-_sections, _problem = sets.sections, sets.problem
+           "cnn_set_name", "featurize"]
 
 
 def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = None, *,
@@ -91,9 +85,4 @@ def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = Non
         run = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}[opts.extractor]
         run(con, path, opts, result)
     return result
-
-
-# The older name of the same call (``featurize`` used to return the names only; they are
-# ``featurize(...).names`` now).
-featurize_report = featurize
 
