@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -131,21 +132,43 @@ def prediction_probabilities(
     return prob, truth, all(src != "score" for *_, src, _ in rows)
 
 
+def _engine(engine: str, ray: Any) -> Any:
+    """The Ray options of ``engine="ray"`` (checked, Ray importable), ``None`` for local."""
+    if engine not in ("local", "ray"):
+        raise InvalidInput(f"engine must be local or ray, got {engine!r}", param="engine")
+    if engine == "local":
+        if ray is not None:
+            raise InvalidInput("Ray options apply to the Ray engine only", param="ray")
+        return None
+    from ishwh.ray import RayOptions, import_ray  # noqa: PLC0415 - Ray is an optional extra
+
+    import_ray()  # says how to install Ray before any work
+    opts = ray if isinstance(ray, RayOptions) else RayOptions(**(ray or {}))
+    opts.check()
+    return opts
+
+
 def annotate(
     db_path: str | os.PathLike,
     run_id: int,
     stage: str,
     consistent: bool = False,
     progress: Progress | None = None,
+    *,
+    engine: str = "local",
+    ray: Any = None,
 ) -> dict:
     """Predict every structure of run ``run_id``'s models for every experiment of ``stage``.
 
     Returns a summary dict (counts and timings). Refuses, writing nothing: an unknown stage or
     run, an unfinished run or one without stored models, a stage without experiments, and a
-    stage whose experiments lack the run's feature set.
+    stage whose experiments lack the run's feature set. ``engine="ray"`` scores in Ray tasks
+    (:mod:`ishwh.ray.annotate`; ``ray``: a :class:`~ishwh.ray.RayOptions` or its dict), with
+    the same predictions.
     """
     if stage not in STAGES:
         raise InvalidInput(f"unknown stage {stage!r}", hint="one of " + ", ".join(STAGES))
+    ray_opts = _engine(engine, ray)
     prog = or_silent(progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -170,9 +193,14 @@ def annotate(
                          "transfers better; see docs/annotate.md)")
         t1 = time.perf_counter()
         hierarchy = modelled_parents(con, models.structure_ids) if consistent else None
-        prog.start(f"annotate {stage}: scoring", int(ids.size), unit="experiments")
-        out = score(X, models, hierarchy, progress=prog)
-        prog.done()
+        if ray_opts is None:
+            prog.start(f"annotate {stage}: scoring", int(ids.size), unit="experiments")
+            out = score(X, models, hierarchy, progress=prog)
+            prog.done()
+        else:
+            from ishwh.ray.annotate import map_rows  # noqa: PLC0415 - Ray is an optional extra
+
+            out = map_rows(score, X, (models, hierarchy), ray_opts, prog)
         scores, prob, called = out.score, out.probability, out.called
         raw_prob, raw_called = out.raw_probability, out.raw_called
         timings["score_s"] = time.perf_counter() - t1

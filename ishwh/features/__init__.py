@@ -27,7 +27,6 @@ _WHERE = {
     "FeaturizeResult": "options",
     "cnn_set_name": "cnn_runner",
     "featurize": "pipeline",
-    "featurize_report": "pipeline",
 }
 
 __all__ = sorted(_WHERE)

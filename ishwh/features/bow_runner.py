@@ -142,14 +142,25 @@ def run_bow(con, db_path: Path, opts: FeaturizeOptions, result: FeaturizeResult)
                 try:
                     _bow_stage(con, plan, stage, ids, chunks, done, images_root, opts, result)
                 except StageTooSmall as exc:
-                    result.skipped[stage] = exc.message
-                    mark_stage(con, plan.fsid, stage, "skipped", str(exc))
-                    sets.say(opts.progress, f"{plan.name}: stage {stage} skipped: {exc}")
+                    skip_stage(con, plan, exc, opts, result)
                     continue
                 done = sets.done(con, [plan.fsid])[plan.fsid]
             if not set(ids) - plan.failed - done:
                 mark_stage(con, plan.fsid, stage, "finished")
-    # Experiments of skipped stages do not hold the set back (fit names the skip).
+    bow_finish(con, plan, result)
+
+
+def skip_stage(con, plan: BowPlan, exc: StageTooSmall, opts: FeaturizeOptions,
+               result: FeaturizeResult) -> None:
+    """A stage too small for the codebooks: no vectors for it; the reason recorded, said."""
+    result.skipped[exc.stage] = exc.message
+    mark_stage(con, plan.fsid, exc.stage, "skipped", str(exc))
+    sets.say(opts.progress, f"{plan.name}: stage {exc.stage} skipped: {exc}")
+
+
+def bow_finish(con, plan: BowPlan, result: FeaturizeResult) -> None:
+    """``finished_at`` when every experiment that can have the set does; experiments of
+    skipped stages do not hold the set back (fit names the skip)."""
     skipped = {int(r[0]) for r in con.execute(
         "select e.experiment_id from experiments e join feature_set_stages f using (stage) "
         "where f.feature_set_id = ? and f.status = 'skipped'", [plan.fsid]).fetchall()}
@@ -162,11 +173,7 @@ def _bow_stage(con, plan: BowPlan, stage: str, ids: list[int], chunks: list[list
                result: FeaturizeResult) -> None:
     """Codebooks (built or loaded) and word counts of the chunks of one stage."""
     p = plan.p
-    centers = load_codebooks(con, plan.fsid, stage, len(p["sizes"]))
-    cache: dict[int, list[np.ndarray]] = {}
-    if centers is None:
-        centers, cache = build_codebooks(con, plan, stage, sets.sections(con, images_root, ids),
-                                         opts, result)
+    centers, cache = stage_codebooks(con, plan, stage, ids, images_root, opts, result)
     sections = sets.sections(con, images_root, [e for c in chunks for e in c])
     by_exp: dict[int, list[Section]] = {}
     for s in sections:
@@ -179,6 +186,18 @@ def _bow_stage(con, plan: BowPlan, stage: str, ids: list[int], chunks: list[list
             got = [next(counts) for _ in secs]
             write_bow_chunk(con, plan, c, done, secs, got, opts, result)
             adv(len(secs))
+
+
+def stage_codebooks(con, plan: BowPlan, stage: str, ids: list[int], images_root: Path,
+                    opts: FeaturizeOptions, result: FeaturizeResult
+                    ) -> tuple[list[np.ndarray], dict[int, list[np.ndarray]]]:
+    """The stage's codebooks: stored ones, or built from the sections of experiments ``ids``
+    (and stored); with the descriptors kept from building them, per section id."""
+    centers = load_codebooks(con, plan.fsid, stage, len(plan.p["sizes"]))
+    if centers is not None:
+        return centers, {}
+    return build_codebooks(con, plan, stage, sets.sections(con, images_root, ids), opts,
+                           result)
 
 
 def count_words(sections: list[Section], cache: dict[int, list[np.ndarray]], p: dict,

@@ -1,7 +1,7 @@
 """CNN feature sets in the warehouse: the plan (set names, parameters, chunks, what is
 missing), the section loop (decoding in worker processes, the network here), and the
 per-chunk write. The extractor itself is :class:`ishwh.features.cnn.CNNFeatures`; the Ray
-engine (:mod:`ishwh.features.ray_engine`) shares the plan and the finish."""
+engine (:mod:`ishwh.ray.featurize`) shares the plan and the finish."""
 
 from __future__ import annotations
 
@@ -115,12 +115,7 @@ def cnn_finish(con, plan: CnnPlan, result: FeaturizeResult) -> None:
 
 
 def run_cnn(con, db_path: Path, opts: FeaturizeOptions, result: FeaturizeResult) -> None:
-    """Compute the missing CNN vectors of the sets ``opts`` names (local or Ray engine)."""
-    if opts.ray is not None:
-        from ishwh.features import ray_engine  # noqa: PLC0415 - Ray is an optional extra
-
-        ray_engine.run_cnn(con, db_path, opts, result)
-        return
+    """Compute the missing CNN vectors of the sets ``opts`` names."""
     plan = cnn_plan(con, opts, result)
     if plan is None:
         return

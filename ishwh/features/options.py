@@ -17,6 +17,7 @@ from ishwh.progress import Progress
 
 EXTRACTORS = ("cnn", "bow", "grid", "atlas")
 ENGINES = ("local", "ray")
+RAY_EXTRACTORS = ("cnn", "bow", "grid")  # what --engine ray computes (ishwh/ray/featurize.py)
 ON_ERROR = ("skip", "fail")
 DEFAULT_CHUNK = 16  # experiments per commit (~250 sections of the real atlas)
 
@@ -38,8 +39,9 @@ class FeaturizeOptions:
     backbone, spatial: the CNN backbone; a spatial grid of pooled cells (default: none).
     chunk_size: experiments per commit (default :data:`DEFAULT_CHUNK`).
     bow: bag-of-words parameters (``n_words``, ``step``, ``sift``, ...).
-    engine: ``local`` or ``ray`` (CNN sets on a Ray cluster; ``ray``: its
-        :class:`~ishwh.features.ray_engine.RayOptions` or their dict).
+    atlas: structure-feature parameters: ``what`` (``stain`` and/or ``cnn``; default stain).
+    engine: ``local`` or ``ray`` (cnn, bow and grid sets on a Ray cluster; ``ray``: its
+        :class:`~ishwh.ray.RayOptions` or their dict).
     progress: where phases and skipped images are reported (not part of what is computed).
     """
 
@@ -57,6 +59,7 @@ class FeaturizeOptions:
     spatial: int | None = None
     chunk_size: int | None = None
     bow: dict | None = None
+    atlas: dict | None = None
     engine: str = "local"
     ray: Any = None
     progress: Progress | None = field(default=None, compare=False, repr=False)
@@ -74,11 +77,11 @@ class FeaturizeOptions:
                                param="engine")
         ray = self.ray
         if self.engine == "ray":
-            from ishwh.features.ray_engine import RayOptions, import_ray  # noqa: PLC0415
+            from ishwh.ray import RayOptions, import_ray  # noqa: PLC0415
 
-            if self.extractor != "cnn":
-                raise InvalidInput(f"the Ray engine computes cnn feature sets, not "
-                                   f"{self.extractor}",
+            if self.extractor not in RAY_EXTRACTORS:
+                raise InvalidInput(f"the Ray engine computes {', '.join(RAY_EXTRACTORS)} "
+                                   f"feature sets, not {self.extractor}",
                                    hint="run this extractor with the local engine",
                                    param="engine")
             import_ray()  # says how to install Ray before any work
@@ -110,10 +113,6 @@ class FeaturizeOptions:
         if self.extractor in ("cnn", "bow"):
             resolve_device(self.device)  # reject --device cuda without a GPU before any work
         return dataclasses.replace(self, pools=pools, layers=layers, ray=ray)
-
-    def __getitem__(self, key: str) -> Any:
-        # Key access is kept for ishwh/features/ray_engine.py, which reads ``opts["..."]``.
-        return getattr(self, key)
 
 
 @dataclass

@@ -17,7 +17,6 @@ from typing import Any
 
 from ishwh import warehouse
 from ishwh.errors import InvalidInput
-from ishwh.features import sets
 from ishwh.features.bow_runner import SIFT_IMPLS, bow_set_name, run_bow
 from ishwh.features.cnn_runner import CnnPlan, cnn_finish, cnn_plan, cnn_set_name, run_cnn
 from ishwh.features.grid_runner import run_grid
@@ -33,12 +32,7 @@ from ishwh.progress import Progress
 
 __all__ = ["DEFAULT_CHUNK", "ENGINES", "EXTRACTORS", "ON_ERROR", "SIFT_IMPLS", "CnnPlan",
            "FeaturizeOptions", "FeaturizeResult", "bow_set_name", "cnn_finish", "cnn_plan",
-           "cnn_set_name", "featurize", "featurize_report"]
-
-# The warehouse helpers under the names ishwh/atlas/features.py and
-# ishwh/features/ray_engine.py import them by (their home is :mod:`.sets`).
-_chunks, _done, _ensure_set, _finish = sets.chunks, sets.done, sets.ensure_set, sets.finish
-_sections, _problem = sets.sections, sets.problem
+           "cnn_set_name", "featurize"]
 
 
 def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = None, *,
@@ -54,8 +48,8 @@ def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = Non
         ``bow`` (set ``bow``, 10,521 dims; ``bow={"n_words": N, "step": S}`` makes
         ``bow.w<N>.s<S>``; a stage with fewer non-zero SIFT descriptors than words is skipped
         and named, see docs/bag_of_words.md), ``grid`` (set ``grid``, nx*ny*nz dims) or
-        ``atlas`` (structure features); ``engine="ray"`` computes CNN sets on a Ray cluster
-        (:mod:`ishwh.features.ray_engine`): same sets, same vectors as the local engine.
+        ``atlas`` (structure features); ``engine="ray"`` computes cnn, bow and grid sets on a
+        Ray cluster (:mod:`ishwh.ray.featurize`): same sets, same vectors as the local engine.
     progress: where to report phases and skipped images (:class:`ishwh.progress.Progress`;
         the command line passes a rich bar on stderr); None reports nothing.
 
@@ -71,19 +65,24 @@ def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = Non
     result = FeaturizeResult(names=[])
     path = Path(db_path)
     with warehouse.connect(path) as con:
+        if opts.ray is not None:  # the Ray engine (an optional extra): ishwh/ray/featurize.py
+            from ishwh.ray.featurize import run as run_on_ray  # noqa: PLC0415
+
+            run_on_ray(con, path, opts, result)
+            return result
         if opts.extractor == "atlas":  # structure features: ishwh/atlas/features.py
             from ishwh.atlas.features import run_atlas  # noqa: PLC0415
 
+            layers = list(opts.layers or [])
+            if len(layers) > 1:
+                raise InvalidInput("atlas cnn features take one layer", param="layers")
             out = run_atlas(con, path, list(opts.stages) if opts.stages else None,
-                            opts.progress)
+                            opts.progress, layer=layers[0] if layers else None,
+                            device=opts.device, batch_size=opts.batch_size,
+                            **(opts.atlas or {}))
             return FeaturizeResult(names=out["names"], written=out["written"],
                                    problems=out["problems"], finished=out["finished"])
         run = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}[opts.extractor]
         run(con, path, opts, result)
     return result
-
-
-# The older name of the same call (``featurize`` used to return the names only; they are
-# ``featurize(...).names`` now).
-featurize_report = featurize
 

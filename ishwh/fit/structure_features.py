@@ -153,8 +153,9 @@ class Components:
 class Layout:
     """Where each structure's numbers lie in a structure-feature run's vectors.
 
-    The run's vector is the atlas set's vector (K numbers per structure, slot by slot), then,
-    for a combined set ``atlas.<what>+<global>``, the global set's whole vector.
+    The run's vector is the atlas set's vector (K numbers per structure, slot by slot; joined
+    atlas sets give each structure their numbers one after the other), then, for a combined
+    set ``atlas.<what>+<global>``, the global set's whole vector.
     """
 
     name: str                    # the run's feature set (combined or not)
@@ -185,44 +186,85 @@ class Layout:
 
 
 def is_structure_set(features: str) -> bool:
-    """Structure-feature sets are named ``atlas.<what>`` (optionally ``+<global set>``)."""
-    return features.startswith("atlas.")
+    """Structure-feature sets are named ``atlas.<what>`` (optionally ``+atlas.<other>``...
+    and ``+<global set>``); a name joining two global sets is refused here, before any work."""
+    if not features.startswith("atlas."):
+        return False
+    _parts(features)
+    return True
+
+
+def _parts(features: str) -> tuple[list[str], str]:
+    """``atlas.a+atlas.b+<global>`` -> ``(["atlas.a", "atlas.b"], "<global>" or "")``."""
+    parts = features.split("+")
+    atlas = [p for p in parts if p.startswith("atlas.")]
+    glob = [p for p in parts if not p.startswith("atlas.")]
+    if len(glob) > 1:
+        raise InvalidInput(f"structure features join at most one global set, got "
+                           f"{', '.join(glob)}", param="features")
+    return atlas, glob[0] if glob else ""
 
 
 def layout(con, features: str) -> Layout:
-    """The layout of ``atlas.<what>`` or ``atlas.<what>+<global set>`` (the combined set's
-    ``feature_sets`` row is made on first use); refuses unfinished sets."""
-    atlas_name, _, global_name = features.partition("+")
-    afsid = store.feature_set_id(con, atlas_name)
-    adim, finished = con.execute("select dim, finished_at from feature_sets "
-                                 "where feature_set_id = ?", [afsid]).fetchall()[0]
-    if finished is None:
-        raise InvalidInput(f"feature set {atlas_name!r} is not finished yet",
-                           hint="let `ishwh featurize --extractor atlas` complete")
-    lay = con.execute("select structure_id, slot, n_sections_seen from "
-                      "feature_set_structures where feature_set_id = ? order by slot",
-                      [afsid]).fetchall()
-    if not lay or int(adim) % len(lay):
-        raise InvalidInput(f"feature set {atlas_name!r} has no structure layout "
-                           "(feature_set_structures)", hint="featurize it again")
-    if global_name:
-        _combined_set(con, features, atlas_name, global_name, int(adim))
-    return Layout(features, atlas_name, global_name or None, int(adim) // len(lay), int(adim),
-                  {int(s): int(i) for s, i, _ in lay}, {int(s): int(n) for s, _, n in lay},
-                  GLOBAL_PCS)
+    """The layout of ``atlas.<what>`` or of atlas sets joined per structure
+    (``atlas.stain+atlas.cnn``), optionally ``+<global set>`` (the combined set's
+    ``feature_sets`` row is made on first use); refuses unfinished sets. Joined atlas sets
+    must lay out the same structures; a structure counts as seen when any of them saw it."""
+    atlas_names, global_name = _parts(features)
+    k = adim = 0
+    slot_of: dict[int, int] | None = None
+    seen_of: dict[int, int] = {}
+    for atlas_name in atlas_names:
+        afsid = store.feature_set_id(con, atlas_name)
+        dim, finished = con.execute("select dim, finished_at from feature_sets "
+                                    "where feature_set_id = ?", [afsid]).fetchall()[0]
+        if finished is None:
+            raise InvalidInput(f"feature set {atlas_name!r} is not finished yet",
+                               hint="let `ishwh featurize --extractor atlas` complete")
+        lay = con.execute("select structure_id, slot, n_sections_seen from "
+                          "feature_set_structures where feature_set_id = ? order by slot",
+                          [afsid]).fetchall()
+        if not lay or int(dim) % len(lay):
+            raise InvalidInput(f"feature set {atlas_name!r} has no structure layout "
+                               "(feature_set_structures)", hint="featurize it again")
+        slots = {int(s_): int(i) for s_, i, _ in lay}
+        if slot_of is not None and slots != slot_of:
+            raise InvalidInput(f"feature set {atlas_name!r} lays out other structures than "
+                               f"{atlas_names[0]!r}", hint="featurize both on the same ontology")
+        slot_of = slots
+        for s_, _, n in lay:
+            seen_of[int(s_)] = max(seen_of.get(int(s_), 0), int(n))
+        k += int(dim) // len(lay)
+        adim += int(dim)
+    if len(atlas_names) > 1 or global_name:
+        _combined_set(con, features, atlas_names, global_name, adim)
+    return Layout(features, "+".join(atlas_names), global_name or None, k, adim,
+                  slot_of or {}, seen_of, GLOBAL_PCS)
 
 
 def read_vectors(con, features: str, stage: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(experiment_ids, X)`` of a structure-feature set at a stage: the atlas vectors, with
-    the global set's vectors appended for a combined set (experiments that have both)."""
-    atlas_name, _, global_name = features.partition("+")
-    ids, x = store.read_experiment_features(con, atlas_name, stage)
-    if not global_name:
-        return ids, x
-    gids, xg = store.read_experiment_features(con, global_name, stage)
-    common = np.intersect1d(ids, gids)
-    return common, np.concatenate([x[np.searchsorted(ids, common)],
-                                   xg[np.searchsorted(gids, common)]], axis=1)
+    """``(experiment_ids, X)`` of a structure-feature set at a stage (experiments that have
+    every joined set): the atlas sets' numbers joined structure by structure (structure s
+    holds set 1's K1 numbers, then set 2's K2, ...: each structure's columns stay one
+    contiguous slice), then the global set's whole vector for a combined set."""
+    atlas_names, global_name = _parts(features)
+    ids, blocks = None, []
+    for name in [*atlas_names, *([global_name] if global_name else [])]:
+        i, x = store.read_experiment_features(con, name, stage)
+        if ids is not None:
+            common = np.intersect1d(ids, i)
+            blocks = [b[np.searchsorted(ids, common)] for b in blocks]
+            i, x = common, x[np.searchsorted(i, common)]
+        ids = i
+        blocks.append(x)
+    if len(atlas_names) > 1:
+        n_struct = con.execute("select count(*) from feature_set_structures where "
+                               "feature_set_id = ?",
+                               [store.feature_set_id(con, atlas_names[0])]).fetchall()[0][0]
+        per = [b.reshape(b.shape[0], n_struct, -1) for b in blocks[:len(atlas_names)]]
+        blocks = [np.concatenate(per, axis=2).reshape(ids.size, -1),
+                  *blocks[len(atlas_names):]]
+    return ids, blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
 
 # --------------------------------------------------------------------------- training
@@ -315,18 +357,22 @@ def train_structures(lay: Layout, names: list[str], x_tr, y_tr, m_tr, groups, ge
                      local_start=start, local_width=width)
 
 
-def _combined_set(con, name: str, atlas_name: str, global_name: str, atlas_dim: int) -> int:
-    gid = store.feature_set_id(con, global_name)
-    gdim = con.execute("select dim from feature_sets where feature_set_id = ?",
-                       [gid]).fetchall()[0][0]
+def _combined_set(con, name: str, atlas_names: list[str], global_name: str,
+                  atlas_dim: int) -> int:
+    gdim = 0
+    if global_name:
+        gid = store.feature_set_id(con, global_name)
+        gdim = min(GLOBAL_PCS, int(con.execute(
+            "select dim from feature_sets where feature_set_id = ?", [gid]).fetchall()[0][0]))
     rows = con.execute("select feature_set_id from feature_sets where name = ?",
                        [name]).fetchall()
     if rows:
         return int(rows[0][0])
-    params = {"combine": [atlas_name, global_name], "global_pcs": GLOBAL_PCS,
-              "note": "no vectors of its own: fit joins the two sets"}
+    params = {"combine": [*atlas_names, *([global_name] if global_name else [])],
+              "global_pcs": GLOBAL_PCS if global_name else 0,
+              "note": "no vectors of its own: fit joins the sets"}
     with warehouse.transaction(con):
         con.execute("insert into feature_sets (name, extractor, dim, params, finished_at) "
-                    "values (?, 'atlas', ?, ?, now())",
-                    [name, atlas_dim + min(GLOBAL_PCS, int(gdim)), json.dumps(params)])
+                    "values (?, 'atlas', ?, ?, now())", [name, atlas_dim + gdim,
+                                                         json.dumps(params)])
     return store.feature_set_id(con, name)
