@@ -26,7 +26,8 @@ one-vs-rest scores are its hard class indicators) and quadratic kappa per level.
 
     python benchmarks/synth_oracle.py WAREHOUSE [--runs 1,2] [--set sections=4,5]
 
-The oracle table is cached beside the warehouse (``WAREHOUSE.oracle.parquet``). ``--set``
+The oracle table is cached beside the warehouse (``WAREHOUSE.oracle.parquet``; ``--oracle``
+names another, e.g. one built on a copy of the same atlas). ``--set``
 repeats the synthetic parameters the warehouse was generated with (the script refuses a
 warehouse whose atlas ``source`` differs from the one the parameters give).
 """
@@ -248,6 +249,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="synthetic parameters of the warehouse (sections=4,5; knobs)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--oracle", type=Path, default=None,
+                    help="oracle table (default WAREHOUSE.oracle.parquet; built when missing)")
     ap.add_argument("--levels", action="store_true", help="print the per-level tables too")
     args = ap.parse_args()
     overrides: dict = {}
@@ -255,7 +258,7 @@ def main() -> None:
         k, _, v = item.partition("=")
         vals = [float(x) if "." in x else int(x) for x in v.split(",")]
         overrides[k] = tuple(vals) if len(vals) > 1 else vals[0]
-    out = args.db.with_name(args.db.name + ".oracle.parquet")
+    out = args.oracle or args.db.with_name(args.db.name + ".oracle.parquet")
     if not out.exists():
         build(args.db, out, overrides, args.workers)
     oracle_df = pl.read_parquet(out)
