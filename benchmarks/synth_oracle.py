@@ -39,6 +39,7 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import polars as pl
 
@@ -81,8 +82,10 @@ def check_layout(atlas: Atlas, stage: str, g: int) -> None:
         raise SystemExit(f"layout replay differs from Atlas.experiment at {stage} gene {g}")
 
 
-def oracle(atlas: Atlas, stage: str, g: int) -> dict[str, np.ndarray]:
-    """The annotator's rule on the noise-free expression of one experiment (true borders)."""
+def oracle(atlas: Atlas, stage: str, g: int, view: str = "true") -> dict[str, np.ndarray]:
+    """The annotator's rule on the noise-free expression of one experiment: with the true
+    borders (``view`` 'true'), or as she placed them, confusions included ('annotator': only
+    her random calls, dropout, flips and spurious calls, are left out)."""
     p = atlas.params
     anat = atlas.anatomy(stage)
     prof = ex.profile(atlas.gene(g), stage, anat, atlas.subtrees)
@@ -90,12 +93,20 @@ def oracle(atlas: Atlas, stage: str, g: int) -> dict[str, np.ndarray]:
     key = [atlas.seed, ALL_STAGES.index(stage), g]
     warp = anatomy_mod.smooth_displacement(anat, p.specimen_warp,
                                            np.random.default_rng([11, *key]))
+    seen_as = None
+    if view == "annotator":  # her mental atlas: the stream Atlas.experiment uses
+        seen_as = anatomy_mod.smooth_displacement(anat, p.annotator_warp,
+                                                  np.random.default_rng([12, *key]),
+                                                  coarse=(6, 10))
     stats = ann.SectionStats(len(anat.tone))
     for i in np.flatnonzero(~missing):
         k = anat.slice_index(float(pos[i]))
         lab, xx, yy = anatomy_mod.warp_slice(anat, k, warp)
         e, d = ex.fields(prof, lab, xx, yy, anat.depth_of_slice(k))
-        stats.add(lab, e, d)
+        stats.add(lab if seen_as is None
+                  else anatomy_mod.remap_labels(lab, seen_as, cv2.BORDER_REPLICATE), e, d)
+    if view == "annotator":
+        ann.confuse(stats, atlas.partners, p.confusion, np.random.default_rng([13, *key]))
     kind = np.where(prof.intensity[2:] > 0, prof.kind[2:], ex.FULL)
     pattern, intensity, density = ann.annotate(
         stats, atlas.subtree, atlas.ontology.parent, kind, gain, 0.0, 0.0,
@@ -110,27 +121,36 @@ def oracle(atlas: Atlas, stage: str, g: int) -> dict[str, np.ndarray]:
             "oracle_intensity": intensity, "oracle_density": density}
 
 
-def _init(params, seed: int) -> None:
-    global _ATLAS
-    _ATLAS = Atlas(params, seed)
+_VIEW = "true"
+
+
+def _init(params, seed: int, view: str) -> None:
+    global _ATLAS, _VIEW
+    _ATLAS, _VIEW = Atlas(params, seed), view
 
 
 def _one(task: tuple[int, str, int]) -> pl.DataFrame:
     eid, stage, g = task
     assert _ATLAS is not None
-    o = oracle(_ATLAS, stage, g)
+    o = oracle(_ATLAS, stage, g, _VIEW)
     return pl.DataFrame({"experiment_id": np.full(_ATLAS.ontology.size, eid, np.int64),
                          "structure_id": _ATLAS.ontology.ids.astype(np.int64),
                          **{k: v.astype(np.float64 if k == "oracle_score" else np.int8)
                             for k, v in o.items()}})
 
 
-def build(db: Path, out: Path, overrides: dict, workers: int) -> None:
+def build(db: Path, out: Path, overrides: dict, workers: int, view: str = "true",
+          only_scored: bool = False) -> None:
     from ishwh import warehouse
 
     with warehouse.connect(db, read_only=True) as con:
         rows = con.execute("select experiment_id, stage, source from experiments "
                            "order by experiment_id").fetchall()
+        if only_scored:
+            keep = {r[0] for r in con.execute(
+                "select experiment_id from predictions union "
+                "select experiment_id from predicted_annotations union "
+                "select experiment_id from class_predictions").fetchall()}
     sources = {r[2] for r in rows}
     preset = next(iter(sources)).split(":")[1].split("~")[0]
     seed = int(next(iter(sources)).rsplit("seed", 1)[1])
@@ -139,12 +159,12 @@ def build(db: Path, out: Path, overrides: dict, workers: int) -> None:
     if sources != {atlas.source}:
         raise SystemExit(f"warehouse atlas {sources} is not {atlas.source}: pass its --set")
     tasks = [(eid, st, eid - EXPERIMENT_BASE - ALL_STAGES.index(st) * 1_000_000)
-             for eid, st, _ in rows]
+             for eid, st, _ in rows if not only_scored or eid in keep]
     for st in dict.fromkeys(t[1] for t in tasks):
         check_layout(atlas, st, next(t[2] for t in tasks if t[1] == st))
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init, initargs=(params, seed)) as pool:
+    with ctx.Pool(workers, initializer=_init, initargs=(params, seed, view)) as pool:
         parts = list(pool.imap(_one, tasks, chunksize=8))
     pl.concat(parts).write_parquet(out)
     print(f"oracle of {len(tasks)} experiments in {time.perf_counter() - t0:.0f} s -> {out}",
@@ -252,15 +272,20 @@ def main() -> None:
     ap.add_argument("--oracle", type=Path, default=None,
                     help="oracle table (default WAREHOUSE.oracle.parquet; built when missing)")
     ap.add_argument("--levels", action="store_true", help="print the per-level tables too")
+    ap.add_argument("--view", choices=("true", "annotator"), default="true",
+                    help="true borders, or the annotator's borders and confusions")
+    ap.add_argument("--only-scored", action="store_true",
+                    help="build the oracle only for experiments some run scored")
     args = ap.parse_args()
     overrides: dict = {}
     for item in args.set:
         k, _, v = item.partition("=")
         vals = [float(x) if "." in x else int(x) for x in v.split(",")]
         overrides[k] = tuple(vals) if len(vals) > 1 else vals[0]
-    out = args.oracle or args.db.with_name(args.db.name + ".oracle.parquet")
+    suffix = "" if args.view == "true" else f"-{args.view}"
+    out = args.oracle or args.db.with_name(args.db.name + f".oracle{suffix}.parquet")
     if not out.exists():
-        build(args.db, out, overrides, args.workers)
+        build(args.db, out, overrides, args.workers, args.view, args.only_scored)
     oracle_df = pl.read_parquet(out)
 
     from ishwh import warehouse
@@ -303,7 +328,7 @@ def main() -> None:
                       f"{per[cols[1]].drop_nulls().mean():.3f} | "
                       f"{per[cols[0]].drop_nulls().len()} | {kappa} |", flush=True)
                 if args.levels:
-                    print(lv.with_columns(pl.col(cols).round(3)))
+                    print(lv.with_columns(pl.col(cols).cast(pl.Float64).round(3)))
 
 
 if __name__ == "__main__":
