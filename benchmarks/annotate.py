@@ -66,14 +66,19 @@ def build(db: Path, n_exp: int, n_struct: int, dim: int, seed: int = 0) -> int:
     return int(run)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options of this benchmark (also benchmarks/ray_annotate.py's)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--experiments", type=int, default=2000)
     ap.add_argument("--structures", type=int, default=1071)
     ap.add_argument("--dim", type=int, default=12288)
     ap.add_argument("--consistent", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
 
     from ishwh.annotate import annotate
 

@@ -50,7 +50,7 @@ def main() -> None:
                      images=args.features == "cnn", progress=False)
     times["generate_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    names = featurize(db, extractor=args.features, progress=False)
+    names = featurize(db, extractor=args.features, progress=False).names
     times["featurize_s"] = time.perf_counter() - t
     name = names[0]
     t = time.perf_counter()

@@ -101,9 +101,9 @@ def build_warehouse(db: Path, n_sections: int, seed: int = 0) -> str:
 
 def run_ishwh(db: Path, layers: list[str], device: str, workers: int | None,
               batch_size: int | None) -> dict:
-    from ishwh.features import featurize_report
+    from ishwh.features import featurize
 
-    res = featurize_report(db, layers=layers, pools=("max",), device=device, workers=workers,
+    res = featurize(db, layers=layers, pools=("max",), device=device, workers=workers,
                            batch_size=batch_size, progress=False)
     return {"seconds": time.perf_counter() - START, "loop_seconds": res.timings["compute"],
             "written": res.written}

@@ -34,9 +34,9 @@ def main() -> None:
         warehouse.init(d)
         ingest_synthetic(d, preset="demo", seed=0, progress=False)
     t = time.time()
-    names = featurize(d, layers=LAYERS, pools=("max",), progress=False)
+    names = featurize(d, layers=LAYERS, pools=("max",), progress=False).names
     print(f"featurize {time.time() - t:.0f} s", file=sys.stderr)
-    names = featurize(d, extractor="grid", progress=False) + names
+    names = featurize(d, extractor="grid", progress=False).names + names
     with warehouse.connect(d, read_only=True) as con:
         lab = con.sql("select l.experiment_id, l.structure_id, l.detected, e.stage from labels l "
                       "join experiments e using (experiment_id)").pl()

@@ -2,6 +2,7 @@
 costs for the projection in docs/scale.md.
 
     PYTHONPATH=. python benchmarks/ray_featurize.py --genes 20 --out /tmp/ray_bench.json
+    PYTHONPATH=. python benchmarks/ray_featurize.py --extractor bow --genes 20 --workers 2
 
 Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each)
 in a temporary folder, featurizes it with the local engine and with the Ray engine on a local
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ishwh import store, warehouse
-from ishwh.features import featurize_report
+from ishwh.features import featurize
 from ishwh.features.cnn import CNNFeatures, decode_for_cnn
 from ishwh.synth import ingest_synthetic
 
@@ -100,6 +101,9 @@ def projection(costs: dict[str, float], sections: int, gpu_rate: float, cores: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--genes", type=int, default=20)
+    ap.add_argument("--extractor", default="cnn", choices=("cnn", "bow", "grid"),
+                    help="bow: 100-word codebooks (set bow.w100) made on the driver by both "
+                         "engines; only cnn prints the per-section costs and projection")
     ap.add_argument("--workers", default="1,2", help="Ray extractor actors to try")
     ap.add_argument("--chunk-size", type=int, default=2, help="experiments per partition")
     ap.add_argument("--reps", type=int, default=20, help="repetitions of the cost timings")
@@ -134,13 +138,17 @@ def main() -> None:
         ingest_synthetic(base, "demo", progress=False, n_genes=args.genes, stages=("E13.5",))
         with warehouse.connect(base, read_only=True) as con:
             n_sections = con.execute("select count(*) from sections").fetchone()[0]
-        common = dict(layers=["blocks.5"], pools=("max",), device="cpu", progress=False,
+        common = dict(extractor=args.extractor, device="cpu", progress=False,
                       chunk_size=args.chunk_size)
+        if args.extractor == "cnn":
+            common.update(layers=["blocks.5"], pools=("max",))
+        elif args.extractor == "bow":
+            common.update(bow={"n_words": 100})
         rows = []
         t = time.perf_counter()
         local_db = _copy(base, tmp / "local")
-        res = featurize_report(local_db, **common)
-        rows.append({"engine": "local", "workers": "1 decoding process",
+        res = featurize(local_db, **common)
+        rows.append({"engine": "local", "workers": "its default processes",
                      "wall_s": time.perf_counter() - t, **res.timings})
         t = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -149,24 +157,26 @@ def main() -> None:
         for w in [int(x) for x in args.workers.split(",")]:
             t = time.perf_counter()
             db = _copy(base, tmp / f"ray{w}")
-            res = featurize_report(db, engine="ray", ray={"workers": w}, **common)
+            res = featurize(db, engine="ray", ray={"workers": w}, **common)
             rows.append({"engine": "ray", "workers": f"{w} actor(s)",
                          "wall_s": time.perf_counter() - t, **res.timings,
                          "first_sections": res.partitions["first_sections"],
                          "max_abs_diff_vs_local": _max_diff(local_db, db, res.names)})
         ray.shutdown()
-        costs = _per_section_costs(args.reps)
+        costs = _per_section_costs(args.reps) if args.extractor == "cnn" else {}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     # Steady state: the local engine's section loop (network loaded in "setup"); the Ray
     # engine after its first partition (the actors import torch and load the network first).
     for r in rows:
+        r.setdefault("compute", r["wall_s"])  # bow / grid: the local engine times no parts
         start = r.get("first_partition", 0.0)
         r["steady_sections_per_s"] = ((n_sections - r.get("first_sections", 0))
                                       / (r["compute"] - start))
     local = rows[0]
-    print(f"{n_sections} sections ({args.genes} experiments, partitions of {args.chunk_size}), "
-          f"{os.cpu_count()} cores; Ray local cluster start {cluster_start:.1f} s\n")
+    print(f"{args.extractor}: {n_sections} sections ({args.genes} experiments, partitions of "
+          f"{args.chunk_size}), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"Ray local cluster start {cluster_start:.1f} s\n")
     print("| engine | workers | setup s | compute s | first partition s | steady sections/s "
           "| vs local | end to end sections/s | vs local | max abs diff vs local |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -178,10 +188,13 @@ def main() -> None:
               f"{r['steady_sections_per_s'] / local['steady_sections_per_s']:.2f}x | "
               f"{e2e:.1f} | {e2e / (n_sections / local['wall_s']):.2f}x | "
               f"{r.get('max_abs_diff_vs_local', 0):.2g} |")
-    print("\nper-section costs (s):", json.dumps({k: round(v, 5) for k, v in costs.items()}))
-    print()
-    print("\n".join(projection(costs, args.atlas_sections, args.gpu_rate, args.cores_per_node,
-                               args.gbps, args.full_factor, [1, 4, 16])))
+    if costs:
+        print("\nper-section costs (s):",
+              json.dumps({k: round(v, 5) for k, v in costs.items()}))
+        print()
+        print("\n".join(projection(costs, args.atlas_sections, args.gpu_rate,
+                                   args.cores_per_node, args.gbps, args.full_factor,
+                                   [1, 4, 16])))
     if args.out:
         args.out.write_text(json.dumps({"n_sections": n_sections, "cores": os.cpu_count(),
                                         "cluster_start_s": cluster_start, "rows": rows,

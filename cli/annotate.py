@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .common import DbOption, JsonOption, console, db_default, print_json
+from .engine import AddressOption, EngineOption, ray_options
 from .progress import RichProgress
 
 
@@ -19,6 +20,8 @@ def annotate(
                      help="Make probabilities and calls obey the ontology (a parent is at "
                           "least as likely as any child)."),
     ] = False,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -26,7 +29,8 @@ def annotate(
     from ishwh.annotate import annotate as run_annotate  # heavy: imported when it runs
 
     out = run_annotate(db or db_default(), run, stage, consistent=consistent,
-                       progress=RichProgress(quiet=as_json))
+                       progress=RichProgress(quiet=as_json), engine=engine,
+                       ray=ray_options(engine, address=address))
     if as_json:
         print_json(out)
         return

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import DbOption, JsonOption, console, db_default, err_console, print_json
+from .engine import AddressOption, EngineOption, ray_options
 from .progress import bar
 
 
@@ -43,22 +44,12 @@ def _bow_options(extractor: str, sift: str, words: int | None, step: int | None)
     return out or None
 
 
-def _ray_options(engine: str, address: str | None, ray_workers: int | None,
-                 cpus_per_worker: float | None, gpus_per_worker: float | None,
-                 images: str | None) -> dict | None:
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter("--engine must be local or ray")
-    given = {"address": address, "workers": ray_workers, "cpus_per_worker": cpus_per_worker,
-             "gpus_per_worker": gpus_per_worker, "images": images}
-    given = {k: v for k, v in given.items() if v is not None}
-    if engine == "local":
-        if given:
-            flags = {"address": "--address", "workers": "--ray-workers",
-                     "cpus_per_worker": "--cpus-per-worker", "gpus_per_worker": "--gpus-per-worker",
-                     "images": "--images"}
-            raise typer.BadParameter(f"{flags[next(iter(given))]} applies to --engine ray only")
+def _atlas_options(extractor: str, what: str | None) -> dict | None:
+    if what is None:
         return None
-    return given
+    if extractor != "atlas":
+        raise typer.BadParameter("--what applies to --extractor atlas only")
+    return {"what": _split(what) or []}
 
 
 def featurize(
@@ -125,18 +116,11 @@ def featurize(
         str, typer.Option("--on-error", help="On an unreadable image: fail (stop; chunks "
                           "already written are kept) or skip (report it and go on).")
     ] = "fail",
-    engine: Annotated[
-        str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster, cnn "
-                          "only; needs the ray extra: pip install 'ishwh[ray]'). Same vectors.")
-    ] = "local",
-    address: Annotated[
-        str | None, typer.Option("--address", help="ray: the cluster: auto (started here with "
-                                 "`ray start`), ray://host:port (Ray Client) or host:port; "
-                                 "default: a private local cluster for this run.")
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     ray_workers: Annotated[
         int | None, typer.Option("--ray-workers", help="ray: extractor actors, each holding "
-                                 "one network (default 1).")
+                                 "its extractor (network, codebooks; default 1).")
     ] = None,
     cpus_per_worker: Annotated[
         float | None, typer.Option("--cpus-per-worker", help="ray: CPUs reserved per actor, "
@@ -152,6 +136,12 @@ def featurize(
                                  "warehouse's relative image paths (default: its image "
                                  "folder).")
     ] = None,
+    what: Annotated[
+        str | None, typer.Option("--what", help="atlas: stain (set atlas.stain, the default) "
+                                 "and/or cnn (set atlas.cnn: the backbone's blocks.3 map pooled "
+                                 "inside each structure; --layers picks another layer), "
+                                 "comma-separated, e.g. stain,cnn.")
+    ] = None,
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress bar.")
     ] = False,
@@ -163,15 +153,17 @@ def featurize(
     CNN sets are named <backbone>.<layer>.<pool> (e.g. efficientnet_lite0.blocks.3.max),
     the bag of words set is "bow" (10,521 dims), the grid set "grid".
     """
-    from ishwh.features import featurize_report  # noqa: PLC0415 - torch loads slowly
+    from ishwh.features import featurize  # noqa: PLC0415 - torch loads slowly
 
-    ray = _ray_options(engine, address, ray_workers, cpus_per_worker, gpus_per_worker, images)
-    result = featurize_report(
+    ray = ray_options(engine, address=address, workers=ray_workers,
+                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                      images=images)
+    result = featurize(
         db or db_default(), extractor=extractor, layers=_split(layers), pools=_split(pool) or [],
         stages=_split(stage), device=device, batch_size=batch_size, workers=workers,
         weights=weights, image_size=image_size, on_error=on_error, progress=bar(not no_progress),
         backbone=backbone, spatial=spatial, bow=_bow_options(extractor, sift, words, step),
-        engine=engine, ray=ray,
+        engine=engine, ray=ray, atlas=_atlas_options(extractor, what),
     )
     if as_json:
         out = {"names": result.names, "written": result.written,

@@ -74,9 +74,11 @@ def fit(
     feature_norm: Annotated[
         str,
         typer.Option("--feature-norm",
-                     help="pooled (raw vectors) or stage (z-score each stage's vectors on "
-                          "their own; for models that score other stages)."),
-    ] = "pooled",
+                     help="auto (stage when training on other stages or with --holdout "
+                          "none, else pooled), pooled (raw vectors) or stage (z-score each "
+                          "stage's vectors on their own; for models that score other "
+                          "stages)."),
+    ] = "auto",
     folds: Annotated[
         int, typer.Option("--folds", help="Cross-fitting folds (calibration, thresholds).")
     ] = 5,
@@ -105,6 +107,10 @@ def fit(
     select: Annotated[str, typer.Option(
         "--select", help="How C is chosen: group (one per ontology level, one for gene "
         "tasks), task (one per classifier) or all (one for the run).")] = "group",
+    scale_floor: Annotated[float, typer.Option(
+        "--scale-floor", help="Divide each feature by at least this fraction of the median "
+        "feature std (0 = plain standardisation, the paper's; 1 calibrates and ranks better "
+        "on sparse features such as grid, see docs/annotate.md).")] = 0.0,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -118,7 +124,8 @@ def fit(
                          repeats=repeats, seed=seed, shuffle_labels=shuffle_labels,
                          force=force, progress=bar(not as_json), device=device, target=target,
                          model=model, train_stages=train_stages, holdout=holdout,
-                         feature_norm=feature_norm, n_folds=folds, **knobs)
+                         feature_norm=feature_norm, n_folds=folds, scale_floor=scale_floor,
+                         **knobs)
     rows = runner.summary(db, run_ids, target)
     if as_json:
         print_json({"run_ids": run_ids, "levels": rows})

@@ -134,12 +134,12 @@ def run_demo(
 
     with _step("features: CNN", timings, on_step, note):
         cnn = featurize(db, extractor="cnn", device=device, progress=progress,
-                        **options.get("cnn", {}))
+                        **options.get("cnn", {})).names
         said(", ".join(cnn))
 
     with _step("features: bag of words", timings, on_step, note):
         bow = featurize(db, extractor="bow", device=device, progress=progress,
-                        **options.get("bow", {}))
+                        **options.get("bow", {})).names
         said(", ".join(bow))
 
     feature_sets = [*cnn, *bow]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ishwh.errors import IshwhError, WarehouseInUse
+from ishwh.errors import InvalidInput, IshwhError, WarehouseInUse
 
 HEADER_SIZE = 4096
 _MAGIC = b"DUCK"
@@ -66,6 +66,20 @@ def _stored_ok(buf: bytes) -> bool:
 
 
 INTEGRITY_ENV = "ISHWH_INTEGRITY"
+# ``auto`` (the default) checks every block of a warehouse up to this size before a write and
+# only the headers and length above it (the full check reads ~0.3-1 GB/s, so a 10 GB
+# warehouse would pay seconds on every command); ``ishwh status`` always checks every block.
+AUTO_FULL_LIMIT = 2 << 30
+_MODES = ("auto", "full", "quick")
+
+
+def integrity_mode() -> str:
+    """``$ISHWH_INTEGRITY``: ``auto`` (default), ``full`` or ``quick``."""
+    mode = os.environ.get(INTEGRITY_ENV, "auto").strip().lower() or "auto"
+    if mode not in _MODES:
+        raise InvalidInput(f"{INTEGRITY_ENV}={mode!r} is not one of {', '.join(_MODES)}",
+                           hint="unset it for the default (auto)")
+    return mode
 
 
 def _shared_lock(f, path: Path) -> None:
@@ -89,17 +103,18 @@ def check_file(path: str | os.PathLike, full: bool | None = None) -> None:
     """Raise :class:`WarehouseCorrupt` if the DuckDB file at ``path`` is damaged.
 
     A missing or empty file passes (DuckDB creates a new database there). ``full=False``
-    checks the headers and the file's length only (no block checksums); the default is
-    full unless ``$ISHWH_INTEGRITY`` is ``quick`` (for very large warehouses: the full check
-    reads the whole file, about 0.3-1 GB/s).
+    checks the headers and the file's length only (no block checksums). ``full=None`` follows
+    ``$ISHWH_INTEGRITY`` (:func:`integrity_mode`): ``auto`` is full up to
+    :data:`AUTO_FULL_LIMIT` bytes and quick above it.
     """
-    if full is None:
-        full = os.environ.get(INTEGRITY_ENV, "full").strip().lower() != "quick"
     path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return
+    if full is None:
+        mode = integrity_mode()
+        full = mode == "full" or (mode == "auto" and size <= AUTO_FULL_LIMIT)
     if size == 0:
         return
     with path.open("rb") as f:

@@ -26,11 +26,12 @@ def _dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 def summary(db_path: str | os.PathLike) -> dict[str, Any]:
     """A JSON-ready summary of the warehouse (opened read-only).
 
-    The whole file is checked first (:func:`ishwh.integrity.check_file`): a damaged
-    warehouse is reported as such, not summarised from the parts that still read.
+    Every block of the file is checked first, whatever its size
+    (:func:`ishwh.integrity.check_file`): a damaged warehouse is reported as such, not
+    summarised from the parts that still read.
     """
     if os.path.exists(db_path):
-        verify_file(db_path)
+        verify_file(db_path, full=True)
     with connect(db_path, read_only=True) as con:
         counts = {t: con.execute(f"select count(*) from {t}").fetchall()[0][0] for t in _COUNTED}
         stages = _dicts(con, """

@@ -235,11 +235,11 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
 _OPEN_HERE: Counter[str] = Counter()
 
 
-def verify_file(db_path: str | os.PathLike) -> None:
-    """Check the whole warehouse file for damage (:func:`ishwh.integrity.check_file`)
-    unless this process already has it open (it was checked when first opened)."""
+def verify_file(db_path: str | os.PathLike, full: bool | None = None) -> None:
+    """Check the warehouse file for damage (:func:`ishwh.integrity.check_file`; ``full``
+    as there) unless this process already has it open (it was checked when first opened)."""
     if _OPEN_HERE[str(Path(db_path).resolve())] == 0:
-        check_file(db_path)
+        check_file(db_path, full=full)
 
 
 def _close(con: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -5,11 +5,14 @@
 -- (stage_auc.mean_auc); the repeats of a stage (`fit --repeats`, same split method) are
 -- averaged first, so each stage counts once; mean_auc / std_auc are the mean and the sample
 -- std ACROSS STAGES of those stage numbers (std NULL with a single stage). Split methods are
--- never mixed. The named query table1_overall is this definition over chosen runs ($runs):
--- keep the two in step (tests/test_report.py checks they agree).
-create or replace view all_stages_auc as
+-- never mixed. The one definition is the table macro all_stages_auc_over(run_ids) (NULL:
+-- the default runs); this view is it over the default runs, and the named query
+-- table1_overall is it over the chosen runs ($runs).
+create or replace macro all_stages_auc_over(run_ids) as table
 with runs as (
-    select run_id from main.selected_runs where is_default
+    select run_id
+    from main.selected_runs
+    where (run_ids is null and is_default) or list_contains(run_ids, run_id)
 ),
 
 per_stage as (
@@ -43,4 +46,7 @@ final as (
     group by all
 )
 
-select * from final
+select * from final;
+
+create or replace view all_stages_auc as
+select * from all_stages_auc_over(null)

@@ -96,7 +96,7 @@ def test_holdout_none_stores_out_of_fold_scores_for_every_annotated_experiment(t
     oof_auc = _q(toy, "select avg(auc) from structure_auc where run_id = ?", [run])[0][0]
     m = _run_models(toy, run)
     with warehouse.connect(toy, read_only=True) as con:
-        ids, X = models_mod.stage_vectors(con, "grid.toy", "E13.5", "pooled")
+        ids, X = models_mod.stage_vectors(con, "grid.toy", "E13.5", m.feature_norm)
         lab = con.execute("select experiment_id, structure_id, detected from labels join "
                           "experiments using (experiment_id) where stage = 'E13.5'").fetchall()
     from sklearn.metrics import roc_auc_score

@@ -192,6 +192,7 @@ def test_manifest_reference_with_unknown_ids_ingests_nothing(tmp_path, e115):
 
 @pytest.mark.slow
 def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
+    """atlas.stain, its fit and figures; then atlas.cnn added and fitted alone and joined."""
     ann, tree = e115
     out = tmp_path / "m"
     write_planted_manifest(out, ann, tree, "E11.5",
@@ -235,3 +236,110 @@ def test_atlas_features_end_to_end_beat_chance(tmp_path, e115):
     res = invoke("report", "--out", tmp_path / "rep", "--db", db)
     assert res.exit_code == 0, res.output
     assert "Registration QC" in (tmp_path / "rep" / "report.md").read_text()
+    # atlas.cnn, added to the same warehouse: the stain set is untouched
+    before = _vectors(db, "atlas.stain")
+    # --what only with atlas; an unknown kind is one line, nothing written
+    err = _one_line_error(invoke("featurize", "--extractor", "atlas", "--what", "stain,fur",
+                                 "--db", db))
+    assert "fur" in err
+    err = _one_line_error(invoke("featurize", "--extractor", "atlas", "--what", "cnn",
+                                 "--layers", "blocks.99", "--db", db))
+    assert "blocks.99" in err
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("select count(*) from feature_sets where name like 'atlas.cnn%'"
+                       ).fetchone()[0] == 0
+    con.close()
+    res = invoke("featurize", "--extractor", "atlas", "--what", "stain,cnn", "--db", db,
+                 "--no-progress", "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    assert got["written"] == {"atlas.stain": 0, "atlas.cnn": 30}
+    assert set(got["finished"]) == {"atlas.stain", "atlas.cnn"}
+    assert _vectors(db, "atlas.stain") == before      # untouched by adding cnn
+    con = duckdb.connect(str(db), read_only=True)
+    dim, params = con.execute("select dim, params from feature_sets "
+                              "where name = 'atlas.cnn'").fetchone()
+    params = json.loads(params)
+    assert dim == n_struct * 33 and len(params["projection"]["components"]) == 16
+    assert 0.5 < params["projection"]["explained"] <= 1.0
+    con.close()
+    aucs = {}
+    for feats in ("atlas.cnn", "atlas.stain+atlas.cnn"):
+        res = invoke("fit", "--features", feats, "--stage", "E11.5", "--db", db, "--json")
+        assert res.exit_code == 0, res.output
+        run_id = json.loads(res.output)["run_ids"][0]
+        con = duckdb.connect(str(db), read_only=True)
+        aucs[feats] = con.execute("select avg(auc) from structure_auc where run_id = ? and "
+                                  "auc is not null", [run_id]).fetchone()[0]
+        dim = con.execute("select f.dim from runs r join feature_sets f using (feature_set_id) "
+                          "where run_id = ?", [run_id]).fetchone()[0]
+        con.close()
+    assert dim == n_struct * (33 + 5)
+    assert aucs["atlas.cnn"] > 0.7 and aucs["atlas.stain+atlas.cnn"] > 0.7, aucs
+    err = _one_line_error(invoke("fit", "--features", "atlas.cnn+grid+bow", "--stage", "E11.5",
+                                 "--db", db))
+    assert "one global set" in err
+
+
+def _vectors(db, name: str) -> list:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("select experiment_id, vec from experiment_features join "
+                           "feature_sets using (feature_set_id) where name = ? order by 1",
+                           [name]).fetchall()
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------- atlas.cnn
+
+
+def test_cnn_pooling_is_the_mean_of_the_cells_under_each_mask():
+    """The (leaf x cell) count matrix times the map equals averaging every mask pixel's cell
+    scores, computed here pixel by pixel from the upsampled map."""
+    import scipy.sparse as sp  # noqa: PLC0415
+
+    from ishwh.atlas.cnn_features import StructureCNN, pool_experiment  # noqa: PLC0415
+
+    m = StructureCNN()
+    rng = np.random.default_rng(0)
+    hf, wf, c = 5, 6, m.channels
+    m.set_projection({"mean": rng.normal(size=c).tolist(),
+                      "components": rng.normal(size=(3, c)).tolist()})
+    fmap = rng.normal(size=(hf, wf, c)).astype(np.float32)
+    s = m.stride
+    lab = rng.integers(0, 4, size=(hf * s, wf * s))          # leaf indices, 0 = background
+    lab[:, :s] = 0
+    # structures: 0 = leaf 1, 1 = leaves 1 + 2, 2 = leaf 3, 3 = nothing
+    sub = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]]))
+    area, sums = m.section_sums(fmap, lab, 4, sub)
+    up = np.repeat(np.repeat(fmap, s, 0), s, 1)               # (h, w, C): each pixel's cell
+    proj = (up - np.asarray(m.projection["mean"])) @ np.asarray(m.projection["components"]).T
+    for si, leaves in enumerate([[1], [1, 2], [3]]):
+        mask = np.isin(lab, leaves)
+        assert area[si] == mask.sum()
+        np.testing.assert_allclose(sums[si] / area[si], proj[mask].mean(0), rtol=1e-4, atol=1e-4)
+    assert area[3] == 0
+    # over sections: max of the per-section means, area-weighted mean; unseen -> 0, not seen
+    a2, s2 = area * 0.5, sums * 0.5 + 1.0
+    out, seen = pool_experiment([area, a2], [sums, s2], min_pixels=1)
+    k = sums.shape[1]
+    np.testing.assert_allclose(out[0, :k], np.maximum(sums[0] / area[0], s2[0] / a2[0]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(out[0, k:2 * k], (sums[0] + s2[0]) / (area[0] + a2[0]),
+                               rtol=1e-5)
+    assert seen.tolist() == [2, 2, 2, 0] and not out[3].any()
+    assert out[0, -1] == 1.0     # seen on both sections
+
+
+def test_unseen_structures_take_their_nearest_seen_ancestor():
+    from ishwh.atlas.features import fill_unseen  # noqa: PLC0415
+
+    # 0 root (seen) -> 1 (unseen) -> 2 (unseen); 0 -> 3 (seen) -> 4 (unseen); 5 lone (unseen)
+    parent = np.array([-1, 0, 1, 0, 3, -1])
+    seen = np.array([True, False, False, True, False, False])
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    x[~seen, 1] = 0.0                    # column 1 plays "seen": kept
+    out = fill_unseen(x, seen, parent, keep=[1])
+    assert out[:, 0].tolist() == [0, 0, 0, 6, 6, 10]
+    assert out[:, 1].tolist() == x[:, 1].tolist()

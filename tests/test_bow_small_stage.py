@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from ishwh import warehouse
 from ishwh.features import bow as bowmod
-from ishwh.features import featurize_report
+from ishwh.features import featurize
 from ishwh.progress import Recorder
 
 pytestmark = pytest.mark.slow  # end to end: ingest, SIFT, k-means, fit (~20 s)
@@ -112,7 +112,7 @@ def test_fit_works_on_the_large_stage_and_names_the_skipped_one(featurized):
 def test_rerun_retries_only_the_skipped_stage(featurized):
     db, _ = featurized
     said = Recorder()
-    res = featurize_report(db, extractor="bow", workers=0, progress=said,
+    res = featurize(db, extractor="bow", workers=0, progress=said,
                            bow={"n_words": WORDS})
     assert res.written == {} and list(res.skipped) == ["E11.5"]
     # the skip is said through the progress protocol (the CLI's bar prints it)

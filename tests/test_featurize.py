@@ -19,7 +19,6 @@ from ishwh.features import (
     GridFeatures,
     bow_dim,
     featurize,
-    featurize_report,
 )
 from ishwh.features import bow as bowmod
 from ishwh.features.cnn import decode_for_cnn, pool_sections
@@ -208,7 +207,7 @@ def test_interval_assignment():
 def test_featurize_cnn_writes_sets_and_reruns_do_nothing(db_path):
     ids = make_warehouse(db_path)
     names = featurize(db_path, layers=["blocks.2", "blocks.3"], pools=("max", "mean"),
-                      device="cpu", workers=1, progress=False, chunk_size=3)
+                      device="cpu", workers=1, progress=False, chunk_size=3).names
     assert names == ["efficientnet_lite0.blocks.2.max", "efficientnet_lite0.blocks.2.mean",
                      "efficientnet_lite0.blocks.3.max", "efficientnet_lite0.blocks.3.mean"]
     got_ids, x, dim, finished = read_set(db_path, "efficientnet_lite0.blocks.3.max")
@@ -223,7 +222,7 @@ def test_featurize_cnn_writes_sets_and_reruns_do_nothing(db_path):
     imgs = np.stack([decode_for_cnn(root / p, 231, w, h) for p, w, h in rows])
     ref = pool_sections(ext.section_features(imgs)["blocks.3"], "max")
     np.testing.assert_allclose(x[0], ref, rtol=1e-4, atol=1e-4)
-    again = featurize_report(db_path, layers=["blocks.2", "blocks.3"], pools=("max", "mean"),
+    again = featurize(db_path, layers=["blocks.2", "blocks.3"], pools=("max", "mean"),
                              device="cpu", progress=False)
     assert again.written == {} and len(again.finished) == 4
     with warehouse.connect(db_path, read_only=True) as con:
@@ -232,11 +231,11 @@ def test_featurize_cnn_writes_sets_and_reruns_do_nothing(db_path):
 
 def test_featurize_default_layers_and_stage_filter(db_path):
     make_warehouse(db_path, n_exp=2, n_sec=2, stages=("E13.5", "P4"))
-    res = featurize_report(db_path, stages=["P4"], device="cpu", workers=0, progress=False)
+    res = featurize(db_path, stages=["P4"], device="cpu", workers=0, progress=False)
     assert res.names == [f"efficientnet_lite0.{layer}.max" for layer in DEFAULT_LAYERS]
     assert all(v == 2 for v in res.written.values())
     assert res.finished == []  # E13.5 still missing
-    res = featurize_report(db_path, device="cpu", workers=0, progress=False)
+    res = featurize(db_path, device="cpu", workers=0, progress=False)
     assert all(v == 2 for v in res.written.values()) and res.finished == res.names
     with pytest.raises(NotFound, match="stage E11.5"):
         featurize(db_path, stages=["E11.5"], progress=False)
@@ -245,7 +244,7 @@ def test_featurize_default_layers_and_stage_filter(db_path):
 def test_featurize_bow_default_dims(db_path):
     ids = make_warehouse(db_path, n_exp=4, n_sec=3, size=(512, 384), grids=False)
     # default dims; one k-means restart instead of three keeps the test short
-    names = featurize(db_path, extractor="bow", workers=0, progress=False, bow={"n_init": 1})
+    names = featurize(db_path, extractor="bow", workers=0, progress=False, bow={"n_init": 1}).names
     assert names == ["bow"]
     got, x, dim, finished = read_set(db_path, "bow")
     assert got.tolist() == ids and x.shape == (4, 10_521) and dim == 10_521 and finished
@@ -273,7 +272,7 @@ def test_featurize_bow_small_codebook_resumes_with_stored_codebooks(db_path):
         con.execute("delete from experiment_features where experiment_id = 102").fetchall()
         con.execute("delete from section_features where section_id in (10200, 10201)"
                     ).fetchall()
-    res = featurize_report(db_path, **opts)
+    res = featurize(db_path, **opts)
     assert res.written == {"bow.w16": 1}
     np.testing.assert_array_equal(read_set(db_path, "bow.w16")[1], x1)
     # another number of words is another set; other parameters must match the set's
@@ -285,7 +284,7 @@ def test_featurize_bow_small_codebook_resumes_with_stored_codebooks(db_path):
 
 def test_featurize_grid(db_path):
     ids = make_warehouse(db_path, n_exp=3, n_sec=1)
-    assert featurize(db_path, extractor="grid", progress=False) == ["grid"]
+    assert featurize(db_path, extractor="grid", progress=False).names == ["grid"]
     got, x, dim, finished = read_set(db_path, "grid")
     assert got.tolist() == ids and dim == 60 and x.shape == (3, 60) and finished
     assert (x >= 0).all() and (x[:, ::7] == 0).all()
@@ -313,7 +312,7 @@ def test_bad_images_fail_or_skip(db_path):
     # the chunks before the bad image were committed and stay
     got, _, _, finished = read_set(db_path, "efficientnet_lite0.blocks.1.max")
     assert got.tolist() == ids[:2] and not finished
-    res = featurize_report(db_path, on_error="skip", **opts)
+    res = featurize(db_path, on_error="skip", **opts)
     assert res.written == {"efficientnet_lite0.blocks.1.max": 1}  # 104 (one good section)
     text = "\n".join(res.problems)
     assert "experiment 104, section 10400" in text and "truncated" in text

@@ -24,7 +24,7 @@ def test_trainer_matches_sklearn_on_cnn_features(db_path):
 
     ingest_synthetic(db_path, preset="demo", progress=False, n_genes=90, stages=("E13.5",),
                      sections=(3, 4))
-    (name,) = featurize(db_path, extractor="cnn", layers=["blocks.5"], progress=False)
+    (name,) = featurize(db_path, extractor="cnn", layers=["blocks.5"], progress=False).names
     (run,) = fit(db_path, name, "E13.5", progress=False)
     with warehouse.connect(db_path, read_only=True) as con:
         ids, x = store.read_experiment_features(con, name, "E13.5")

@@ -34,7 +34,7 @@ def demo_db(tmp_path_factory) -> Path:
     warehouse.init(db)
     ingest_synthetic(db, preset="demo", n_genes=45, stages=("E18.5",), sections=(3, 3),
                      progress=False)
-    (name,) = featurize(db, extractor="grid", progress=False)
+    (name,) = featurize(db, extractor="grid", progress=False).names
     fit(db, name, "E18.5", progress=False)
     return db
 

@@ -249,6 +249,24 @@ def test_init_refuses_overwritten_bytes_and_status_says_so(filled):
             pass
 
 
+def test_auto_integrity_checks_blocks_below_the_limit_headers_above_it(filled, monkeypatch):
+    from ishwh import integrity
+
+    _overwrite_used_block(filled)
+    with pytest.raises(integrity.WarehouseCorrupt):     # auto, file below the limit: full
+        integrity.check_file(filled)
+    monkeypatch.setattr(integrity, "AUTO_FULL_LIMIT", filled.stat().st_size - 1)
+    integrity.check_file(filled)                        # auto above the limit: headers only
+    monkeypatch.setenv("ISHWH_INTEGRITY", "full")
+    with pytest.raises(integrity.WarehouseCorrupt):
+        integrity.check_file(filled)
+    monkeypatch.delenv("ISHWH_INTEGRITY")
+    assert "is damaged" in refused("status", "--db", filled)   # status checks every block
+    monkeypatch.setenv("ISHWH_INTEGRITY", "thorough")
+    err = refused("init", "--db", filled)
+    assert "ISHWH_INTEGRITY" in err and "auto" in err
+
+
 def test_a_healthy_warehouse_passes_the_check_after_deletes(filled):
     from ishwh.integrity import check_file
 

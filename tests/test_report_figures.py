@@ -11,7 +11,7 @@ from test_report import build_warehouse
 
 from ishwh import warehouse
 from ishwh.report import plots
-from ishwh.report.render import MIN_ROC_POSITIVES, gather
+from ishwh.report.gather import MIN_ROC_POSITIVES, gather
 
 
 def _overlap(a, b) -> bool:

@@ -15,7 +15,7 @@ import torch
 from ishwh import warehouse
 from ishwh.errors import InvalidInput
 from ishwh.features import bow as bowmod
-from ishwh.features import featurize_report
+from ishwh.features import featurize
 from ishwh.features.sift_torch import TorchDenseSift, _fast_atan2, dense_sift_torch, gaussian_taps
 from ishwh.synth import ingest_synthetic
 
@@ -139,7 +139,7 @@ def test_featurize_with_torch_sift_matches_opencv(tmp_path):
     dbs = {}
     for impl, workers in (("opencv", 0), ("torch", 1)):
         db = synthetic_warehouse(tmp_path / f"{impl}.duckdb")
-        res = featurize_report(db, extractor="bow", device="cpu", workers=workers,
+        res = featurize(db, extractor="bow", device="cpu", workers=workers,
                                progress=False, bow={**SMALL, "sift": impl})
         assert res.written == {"bow.w32": 3} and res.finished == ["bow.w32"]
         dbs[impl] = read_bow(db)
@@ -159,7 +159,7 @@ def test_featurize_with_torch_sift_matches_opencv(tmp_path):
                     [json.dumps({**po, "sift": "torch"})])
         con.execute("delete from experiment_features")
         con.execute("delete from section_features")
-    res = featurize_report(db, extractor="bow", device="cpu", workers=0, progress=False,
+    res = featurize(db, extractor="bow", device="cpu", workers=0, progress=False,
                            bow={**SMALL, "sift": "torch"})
     assert res.written == {"bow.w32": 3}
     x2, c2, _ = read_bow(db)
@@ -170,7 +170,7 @@ def test_featurize_with_torch_sift_matches_opencv(tmp_path):
 def test_a_set_keeps_its_sift_and_refuses_the_other(tmp_path):
     db = synthetic_warehouse(tmp_path / "wh.duckdb", genes=2)
     opts = dict(extractor="bow", device="cpu", workers=0, progress=False)
-    featurize_report(db, **opts, bow={**SMALL, "sift": "torch"})
+    featurize(db, **opts, bow={**SMALL, "sift": "torch"})
     x1 = read_bow(db)[0]
     with warehouse.connect(db) as con:  # drop one experiment: the next run recomputes it
         eid = con.execute("select min(experiment_id) from experiment_features").fetchall()[0][0]
@@ -178,13 +178,13 @@ def test_a_set_keeps_its_sift_and_refuses_the_other(tmp_path):
         con.execute("delete from section_features where section_id in (select section_id "
                     "from sections where experiment_id = ?)", [eid])
     # --device cpu on a torch set: it goes on with torch (on the CPU), nothing mixed
-    res = featurize_report(db, **opts, bow=SMALL)
+    res = featurize(db, **opts, bow=SMALL)
     assert res.written == {"bow.w32": 1}
     x2, _, p = read_bow(db)
     assert p["sift"] == "torch"
     np.testing.assert_array_equal(x2, x1)
     with pytest.raises(InvalidInput, match=r"sift 'torch' \(now 'opencv'\)") as err:
-        featurize_report(db, **opts, bow={**SMALL, "sift": "opencv"})
+        featurize(db, **opts, bow={**SMALL, "sift": "opencv"})
     assert "--sift auto" in err.value.hint
     # a set made before the keypoints were upright (no "upright", no "sift") is refused
     with warehouse.connect(db) as con:
@@ -192,17 +192,17 @@ def test_a_set_keeps_its_sift_and_refuses_the_other(tmp_path):
         con.execute("update feature_sets set params = ? where name like 'bow%'",
                     [json.dumps(params)])
     with pytest.raises(InvalidInput, match=r"upright None \(now True\)") as err:
-        featurize_report(db, **opts, bow=SMALL)
+        featurize(db, **opts, bow=SMALL)
     assert "older ishwh" in err.value.hint
 
 
 def test_an_opencv_set_refuses_the_torch_sift(tmp_path):
     db = synthetic_warehouse(tmp_path / "wh.duckdb", genes=2)
     opts = dict(extractor="bow", device="cpu", workers=0, progress=False)
-    featurize_report(db, **opts, bow=SMALL)
+    featurize(db, **opts, bow=SMALL)
     assert read_bow(db)[2]["sift"] == "opencv"
     with pytest.raises(InvalidInput, match=r"sift 'opencv' \(now 'torch'\)") as err:
-        featurize_report(db, **opts, bow={**SMALL, "sift": "torch"})
+        featurize(db, **opts, bow={**SMALL, "sift": "torch"})
     assert "--sift auto" in err.value.hint
 
 
@@ -229,4 +229,4 @@ def test_bow_on_cuda_without_a_gpu_is_refused(tmp_path):
     db = tmp_path / "wh.duckdb"
     warehouse.init(db)
     with pytest.raises(InvalidInput, match="no CUDA GPU"):
-        featurize_report(db, extractor="bow", device="cuda", progress=False)
+        featurize(db, extractor="bow", device="cuda", progress=False)

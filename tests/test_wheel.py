@@ -34,7 +34,7 @@ def test_wheel_contents(wheel):
         assert f"ishwh/migrations/{path.name}" in names
     assert "ishwh/migrations/0001_init.sql" in names
     assert {"ishwh/cli/__init__.py", "ishwh/cli/app.py", "ishwh/cli/basic.py",
-            "ishwh/cli/ingest_dir.py", "ishwh/manifest.py"} <= names
+            "ishwh/cli/ingest_dir.py", "ishwh/manifest/__init__.py"} <= names
     tops = {n.split("/")[0] for n in names}
     assert tops == {"ishwh", "ishwh-0.1.0.dist-info"}, tops  # no bare top-level cli/
     entry = zipfile.ZipFile(wheel).read("ishwh-0.1.0.dist-info/entry_points.txt").decode()

@@ -20,6 +20,7 @@ run resumes where it stopped and a repeated run changes nothing and asks the net
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -289,175 +290,230 @@ def ingest_allen(
 def _run(con, db: Path, client: AllenClient, bars: _Phases, summary: dict[str, Any],
          stages: list[str], genes: list[str] | None, limit: int | None, downsample: int,
          grid: bool, images: bool) -> None:
-    new: Counter[str] = Counter()
-    failures: list[str] = []
-    workers = client.concurrency
+    run = _Ingest(con, db, client, bars, summary)
+    structure_ids = run.ontology()
+    exp_ids = run.experiments(stages, genes, limit)
+    done: dict[str, set[int]] = {"sections": set(), "annotations": set(), "grids": set()}
+    for part, eid in con.sql(query_text("allen_done")).fetchall():
+        done[part].add(int(eid))
+    run.sections([e for e in exp_ids if e not in done["sections"]], len(exp_ids),
+                 downsample, images)
+    run.annotations([e for e in exp_ids if e not in done["annotations"]], len(exp_ids),
+                    structure_ids)
+    run.grids([e for e in exp_ids if e not in done["grids"]], len(exp_ids), grid)
+    run.finish()
 
-    def record_failure(what: str, exc: BaseException) -> None:
+
+class _Ingest:
+    """One ingest's phases (``_run`` calls them in order) and what they share: the
+    warehouse, the client, the progress, the new rows per table and the failures."""
+
+    def __init__(self, con: Any, db: Path, client: AllenClient, bars: _Phases,
+                 summary: dict[str, Any]):
+        self.con, self.db, self.client, self.bars, self.summary = con, db, client, bars, summary
+        self.new: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.workers = client.concurrency
+
+    def load(self, **tables: Any) -> None:
+        """Load rows (one :func:`ishwh.loader.load`: one transaction) and count the new."""
+        self.new.update(loader.load(self.con, loader.Batch(**tables)))
+
+    def record_failure(self, what: str, exc: BaseException) -> None:
         if isinstance(exc, Unreachable):
             raise exc  # nothing else will work either
         if not isinstance(exc, IshwhError):
             raise exc  # a bug: do not hide it
-        failures.append(f"{what}: {exc.message}")
+        self.failures.append(f"{what}: {exc.message}")
 
-    # 1. ontology
-    with bars.phase("ontology", 1) as advance:
-        structures = fetch_ontology(client)
-        new.update(loader.load(con, loader.Batch(structures=structures)))
-        advance(1)
-    structure_ids = {r["structure_id"] for r in structures}
-    summary["structures"] = len(structures)
-
-    # 2. genes and experiments
-    with bars.phase("experiments", 1) as advance:
-        records = _experiment_records(client, stages, genes)
-        gene_rows, experiments, dropped = _pick_experiments(records, stages)
-        if genes:
-            found = {g["acronym"] for g in gene_rows.values()}
-            summary["missing_genes"] = [g for g in genes if g not in found]
-        if limit is not None:
-            keep = {g["gene_id"] for g in sorted(gene_rows.values(),
-                                                 key=lambda g: g["acronym"])[:limit]}
-            gene_rows = {k: v for k, v in gene_rows.items() if k in keep}
-            experiments = [e for e in experiments if e["gene_id"] in keep]
-        used = {e["gene_id"] for e in experiments}
-        gene_list = [g for gid, g in sorted(gene_rows.items()) if gid in used]
-        new.update(loader.load(con, loader.Batch(genes=gene_list or None,
-                                                 experiments=experiments or None)))
-        advance(1)
-    summary["genes"] = len(gene_list)
-    summary["experiments"] = len(experiments)
-    summary["experiments_not_chosen"] = dropped
-    exp_ids = [e["experiment_id"] for e in experiments]
-
-    done: dict[str, set[int]] = {"sections": set(), "annotations": set(), "grids": set()}
-    for part, eid in con.sql(query_text("allen_done")).fetchall():
-        done[part].add(int(eid))
-
-    # 3. sections and images
-    images_root = warehouse.images_dir(db)
-    images_root.mkdir(parents=True, exist_ok=True)
-    n_sections = 0
-    if images:
-        def fetch_sections(eid: int) -> list[dict[str, Any]]:
-            rows, seen = [], set()
-            for im in client.rma(q.section_images(eid)):
-                if im.get("failed") or int(im["section_number"]) in seen:
-                    continue
-                seen.add(int(im["section_number"]))
-                path = client.download(
-                    q.section_image_url(im["id"], downsample, client.base_url), "image")
-                width, height = image_size(path)  # decodes: proves it is readable
-                digest = sha256_file(path)
-                # safe from several threads: place_image writes to a per-thread temp name
-                rel = place_image(path, images_root, digest)
-                rows.append({
-                    "section_id": int(im["id"]), "experiment_id": eid,
-                    "section_number": int(im["section_number"]),
-                    "image_path": rel, "width": width, "height": height, "sha256": digest,
-                })
-            # lateral (0) -> medial (1) from the section numbers (docs/allen.md)
-            for row, pos in zip(rows, section_positions([r["section_number"] for r in rows]),
-                                strict=True):
-                row["position"] = pos
-            return rows
-
-        todo = [e for e in exp_ids if e not in done["sections"]]
-        with bars.phase("sections", len(exp_ids)) as advance:
-            advance(len(exp_ids) - len(todo))
-            for eid, rows, exc in _parallel(fetch_sections, todo, workers):
-                if exc is not None:
-                    record_failure(f"sections of experiment {eid}", exc)
-                elif rows:
-                    new.update(loader.load(con, loader.Batch(sections=rows)))
-                    n_sections += len(rows)
-                advance(1)
-    summary["images"] = images
-    summary["sections_loaded_now"] = n_sections
-
-    # 4. annotations
-    unknown_structures: Counter[int] = Counter()
-    bad_values: Counter[str] = Counter()
-    n_unknown_calls = 0
-
-    def fetch_annotations(eid: int) -> list[dict[str, Any]]:
-        return client.rma(q.manual_annotations(eid))
-
-    todo = [e for e in exp_ids if e not in done["annotations"]]
-    pending: list[dict[str, Any]] = []
-    n_annotations = 0
-    with bars.phase("annotations", len(exp_ids)) as advance:
-        advance(len(exp_ids) - len(todo))
-        for i, (eid, recs, exc) in enumerate(_parallel(fetch_annotations, todo, workers)):
-            if exc is not None:
-                record_failure(f"annotations of experiment {eid}", exc)
-            else:
-                seen: set[int] = set()
-                for rec in sorted(recs, key=lambda r: int(r.get("id") or 0)):
-                    if rec.get("structure_id") in (None, ""):
-                        bad_values["structure_id=None"] += 1
-                        continue
-                    sid = int(rec["structure_id"])
-                    if sid not in structure_ids:
-                        unknown_structures[sid] += 1
-                        continue
-                    if sid in seen:
-                        continue
-                    seen.add(sid)
-                    row = {"experiment_id": eid, "structure_id": sid}
-                    for col, field, allowed in (("pattern", "pattern_call", PATTERNS),
-                                                ("intensity", "intensity_call", GRADES),
-                                                ("density", "density_call", GRADES)):
-                        row[col], ok = normalise_call(rec.get(field), allowed)
-                        if not ok:
-                            bad_values[f"{field}={rec.get(field)!r}"] += 1
-                        if row[col] is None:
-                            n_unknown_calls += 1
-                    pending.append(row)
-            if pending and ((i + 1) % _LOAD_EVERY == 0):
-                n_annotations += len(pending)
-                new.update(loader.load(con, loader.Batch(annotations=pending)))
-                pending = []
+    def ontology(self) -> set[int]:
+        """1. The structure graph -> ``structures``; returns the structure ids."""
+        with self.bars.phase("ontology", 1) as advance:
+            structures = fetch_ontology(self.client)
+            self.load(structures=structures)
             advance(1)
-        if pending:
-            n_annotations += len(pending)
-            new.update(loader.load(con, loader.Batch(annotations=pending)))
-    summary["annotations_loaded_now"] = n_annotations
-    summary["unknown_calls"] = n_unknown_calls
-    summary["unknown_structures"] = {
-        "count": len(unknown_structures),
-        "annotations": sum(unknown_structures.values()),
-        "examples": [sid for sid, _ in unknown_structures.most_common(10)],
-    }
-    summary["unexpected_values"] = dict(bad_values.most_common(10))
+        self.summary["structures"] = len(structures)
+        return {r["structure_id"] for r in structures}
 
-    # 5. expression grids
-    n_grids = 0
-    if grid:
-        def fetch_grid(eid: int):
-            path = client.download(q.grid_data_url(eid, base=client.base_url), "zip")
-            return read_grid_zip(path)
+    def experiments(self, stages: list[str], genes: list[str] | None,
+                    limit: int | None) -> list[int]:
+        """2. Genes and experiments; returns the experiment ids."""
+        summary = self.summary
+        with self.bars.phase("experiments", 1) as advance:
+            records = _experiment_records(self.client, stages, genes)
+            gene_rows, experiments, dropped = _pick_experiments(records, stages)
+            if genes:
+                found = {g["acronym"] for g in gene_rows.values()}
+                summary["missing_genes"] = [g for g in genes if g not in found]
+            if limit is not None:
+                keep = {g["gene_id"] for g in sorted(gene_rows.values(),
+                                                     key=lambda g: g["acronym"])[:limit]}
+                gene_rows = {k: v for k, v in gene_rows.items() if k in keep}
+                experiments = [e for e in experiments if e["gene_id"] in keep]
+            used = {e["gene_id"] for e in experiments}
+            gene_list = [g for gid, g in sorted(gene_rows.items()) if gid in used]
+            self.load(genes=gene_list or None, experiments=experiments or None)
+            advance(1)
+        summary["genes"] = len(gene_list)
+        summary["experiments"] = len(experiments)
+        summary["experiments_not_chosen"] = dropped
+        return [e["experiment_id"] for e in experiments]
 
-        todo = [e for e in exp_ids if e not in done["grids"]]
-        batch: list[tuple[int, Any]] = []
-        with bars.phase("grids", len(exp_ids)) as advance:
-            advance(len(exp_ids) - len(todo))
-            for eid, vol, exc in _parallel(fetch_grid, todo, workers):
+    def sections(self, todo: list[int], total: int, downsample: int, images: bool) -> None:
+        """3. Section images (downloaded, placed content-addressed) -> ``sections``."""
+        images_root = warehouse.images_dir(self.db)
+        images_root.mkdir(parents=True, exist_ok=True)
+        n_sections = 0
+        if images:
+            fetch = functools.partial(_fetch_sections, self.client, downsample, images_root)
+            with self.bars.phase("sections", total) as advance:
+                advance(total - len(todo))
+                for eid, rows, exc in _parallel(fetch, todo, self.workers):
+                    if exc is not None:
+                        self.record_failure(f"sections of experiment {eid}", exc)
+                    elif rows:
+                        self.load(sections=rows)
+                        n_sections += len(rows)
+                    advance(1)
+        self.summary["images"] = images
+        self.summary["sections_loaded_now"] = n_sections
+
+    def annotations(self, todo: list[int], total: int, structure_ids: set[int]) -> None:
+        """4. Manual annotations -> ``annotations`` (loaded every ``_LOAD_EVERY``
+        experiments); calls on structures outside the ontology are counted, not loaded."""
+        calls = _Calls(structure_ids)
+        pending: list[dict[str, Any]] = []
+        n_annotations = 0
+        fetch = functools.partial(_fetch_annotations, self.client)
+        with self.bars.phase("annotations", total) as advance:
+            advance(total - len(todo))
+            for i, (eid, recs, exc) in enumerate(_parallel(fetch, todo, self.workers)):
                 if exc is not None:
-                    record_failure(f"grid of experiment {eid}", exc)
+                    self.record_failure(f"annotations of experiment {eid}", exc)
                 else:
-                    batch.append((eid, vol))
-                if len(batch) >= _LOAD_EVERY:
-                    new.update(loader.load(con, loader.Batch(expression_grids=_grid_table(batch))))
-                    n_grids += len(batch)
-                    batch = []
+                    pending += calls.rows(eid, recs)
+                if pending and ((i + 1) % _LOAD_EVERY == 0):
+                    n_annotations += len(pending)
+                    self.load(annotations=pending)
+                    pending = []
                 advance(1)
-            if batch:
-                new.update(loader.load(con, loader.Batch(expression_grids=_grid_table(batch))))
-                n_grids += len(batch)
-    summary["grids_loaded_now"] = n_grids
+            if pending:
+                n_annotations += len(pending)
+                self.load(annotations=pending)
+        self.summary["annotations_loaded_now"] = n_annotations
+        self.summary.update(calls.summary())
 
-    tables = ("structures", "genes", "experiments", "sections", "annotations",
-              "expression_grids")
-    summary["new_rows"] = {t: new.get(t, 0) for t in tables}
-    summary["failures"] = {"count": len(failures), "examples": failures[:10]}
+    def grids(self, todo: list[int], total: int, grid: bool) -> None:
+        """5. Expression energy grids -> ``expression_grids`` (``grid=True`` only)."""
+        n_grids = 0
+        if grid:
+            fetch = functools.partial(_fetch_grid, self.client)
+            batch: list[tuple[int, Any]] = []
+            with self.bars.phase("grids", total) as advance:
+                advance(total - len(todo))
+                for eid, vol, exc in _parallel(fetch, todo, self.workers):
+                    if exc is not None:
+                        self.record_failure(f"grid of experiment {eid}", exc)
+                    else:
+                        batch.append((eid, vol))
+                    if len(batch) >= _LOAD_EVERY:
+                        self.load(expression_grids=_grid_table(batch))
+                        n_grids += len(batch)
+                        batch = []
+                    advance(1)
+                if batch:
+                    self.load(expression_grids=_grid_table(batch))
+                    n_grids += len(batch)
+        self.summary["grids_loaded_now"] = n_grids
+
+    def finish(self) -> None:
+        """New rows per table and the failures, into the summary."""
+        tables = ("structures", "genes", "experiments", "sections", "annotations",
+                  "expression_grids")
+        self.summary["new_rows"] = {t: self.new.get(t, 0) for t in tables}
+        self.summary["failures"] = {"count": len(self.failures),
+                                    "examples": self.failures[:10]}
+
+
+def _fetch_sections(client: AllenClient, downsample: int, images_root: Path,
+                    eid: int) -> list[dict[str, Any]]:
+    """The section rows of one experiment, each image downloaded and placed."""
+    rows, seen = [], set()
+    for im in client.rma(q.section_images(eid)):
+        if im.get("failed") or int(im["section_number"]) in seen:
+            continue
+        seen.add(int(im["section_number"]))
+        path = client.download(
+            q.section_image_url(im["id"], downsample, client.base_url), "image")
+        width, height = image_size(path)  # decodes: proves it is readable
+        digest = sha256_file(path)
+        # safe from several threads: place_image writes to a per-thread temp name
+        rel = place_image(path, images_root, digest)
+        rows.append({
+            "section_id": int(im["id"]), "experiment_id": eid,
+            "section_number": int(im["section_number"]),
+            "image_path": rel, "width": width, "height": height, "sha256": digest,
+        })
+    # lateral (0) -> medial (1) from the section numbers (docs/allen.md)
+    for row, pos in zip(rows, section_positions([r["section_number"] for r in rows]),
+                        strict=True):
+        row["position"] = pos
+    return rows
+
+
+def _fetch_annotations(client: AllenClient, eid: int) -> list[dict[str, Any]]:
+    return client.rma(q.manual_annotations(eid))
+
+
+def _fetch_grid(client: AllenClient, eid: int) -> Volume:
+    path = client.download(q.grid_data_url(eid, base=client.base_url), "zip")
+    return read_grid_zip(path)
+
+
+class _Calls:
+    """Manual annotation records -> ``annotations`` rows, with a tally of what was left out
+    (structures outside the ontology, values outside the enumerations, unknown calls)."""
+
+    def __init__(self, structure_ids: set[int]):
+        self.structure_ids = structure_ids
+        self.unknown_structures: Counter[int] = Counter()
+        self.bad_values: Counter[str] = Counter()
+        self.n_unknown_calls = 0
+
+    def rows(self, eid: int, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One row per structure of experiment ``eid`` (its lowest-id record)."""
+        out: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        for rec in sorted(recs, key=lambda r: int(r.get("id") or 0)):
+            if rec.get("structure_id") in (None, ""):
+                self.bad_values["structure_id=None"] += 1
+                continue
+            sid = int(rec["structure_id"])
+            if sid not in self.structure_ids:
+                self.unknown_structures[sid] += 1
+                continue
+            if sid in seen:
+                continue
+            seen.add(sid)
+            row = {"experiment_id": eid, "structure_id": sid}
+            for col, field, allowed in (("pattern", "pattern_call", PATTERNS),
+                                        ("intensity", "intensity_call", GRADES),
+                                        ("density", "density_call", GRADES)):
+                row[col], ok = normalise_call(rec.get(field), allowed)
+                if not ok:
+                    self.bad_values[f"{field}={rec.get(field)!r}"] += 1
+                if row[col] is None:
+                    self.n_unknown_calls += 1
+            out.append(row)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "unknown_calls": self.n_unknown_calls,
+            "unknown_structures": {
+                "count": len(self.unknown_structures),
+                "annotations": sum(self.unknown_structures.values()),
+                "examples": [sid for sid, _ in self.unknown_structures.most_common(10)],
+            },
+            "unexpected_values": dict(self.bad_values.most_common(10)),
+        }

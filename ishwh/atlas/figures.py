@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 
 from ishwh import warehouse
+from ishwh.annotate import prediction_probabilities
 from ishwh.atlas import reference as ref_mod
 from ishwh.atlas.register import project_index
 
@@ -138,10 +139,7 @@ def expression_on_section(db_path: str | os.PathLike, run_id: int, level: int,
             if not got:
                 return None
             experiment_id = int(got[0][0])
-        preds = con.execute(
-            "select p.structure_id, 1 / (1 + exp(-p.score)), p.detected from predictions p "
-            "join structures s using (structure_id) where p.run_id = ? and p.experiment_id = ? "
-            "and s.level = ?", [run_id, experiment_id, level]).fetchall()
+        prob, truth, _ = prediction_probabilities(con, run_id, [experiment_id], level=level)
         sec = con.execute(
             "select s.image_path, a.slice_index, a.affine from sections s join "
             "section_alignments a using (section_id) where s.experiment_id = ? and a.ok "
@@ -153,10 +151,10 @@ def expression_on_section(db_path: str | os.PathLike, run_id: int, level: int,
         img = cv2.imread(str(root / path), cv2.IMREAD_COLOR)[..., ::-1].copy()
         lab = _section_labels(ref, k, aff, img.shape[:2], _level_index(con, ref.compact[0],
                                                                         level))
-    pred = {int(s): float(p) for s, p, _ in preds}
-    truth = {int(s): float(d) for s, _, d in preds}
+    pred = {s: p for (_, s), p in prob.items()}
+    manual = {s: float(d) for (_, s), d in truth.items()}
     return _sheet([_tile(_paint(img, lab, pred), f"predicted, exp {experiment_id}", size=400),
-                   _tile(_paint(img, lab, truth), f"manual, level {level}", size=400)],
+                   _tile(_paint(img, lab, manual), f"manual, level {level}", size=400)],
                   ncols=2)
 
 
@@ -184,7 +182,7 @@ def report_figures(db_path: str | os.PathLike, runs: list[int], level: int | Non
         if fig is not None:
             out.append(("expression_on_section", f"Predicted expression on a section (run {r})",
                         f"The paper's figure 6: a test gene's section, each level-{lv} "
-                        "structure painted by its predicted probability (left) and by the "
+                        "structure painted by its calibrated probability (left) and by the "
                         "manual annotation (right), white = none, red = expressed, over the "
                         "registered atlas outlines.", _png(fig)))
     return out

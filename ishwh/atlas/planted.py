@@ -76,6 +76,13 @@ class PlantedAtlas:
 
     def gene(self, g: int) -> tuple[np.ndarray, np.ndarray]:
         """(per leaf label expression 0..1 (L,), detected per structure (S,) after noise)."""
+        expr, _, called = self.gene_truth(g)
+        return expr, called
+
+    def gene_truth(self, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(expression per leaf label (L,), the noise-free call per structure (S,), the
+        annotators' call after missed and false calls (S,)). The noise-free call used as a
+        score against the annotations is the oracle: the AUC that label noise leaves."""
         rng = np.random.default_rng([self.seed, 1, g])
         expr = np.zeros(self.leaf_ids.size)
         for _ in range(1 + rng.poisson(1.5)):
@@ -91,7 +98,7 @@ class PlantedAtlas:
         truth = frac >= self.p.detect_fraction
         flip = np.where(truth, rng.random(truth.size) < self.p.miss_rate,
                         rng.random(truth.size) < self.p.false_rate)
-        return expr, truth ^ flip
+        return expr, truth, truth ^ flip
 
     def positions(self, g: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 2, g])

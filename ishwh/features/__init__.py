@@ -23,10 +23,10 @@ _WHERE = {
     "DEFAULT_LAYERS": "cnn",
     "CNNFeatures": "cnn",
     "GridFeatures": "grid",
-    "FeaturizeResult": "pipeline",
-    "cnn_set_name": "pipeline",
+    "FeaturizeOptions": "options",
+    "FeaturizeResult": "options",
+    "cnn_set_name": "cnn_runner",
     "featurize": "pipeline",
-    "featurize_report": "pipeline",
 }
 
 __all__ = sorted(_WHERE)

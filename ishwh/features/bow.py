@@ -50,9 +50,11 @@ def bow_dim(n_words: int = N_WORDS, n_scales: int = len(SIFT_SIZES),
     return (n_words + 1) * n_scales * n_intervals
 
 
-def read_gray(path: str, downsample: int = DOWNSAMPLE) -> np.ndarray:
-    """A section as a gray uint8 image reduced ``downsample`` times (JPEG: while decoding)."""
-    data = read_bytes(path)
+def read_gray(path: str, downsample: int = DOWNSAMPLE, data: np.ndarray | None = None
+              ) -> np.ndarray:
+    """A section as a gray uint8 image reduced ``downsample`` times (JPEG: while decoding).
+    ``data``: the file's bytes when already read (the Ray engine); ``path`` then names it."""
+    data = read_bytes(path) if data is None else data
     flag = _REDUCED_GRAY.get(downsample)
     img = cv2.imdecode(data, flag if flag is not None else cv2.IMREAD_GRAYSCALE)
     if img is None:

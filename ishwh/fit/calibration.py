@@ -90,6 +90,14 @@ def max_f1_threshold(scores: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.
     return t_out
 
 
+def calibrate(oof: np.ndarray, y: np.ndarray, mask: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Platt ``(a, b)`` and the max-F1 call threshold of every task, on out-of-fold scores."""
+    has_oof = mask & np.isfinite(oof)
+    platt_a, platt_b = platt(oof, y, has_oof)
+    return platt_a, platt_b, max_f1_threshold(oof, y, has_oof)
+
+
 def expected_calibration_error(prob: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
     """Pooled ECE: ``sum_b n_b / N * |mean p_b - mean y_b|`` over equal-width bins of p."""
     p = np.asarray(prob, dtype=np.float64).ravel()
@@ -102,4 +110,4 @@ def expected_calibration_error(prob: np.ndarray, y: np.ndarray, n_bins: int = 10
     return float(np.abs(sp - sy).sum() / p.size)
 
 
-__all__ = ["apply_platt", "expected_calibration_error", "max_f1_threshold", "platt"]
+__all__ = ["apply_platt", "calibrate", "expected_calibration_error", "max_f1_threshold", "platt"]

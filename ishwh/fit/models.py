@@ -26,6 +26,7 @@ from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit.splits import iterative_stratification
 
 FEATURE_NORMS = ("pooled", "stage")
+FEATURE_NORM_CHOICES = ("auto", *FEATURE_NORMS)
 HOLDOUTS = ("split", "none")
 
 
@@ -47,27 +48,88 @@ class StoredModels:
     platt_a: np.ndarray
     platt_b: np.ndarray
     threshold: np.ndarray        # called = score >= threshold
+    local_start: np.ndarray | None = None   # structure features: each model's own columns
+    local_width: np.ndarray | None = None
+    dim: int | None = None       # length of the run's vectors (None: = weights' length)
 
     def scores(self, X: np.ndarray, block: int = 512) -> np.ndarray:
         """Scores (n, T) of rows ``X`` (normalised as the run's ``feature_norm`` says).
 
         Float64 products in row blocks: memory stays ~ block x d whatever the stage size.
         """
-        if X.ndim != 2 or X.shape[1] != self.weights.shape[1]:
+        want = self.dim or self.weights.shape[1]
+        if X.ndim != 2 or X.shape[1] != want:
             raise InvalidInput(f"vectors have {X.shape[-1]} features; the models of run "
-                               f"{self.run_id} take {self.weights.shape[1]}")
-        return self.dot(X, self.weights, self.intercept, block)
+                               f"{self.run_id} take {want}")
+        return self.dot(X, self.weights, self.intercept, block, self.local_start,
+                        self.local_width)
 
     @staticmethod
     def dot(X: np.ndarray, weights: np.ndarray, intercept: np.ndarray,
-            block: int = 512) -> np.ndarray:
-        """``X @ weights.T + intercept`` in float64, in row blocks (also used by ``fit``)."""
-        wt = weights.astype(np.float64).T
-        out = np.empty((X.shape[0], wt.shape[1]))
+            block: int = 512, local_start: np.ndarray | None = None,
+            local_width: np.ndarray | None = None) -> np.ndarray:
+        """``X @ weights.T + intercept`` in float64, in row blocks (also used by ``fit``).
+
+        With ``local_start``/``local_width`` (structure features, one width for all models):
+        model t reads columns ``local_start[t] ..`` with its first ``width`` weights and the
+        last ``len(weights) - width`` columns of ``X`` with the rest.
+        """
+        if local_start is None:
+            wt = weights.astype(np.float64).T
+            out = np.empty((X.shape[0], wt.shape[1]))
+            for i in range(0, X.shape[0], block):
+                out[i:i + block] = X[i:i + block].astype(np.float64) @ wt
+            out += intercept
+            return out
+        width = int(local_width[0]) if len(local_width) else 0
+        if len(local_width) and (np.asarray(local_width) != width).any():
+            raise ValueError("models of one run read the same number of own columns")
+        cols = np.asarray(local_start, dtype=np.int64)[:, None] + np.arange(width)   # (T, K)
+        w_own = weights[:, :width].astype(np.float64)
+        n_shared = weights.shape[1] - width
+        w_sh = weights[:, width:].astype(np.float64).T
+        out = np.empty((X.shape[0], weights.shape[0]))
         for i in range(0, X.shape[0], block):
-            out[i:i + block] = X[i:i + block].astype(np.float64) @ wt
+            xb = X[i:i + block].astype(np.float64)
+            out[i:i + block] = np.einsum("ntk,tk->nt", xb[:, cols], w_own)
+            if n_shared:
+                out[i:i + block] += xb[:, X.shape[1] - n_shared:] @ w_sh
         out += intercept
         return out
+
+
+@dataclass
+class Fitted:
+    """A run's fitted models (columns: the kept tasks, kind by kind) and its predictions."""
+
+    c: np.ndarray
+    weights: np.ndarray
+    intercept: np.ndarray
+    platt_a: np.ndarray
+    platt_b: np.ndarray
+    threshold: np.ndarray
+    scores: np.ndarray           # (predicted rows, tasks)
+    device: str
+    local_start: np.ndarray | None = None    # structure features (see models.StoredModels)
+    local_width: np.ndarray | None = None
+
+
+def resolve_feature_norm(feature_norm: str, stage: str, train_stages: list[str],
+                         holdout: str) -> str:
+    """'auto' -> 'stage' when the models train on other stages than the evaluated one or are
+    production models (``holdout='none'``: made to annotate other stages), else 'pooled'.
+
+    Within one stage the two give the same model (standardisation is affine: the trainer
+    z-scores its training rows anyway), so 'pooled' keeps existing within-stage fits unchanged;
+    across stages per-stage standardisation is what makes transfer work (docs/annotate.md).
+    """
+    if feature_norm not in FEATURE_NORM_CHOICES:
+        raise InvalidInput(f"feature normalisation must be one of "
+                           f"{', '.join(FEATURE_NORM_CHOICES)}, not {feature_norm!r}",
+                           param="feature_norm")
+    if feature_norm != "auto":
+        return feature_norm
+    return "stage" if holdout == "none" or list(train_stages) != [stage] else "pooled"
 
 
 def stage_standardize(X: np.ndarray) -> np.ndarray:
@@ -106,10 +168,17 @@ def write_run_training(con: duckdb.DuckDBPyConnection, run_id: int, train_stages
                 [run_id, train_stages, holdout, feature_norm, n_folds, n_train]).fetchall()
 
 
+def _ints_or_nulls(values: np.ndarray | None, n: int) -> pa.Array:
+    if values is None:
+        return pa.nulls(n, pa.int32())
+    return pa.array(np.asarray(values, dtype=np.int32))
+
+
 def write_models(
     con: duckdb.DuckDBPyConnection, run_id: int, task_kind: list[str], task: list[str],
     c: np.ndarray, weights: np.ndarray, intercept: np.ndarray, n_pos: np.ndarray,
     n_neg: np.ndarray, platt_a: np.ndarray, platt_b: np.ndarray, threshold: np.ndarray,
+    local_start: np.ndarray | None = None, local_width: np.ndarray | None = None,
 ) -> None:
     """Insert a run's models through Arrow (the caller owns the transaction)."""
     t = len(task)
@@ -129,6 +198,8 @@ def write_models(
         "platt_a": pa.array(np.asarray(platt_a, dtype=np.float64)),
         "platt_b": pa.array(np.asarray(platt_b, dtype=np.float64)),
         "threshold": pa.array(np.asarray(threshold, dtype=np.float64)),
+        "local_start": _ints_or_nulls(local_start, t),
+        "local_width": _ints_or_nulls(local_width, t),
     })
     store.insert_arrow(con, "models", tbl)
 
@@ -167,29 +238,53 @@ def read_models(con: duckdb.DuckDBPyConnection, run_id: int,
     h = run_header(con, run_id)
     tbl = con.sql(
         "select task, coalesce(structure_id, -1) as structure_id, intercept, weights, "
-        "platt_a, platt_b, threshold from models where run_id = $run and task_kind = $kind "
-        "order by structure_id, task",
+        "platt_a, platt_b, threshold, local_start, local_width from models "
+        "where run_id = $run and task_kind = $kind order by structure_id, task",
         params={"run": int(run_id), "kind": task_kind}).to_arrow_table()
-    col = lambda name: tbl.column(name).to_numpy()  # noqa: E731
+    col = lambda name: tbl.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
+    local = tbl.num_rows > 0 and tbl.column("local_start").null_count == 0
+    dim = vector_dim(con, h["feature_set"]) if local else h["dim"]
     return StoredModels(
         run_id=h["run_id"], feature_set=h["feature_set"], feature_set_id=h["feature_set_id"],
         stage=h["stage"], train_stages=h["train_stages"], holdout=h["holdout"],
         feature_norm=h["feature_norm"], tasks=tbl.column("task").to_pylist(),
         structure_ids=col("structure_id").astype(np.int64),
-        weights=store.list_array_to_matrix(tbl.column("weights"), h["dim"]),
+        weights=store.list_array_to_matrix(tbl.column("weights"), None if local else dim),
         intercept=col("intercept").astype(np.float64), platt_a=col("platt_a"),
-        platt_b=col("platt_b"), threshold=col("threshold"))
+        platt_b=col("platt_b"), threshold=col("threshold"),
+        local_start=col("local_start").astype(np.int64) if local else None,
+        local_width=col("local_width").astype(np.int64) if local else None,
+        dim=dim)
+
+
+def vector_dim(con: duckdb.DuckDBPyConnection, feature_set: str) -> int:
+    """Length of the vectors fit and annotate read for ``feature_set`` (a combined
+    structure-feature set: the atlas set's and the global set's dims added)."""
+    total = 0
+    for name in feature_set.split("+"):
+        rows = con.execute("select dim from feature_sets where name = ?", [name]).fetchall()
+        if not rows:
+            raise NotFound(f"feature set {name!r} no longer exists")
+        total += int(rows[0][0])
+    return total
 
 
 def stage_vectors(con: duckdb.DuckDBPyConnection, feature_set: str, stage: str,
                   feature_norm: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(experiment_ids, X)`` of a stage, normalised as ``feature_norm`` says."""
-    ids, X = store.read_experiment_features(con, feature_set, stage)
+    """``(experiment_ids, X)`` of a stage, normalised as ``feature_norm`` says (a
+    structure-feature set ``atlas.<what>+<global>``: both sets' vectors side by side)."""
+    from ishwh.fit import structure_features as sf  # noqa: PLC0415 (sf imports this module)
+
+    if sf.is_structure_set(feature_set):
+        ids, X = sf.read_vectors(con, feature_set, stage)
+    else:
+        ids, X = store.read_experiment_features(con, feature_set, stage)
     if feature_norm == "stage" and ids.size:
         X = stage_standardize(X)
     return ids, X
 
 
-__all__ = ["FEATURE_NORMS", "HOLDOUTS", "StoredModels", "gene_folds", "read_models",
-           "run_header", "stage_standardize", "stage_vectors", "write_models",
+__all__ = ["FEATURE_NORMS", "FEATURE_NORM_CHOICES", "HOLDOUTS", "Fitted", "StoredModels",
+           "gene_folds", "read_models", "resolve_feature_norm", "run_header",
+           "stage_standardize", "stage_vectors", "vector_dim", "write_models",
            "write_run_training"]

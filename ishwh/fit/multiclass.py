@@ -43,6 +43,7 @@ from ishwh.fit.trainer import (
     BatchedLogisticRegression,
     _Basis,
     _cpu_threads,
+    _inputs,
     auc_columns,
     kernel,
 )
@@ -236,12 +237,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
     def _validate(self, Y: np.ndarray, n_classes: np.ndarray) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
-        if self.select not in ("group", "task", "all"):
-            raise ValueError(f"select must be 'group', 'task' or 'all', not {self.select!r}")
-        if self.C is None and (not self.Cs or any(float(c) <= 0 for c in self.Cs)):
-            raise ValueError("Cs must be a non-empty grid of positive values")
-        if self.C is None and int(self.cv) < 2:
-            raise ValueError("cv must be at least 2")
+        self._validate_selection()
         if n_classes.shape != (Y.shape[1],) or (n_classes < 2).any():
             raise ValueError("n_classes must give every task at least 2 classes")
         if (Y >= n_classes[None, :]).any() or (Y < -1).any():
@@ -254,14 +250,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
     def fit(self, X: np.ndarray, Y: np.ndarray, n_classes: Sequence[int] | None = None,
             groups: Sequence | None = None) -> BatchedMulticlassLogisticRegression:
         """Fit every column of ``Y`` (n, T; codes 0..K_t-1, -1 unknown) on ``X`` (n, d)."""
-        X = np.asarray(X)
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)
-        Y = np.asarray(Y, dtype=np.int64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
-        if X.ndim != 2 or X.shape[0] != Y.shape[0]:
-            raise ValueError("X must be (n, d) with as many rows as Y")
+        X, Y = _inputs(X, Y, np.int64)
         nk = (np.array([int(Y[:, j].max()) + 1 for j in range(Y.shape[1])])
               if n_classes is None else np.asarray(n_classes, dtype=np.int64))
         self._validate(Y, nk)
@@ -279,14 +268,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
         work = float(X.shape[0]) ** 2 * max(Y.shape[1] * self.kmax_, X.shape[1] / X.shape[0])
         with _cpu_threads(self.device_, work):
             k = kernel(X, X, self.mean_, self.scale_, self.device_)
-            if self.C is None:
-                keys = self._group_keys(groups, Y.shape[1])
-                self.cv_scores_ = self._cv_scores(k, Y, nk, keys)
-                self.C_ = self._choose(self.cv_scores_, groups)
-            else:
-                self.cv_scores_ = None
-                self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64),
-                                          (Y.shape[1],)).copy()
+            self._select_c(groups, Y.shape[1], lambda keys: self._cv_scores(k, Y, nk, keys))
             basis = _Basis(k)
             prob = _Problem(self.model, basis.z, Y, nk, self.C_, self.kmax_)
             w, b, self.n_iter_ = _solve(prob, None, self.tol, self.max_iter)
@@ -334,12 +316,7 @@ class BatchedMulticlassLogisticRegression(BatchedLogisticRegression):
         """Class probabilities (m, T, K_max); classes a task lacks get 0."""
         if not hasattr(self, "w_"):
             raise ValueError("this BatchedMulticlassLogisticRegression is not fitted yet")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} columns")
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)
-        work = float(X.shape[0]) * self.X_fit_.shape[0] * self.n_features_in_
+        X, work = self._new_rows(X)
         with _cpu_threads(self.device_, work), torch.no_grad():
             kx = kernel(X, self.X_fit_, self.mean_, self.scale_, self.device_)
             lp = self._prob.log_proba(self.basis_.project(kx), self.w_, self.b_)

@@ -3,17 +3,22 @@
 One run = one feature set x stage x split (x label mode). The flow:
 
 1. runs left ``running`` by a killed fit are deleted (this process holds the warehouse's write
-   lock, so any ``running`` row is stale);
+   lock, so any ``running`` row is stale; :mod:`ishwh.fit.run_store`);
 2. labels and features of the stage are read; the split ``(stage, method, seed, repeat)`` is
-   reused or made and stored (``split_defs``, ``splits``) — the same split for every feature
-   set, balanced over every structure and gene task of the stage, whatever levels a run asks;
-3. a ``runs`` row is inserted as ``running``; all tasks are fitted at once by
-   :class:`~ishwh.fit.trainer.BatchedLogisticRegression`;
+   reused or made and stored (:mod:`ishwh.fit.split_store`) — the same split for every
+   feature set, balanced over every structure and gene task of the stage, whatever levels a
+   run asks;
+3. a ``runs`` row is inserted as ``running`` (``run_store.start_run``); pure steps choose the
+   rows (:func:`plan_rows`) and fit all tasks at once: :func:`train_global`
+   (:class:`~ishwh.fit.trainer.BatchedLogisticRegression` on the whole vector) or, for
+   structure-feature sets ``atlas.*``, :func:`ishwh.fit.structure_features.train_structures`
+   (one model per structure on its own columns);
 4. out-of-fold scores of the training experiments (cross-fitted by gene) give every task its
    Platt scaling and call threshold; the models are folded into raw-feature weights;
-5. ``run_tasks``, ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and
-   ``status = 'finished'`` are written in ONE transaction, so a killed fit never shows as
-   finished nor leaves half its rows.
+5. :func:`run_rows` makes the rows, and ``run_store.finish_run`` writes ``run_tasks``,
+   ``predictions``, ``gene_predictions``, ``models``, ``run_training`` and ``status =
+   'finished'`` in ONE transaction, so a killed fit never shows as finished nor leaves half
+   its rows (multi-class targets finish their runs the same way).
 
 Training stages may differ from the evaluated stage (``train_stages``; cross-stage transfer),
 and ``holdout='none'`` trains production models on every annotated experiment (predictions
@@ -26,14 +31,10 @@ replaces it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 
 import duckdb
 import numpy as np
@@ -42,10 +43,12 @@ import pyarrow as pa
 from ishwh import store, warehouse
 from ishwh.device import resolve_device
 from ishwh.errors import InvalidInput, NotFound
-from ishwh.fit import calibration
+from ishwh.fit import calibration, run_store
 from ishwh.fit import models as models_mod
-from ishwh.fit import splits as splits_mod
+from ishwh.fit import structure_features as sf
 from ishwh.fit import tasks as tasks_mod
+from ishwh.fit.run_store import FIT_VERSION
+from ishwh.fit.split_store import NO_SPLIT, get_or_make_split, side_of
 from ishwh.fit.trainer import (
     DEFAULT_CS,
     BatchedLogisticRegression,
@@ -55,8 +58,6 @@ from ishwh.fit.trainer import (
 from ishwh.progress import Progress, or_silent, phase
 from ishwh.vocab import STAGES, TASK_KINDS, check_stage
 
-FIT_VERSION = 2          # bump when a change alters what an identical fit would produce
-NO_SPLIT = 0             # runs.split_id of a run without a split (holdout 'none')
 SPLIT_METHODS = ("stratified", "paper")
 MIN_TRAIN_POS = 3
 MIN_TRAIN_NEG = 3
@@ -166,77 +167,12 @@ def validate_trainer(C: float | None, Cs: Sequence[float], cv: int, select: str)
 
 # --------------------------------------------------------------------------- helpers
 
-
-def _versions(device: str) -> dict:
-    out = {"fit_version": FIT_VERSION, "python": platform.python_version(), "device": device}
-    for pkg in ("ishwh", "numpy", "torch", "scikit-learn", "duckdb"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _delete_runs(con: duckdb.DuckDBPyConnection, run_ids: list[int]) -> None:
-    if not run_ids:
-        return
-    for table in ("predictions", "gene_predictions", "run_tasks", "models", "run_training",
-                  "predicted_annotations", "runs"):
-        con.execute(f"delete from {table} where list_contains($ids, run_id)",
-                    {"ids": run_ids}).fetchall()
-
-
-def clean_unfinished(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Delete runs a killed fit left ``running`` (call only while holding the write lock)."""
-    ids = [r[0] for r in con.execute(
-        "select run_id from runs where status = 'running'").fetchall()]
-    if ids:
-        with warehouse.transaction(con):
-            _delete_runs(con, ids)
-    return ids
-
-
-def get_or_make_split(
-    con: duckdb.DuckDBPyConnection,
-    stage: str,
-    method: str,
-    seed: int,
-    repeat_index: int,
-    experiment_ids: np.ndarray,
-    gene_ids: np.ndarray,
-    label_sets: list[tasks_mod.TaskMatrix],
-) -> tuple[int, dict[int, str]]:
-    """The stored split of ``(stage, method, seed, repeat)``, made and stored if new.
-
-    Returns ``(split_id, {experiment_id: 'train' | 'test'})``.
-    """
-    rows = con.execute(
-        "select split_id from split_defs where stage = ? and method = ? and seed = ? "
-        "and repeat_index = ?", [stage, method, seed, repeat_index]).fetchall()
-    if rows:
-        split_id = int(rows[0][0])
-    else:
-        units, unit_of_row = np.unique(gene_ids, return_inverse=True)
-        pos, neg = tasks_mod.unit_counts(label_sets, unit_of_row, len(units))
-        res = splits_mod.make_split(method, pos, neg, seed=[seed, repeat_index])
-        test_rows = res.test[unit_of_row]
-        params = {k: v for k, v in res.params.items() if k != "seed"}
-        params.update({"unit": "gene", "n_units": int(len(units)),
-                       "n_experiments": int(len(experiment_ids)), "n_tasks": int(pos.shape[1]),
-                       "rng_seed": [seed, repeat_index]})
-        with warehouse.transaction(con):
-            split_id = int(con.execute(
-                "insert into split_defs (stage, method, seed, repeat_index, params) "
-                "values (?, ?, ?, ?, ?) returning split_id",
-                [stage, method, seed, repeat_index, _json(params)]).fetchall()[0][0])
-            store.insert_arrow(con, "splits", pa.table({
-                "split_id": pa.array(np.full(len(experiment_ids), split_id, dtype=np.int32)),
-                "experiment_id": pa.array(experiment_ids),
-                "subset": pa.array(np.where(test_rows, "test", "train").tolist()),
-            }))
-    got = con.execute("select experiment_id, subset from splits where split_id = ?",
-                      [split_id]).fetchall()
-    return split_id, {int(e): s for e, s in got}
+# The run store and the split store have their own modules; these names stay importable here.
+_versions = run_store.versions
+_delete_runs = run_store.delete_runs
+_json = run_store.json_text
+_fingerprint = run_store.fingerprint
+clean_unfinished = run_store.clean_unfinished
 
 
 def _check_stage_ready(con: duckdb.DuckDBPyConnection, fsid: int, features: str, stage: str,
@@ -251,21 +187,6 @@ def _check_stage_ready(con: duckdb.DuckDBPyConnection, fsid: int, features: str,
     if not row and set_finished is None:
         raise InvalidInput(f"feature set {features!r} is not finished yet at stage {stage}",
                            hint="let `ishwh featurize` complete (it resumes) and fit again")
-
-
-def _json(obj) -> str:
-    """JSON text; numpy scalars and arrays become plain numbers and lists."""
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
-    return json.dumps(obj, default=default)
-
-
-def _fingerprint(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------- fit
@@ -290,6 +211,30 @@ def _read_stage(con, features: str, stage: str, feature_norm: str) -> _StageData
     return _StageData(exp_ids, gene_ids, tasks_mod.structure_tasks(con, stage, exp_ids),
                       tasks_mod.gene_tasks(con, stage, exp_ids), feat_ids, X,
                       np.searchsorted(exp_ids, feat_ids))
+
+
+@dataclass
+class RunSpec:
+    """Everything a run of :func:`fit` needs besides its split: what it reads and how it fits."""
+
+    fsid: int
+    stage: str
+    data: dict[str, _StageData]
+    aligned: dict[str, list[tasks_mod.TaskMatrix]]   # the run's tasks at every stage read
+    train_list: list[str]
+    holdout: str
+    feature_norm: str
+    n_folds: int
+    tasks: str
+    level_list: list[int] | None
+    label_mode: str
+    seed: int
+    split: str
+    trainer_params: dict
+    device: str
+    min_pos: int
+    min_neg: int
+    layout: sf.Layout | None = None    # structure features: where each structure's columns lie
 
 
 def parse_stages(stages: str | Sequence[str] | None, default: str) -> list[str]:
@@ -349,7 +294,7 @@ def fit(
     *,
     train_stages: str | Sequence[str] | None = None,
     holdout: str = "split",
-    feature_norm: str = "pooled",
+    feature_norm: str = "auto",
     n_folds: int = 5,
     C: float | None = None,
     Cs: Sequence[float] = DEFAULT_CS,
@@ -360,6 +305,7 @@ def fit(
     min_train_neg: int = MIN_TRAIN_NEG,
     target: str = "detected",
     model: str | None = None,
+    scale_floor: float = 0.0,
 ) -> list[int]:
     """Fit one L2 logistic regression per task on the feature set ``features``; evaluate at
     ``stage``.
@@ -376,10 +322,19 @@ def fit(
     predicts the test side of ``stage``'s split; ``'none'`` trains on every annotated
     experiment of the training stages and predicts ``stage`` out of fold (cross-fitted,
     ``n_folds`` folds by gene) when it is a training stage, else with the full models.
-    ``feature_norm``: 'pooled' (raw vectors) or 'stage' (each stage z-scored on its own).
+    ``scale_floor`` (global features): the trainer divides each feature by at least this
+    fraction of the median feature std (0 = plain standardisation; see
+    :class:`~ishwh.fit.trainer.BatchedLogisticRegression`).
+    ``feature_norm``: 'pooled' (raw vectors), 'stage' (each stage z-scored on its own) or
+    'auto' (:func:`ishwh.fit.models.resolve_feature_norm`: 'stage' when the models train on
+    other stages than ``stage`` or are production models, else 'pooled').
     Every run stores its models (``models``) with Platt scaling and max-F1 call thresholds
     fitted on out-of-fold scores of the training experiments.
     """
+    if scale_floor and (target != "detected" or sf.is_structure_set(features)):
+        raise InvalidInput("the scale floor applies to the binary trainer on global features",
+                           hint="leave it at 0 for multi-class targets and atlas.* sets",
+                           param="scale_floor")
     if target != "detected" or model is not None:
         from ishwh.fit import targets  # noqa: PLC0415 (targets imports this module)
 
@@ -392,18 +347,14 @@ def fit(
                 db_path, features, stage, target, model=model, levels=levels, split=split,
                 repeats=repeats, seed=seed, force=force, progress=progress, C=C, Cs=Cs,
                 cv=cv, select=select, device=device)
-    if features.startswith("atlas."):  # structure features: one model per structure's columns
-        from ishwh.fit.structure_features import fit_structure_features  # noqa: PLC0415
-
-        return fit_structure_features(db_path, features, stage, levels, split, repeats, seed,
-                                      force, shuffle_labels, tasks=tasks)
+    structure_set = sf.is_structure_set(features)   # one model per structure's own columns
+    if structure_set and tasks != "structures":
+        raise InvalidInput("structure features train structure tasks only", param="tasks")
     _validate(stage, tasks, split, repeats)
     train_list = parse_stages(train_stages, stage)
     if holdout not in models_mod.HOLDOUTS:
         raise InvalidInput(f"holdout must be 'split' or 'none', not {holdout!r}")
-    if feature_norm not in models_mod.FEATURE_NORMS:
-        raise InvalidInput(f"feature normalisation must be 'pooled' or 'stage', "
-                           f"not {feature_norm!r}")
+    feature_norm = models_mod.resolve_feature_norm(feature_norm, stage, train_list, holdout)
     if n_folds < 2:
         raise InvalidInput("the number of cross-fitting folds must be at least 2")
     if holdout == "none" and repeats != 1:
@@ -411,10 +362,17 @@ def fit(
     resolve_device(device)  # refuse a missing GPU before any split or run is written
     level_list = parse_levels(levels)
     validate_trainer(C, Cs, cv, select)
+    if isinstance(scale_floor, bool) or not isinstance(scale_floor, int | float) \
+            or not 0 <= scale_floor <= 100:
+        raise InvalidInput(f"scale floor must be a number from 0 to 100, got {scale_floor!r}",
+                           hint="e.g. 1 (the median feature std); 0 = off",
+                           param="scale_floor")
     label_mode = "shuffled" if shuffle_labels else "true"
     trainer_params = {"C": C, "Cs": None if C is not None else [float(c) for c in Cs],
                       "cv": cv, "select": select, "standardize": True, "tol": 1e-10,
                       "max_iter": 100}
+    if scale_floor:   # recorded (and fingerprinted) only when used: older runs stay identical
+        trainer_params["scale_floor"] = float(scale_floor)
     run_ids: list[int] = []
     bar = or_silent(progress)
     with warehouse.connect(db_path) as con, phase(bar, f"fit {stage}", repeats,
@@ -422,12 +380,19 @@ def fit(
         clean_unfinished(con)
         t0 = time.perf_counter()
         bar.describe(f"fit {stage}: reading labels and features")
+        lay = sf.layout(con, features) if structure_set else None
         fsid = store.feature_set_id(con, features)
         fs_row = con.execute(
             "select dim, created_at, finished_at from feature_sets where feature_set_id = ?",
             [fsid]).fetchall()[0]
-        for s in dict.fromkeys([stage, *train_list]):
-            _check_stage_ready(con, fsid, features, s, fs_row[2])
+        components = {}    # the sets whose vectors the run reads
+        for name in (features.split("+") if structure_set else [features]):
+            cid = store.feature_set_id(con, name)
+            components[name] = con.execute(
+                "select feature_set_id, created_at, finished_at from feature_sets "
+                "where feature_set_id = ?", [cid]).fetchall()[0]
+            for s in dict.fromkeys([stage, *train_list]):
+                _check_stage_ready(con, cid, name, s, components[name][2])
         data = {s: _read_stage(con, features, s, feature_norm)
                 for s in dict.fromkeys([stage, *train_list])}
         ev = data[stage]
@@ -465,7 +430,16 @@ def fit(
                           "finished_at": fs_row[2],
                           "n_vectors": {s: int(d.feat_ids.size) for s, d in data.items()},
                           "dim": int(fs_row[0])}
+        if structure_set:
+            feature_digest["components"] = {k: list(v) for k, v in components.items()}
+            trainer_params = lay.trainer()
 
+        spec = RunSpec(fsid=fsid, stage=stage, data=data, aligned=aligned,
+                       train_list=train_list, holdout=holdout, feature_norm=feature_norm,
+                       n_folds=n_folds, tasks=tasks, level_list=level_list,
+                       label_mode=label_mode, seed=seed, split=split,
+                       trainer_params=trainer_params, device=device, min_pos=min_train_pos,
+                       min_neg=min_train_neg, layout=lay)
         for r in range(repeats):
             timings = {"read_s": round(read_s, 4)}
             t1 = time.perf_counter()
@@ -482,39 +456,56 @@ def fit(
                       "min_train_pos": min_train_pos, "min_train_neg": min_train_neg,
                       "train_stages": train_list, "holdout": holdout,
                       "feature_norm": feature_norm, "n_folds": n_folds}
-            fp = _fingerprint(fp_src)
-            old = [x[0] for x in con.execute(
-                "select run_id from runs where fingerprint = ? and status = 'finished' "
-                "order by run_id", [fp]).fetchall()]
+            fp = run_store.fingerprint(fp_src)
+            old = run_store.finished_runs(con, fp)
             if old and not force:
                 run_ids.append(int(old[-1]))
                 advance(1)
                 continue
-            run_id = _one_run(
-                con, bar, fsid=fsid, stage=stage, split_id=split_id, subset=subset, data=data,
-                aligned=aligned, train_list=train_list, holdout=holdout,
-                feature_norm=feature_norm, n_folds=n_folds, tasks=tasks,
-                level_list=level_list, label_mode=label_mode, seed=seed, repeat=r,
-                split=split, fp=fp, trainer_params=trainer_params,
-                device=device, min_pos=min_train_pos, min_neg=min_train_neg,
-                timings=timings, replace=old)
+            run_id = _one_run(con, bar, spec, split_id=split_id, subset=subset, repeat=r,
+                              fp=fp, timings=timings, replace=old)
             run_ids.append(run_id)
             advance(1)
     return run_ids
 
 
-def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned, train_list,
-             holdout, feature_norm, n_folds, tasks, level_list, label_mode, seed, repeat, split,
-             fp, trainer_params, device, min_pos, min_neg, timings, replace) -> int:
-    t_start = time.perf_counter()
+# --------------------------------------------------------------------------- pure steps
+
+
+@dataclass
+class RowPlan:
+    """Which rows of each stage train a run, and which rows of the evaluated stage it predicts."""
+
+    parts: list[tuple[str, np.ndarray]]   # (training stage, rows of its vectors)
+    ev_rows: np.ndarray                   # rows of the evaluated stage's vectors to predict
+    oof_eval: bool                        # the predictions are out-of-fold training scores
+    n_unsplit: int = 0                    # vectors of the stage without a side in the split
+    n_no_vector: int = 0                  # split experiments without a vector
+
+    @property
+    def n_train(self) -> int:
+        return int(sum(rows.size for _, rows in self.parts))
+
+    def oof_slice(self, stage: str) -> slice:
+        """Where the evaluated stage's rows sit among the stacked training rows."""
+        start = 0
+        for s, rows in self.parts:
+            if s == stage:
+                return slice(start, start + rows.size)
+            start += rows.size
+        raise ValueError(f"{stage} is not a training stage")
+
+
+def plan_rows(data: dict[str, _StageData], aligned: dict[str, list[tasks_mod.TaskMatrix]],
+              stage: str, train_list: list[str], holdout: str, subset: dict | None) -> RowPlan:
+    """Training rows per training stage (the training side of ``stage``'s split, or every
+    experiment with a vector and a label among the run's tasks) and the rows to predict."""
     ev = data[stage]
-    # Training rows per training stage, and the rows of `stage` that get predictions.
-    n_unsplit = n_no_vector = 0
+    plan = RowPlan([], np.zeros(0, dtype=np.int64), holdout == "none" and stage in train_list)
     if holdout == "split":
-        side = np.array([subset.get(int(e), "") for e in ev.feat_ids])
-        n_unsplit = int((side == "").sum())
-        n_no_vector = int(len(subset) - (side != "").sum())
-    parts: list[tuple[str, np.ndarray]] = []
+        side = side_of(subset, ev.feat_ids)
+        plan.n_unsplit = int((side == "").sum())
+        plan.n_no_vector = int(len(subset) - (side != "").sum())
     for s in train_list:
         d = data[s]
         if s == stage and holdout == "split":
@@ -524,127 +515,98 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned
             for tm in aligned[s]:
                 labelled |= tm.mask[d.row].any(1)
             rows = np.flatnonzero(labelled)
-        parts.append((s, rows))
-    oof_eval = holdout == "none" and stage in train_list
+        plan.parts.append((s, rows))
     if holdout == "split":
-        ev_rows = np.flatnonzero(side == "test")
-    elif oof_eval:
-        ev_rows = dict(parts)[stage]
+        plan.ev_rows = np.flatnonzero(side == "test")
+    elif plan.oof_eval:
+        plan.ev_rows = dict(plan.parts)[stage]
     else:
-        ev_rows = np.arange(ev.feat_ids.size)
-    n_train = int(sum(rows.size for _, rows in parts))
-    if n_train == 0 or (holdout == "split" and ev_rows.size == 0):
-        raise InvalidInput(f"split {split_id} leaves no training or no test experiments "
-                           f"with vectors of this feature set at {stage}")
-    X_tr = np.concatenate([data[s].X[rows] for s, rows in parts])
-    gene_tr = np.concatenate([data[s].gene_ids[data[s].row[rows]] for s, rows in parts])
-    mats_tr = [_stack([aligned[s][i].take_rows(data[s].row[rows]) for s, rows in parts])
-               for i in range(len(aligned[stage]))]
-    mats_te = [tm.take_rows(ev.row[ev_rows]) for tm in aligned[stage]]
-    if label_mode == "shuffled":
-        # Each task's training labels (with their known/unknown mask) are permuted over the
-        # training experiments independently: no link to the features is left, and tasks do
-        # not share one permutation (which would correlate their AUCs). Test labels stay true.
-        rng = np.random.default_rng([seed, repeat, 7919])
-        shuffled = []
-        for m in mats_tr:
-            order = np.argsort(rng.random(m.y.shape), axis=0)
-            shuffled.append(tasks_mod.TaskMatrix(
-                m.kind, m.names, m.groups, m.experiment_ids,
-                np.take_along_axis(m.y, order, 0), np.take_along_axis(m.mask, order, 0)))
-        mats_tr = shuffled
+        plan.ev_rows = np.arange(ev.feat_ids.size)
+    return plan
 
-    kept, skipped, n_pos, n_neg = [], [], [], []
-    for m in mats_tr:
-        k, reasons, p, n = tasks_mod.trainable(m, np.arange(m.y.shape[0]), min_pos, min_neg)
-        kept.append(k)
-        skipped.append(reasons)
-        n_pos.append(p)
-        n_neg.append(n)
-    n_fit = sum(k.size for k in kept)
 
-    versions = _versions(device)
-    params = {"split_method": split if holdout == "split" else None, "seed": seed,
-              "repeat_index": repeat, "levels": level_list, "trainer": trainer_params,
-              "min_train_pos": min_pos, "min_train_neg": min_neg,
-              "train_stages": train_list, "holdout": holdout, "feature_norm": feature_norm,
-              "n_folds": n_folds, "n_train": n_train, "n_test": int(ev_rows.size),
-              "n_unsplit_experiments": n_unsplit,
-              "n_split_experiments_without_vector": n_no_vector,
-              "n_tasks_fitted": int(n_fit),
-              "n_tasks_skipped": int(sum(len(s) for s in skipped))}
-    run_id = int(con.execute(
-        "insert into runs (feature_set_id, stage, split_id, tasks, levels, label_mode, params, "
-        "fingerprint, status, versions) values (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?) "
-        "returning run_id",
-        [fsid, stage, split_id, tasks, levels_text(level_list), label_mode, _json(params),
-         fp, _json(versions)]).fetchall()[0][0])
+def shuffle_labels_of(mats: list[tasks_mod.TaskMatrix], seed: int, repeat: int
+                      ) -> list[tasks_mod.TaskMatrix]:
+    """Each task's training labels (with their known/unknown mask) permuted over the training
+    experiments independently: no link to the features is left, and tasks do not share one
+    permutation (which would correlate their AUCs). Test labels stay true."""
+    rng = np.random.default_rng([seed, repeat, 7919])
+    out = []
+    for m in mats:
+        order = np.argsort(rng.random(m.y.shape), axis=0)
+        out.append(tasks_mod.TaskMatrix(
+            m.kind, m.names, m.groups, m.experiment_ids,
+            np.take_along_axis(m.y, order, 0), np.take_along_axis(m.mask, order, 0)))
+    return out
 
-    scores = None
-    c_chosen = None
-    fitted = None
-    if n_fit:
-        bar.describe(f"fit {stage}: fitting {n_fit} tasks on {n_train} experiments "
-                 f"(run {run_id})")
-        y_tr = np.concatenate([m.y[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
-        m_tr = np.concatenate([m.mask[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
-        groups = np.concatenate([m.groups[k] if m.kind == "structure" else np.full(k.size, -1)
-                                 for m, k in zip(mats_tr, kept, strict=True)])
-        est = BatchedLogisticRegression(
-            C=trainer_params["C"], Cs=trainer_params["Cs"] or DEFAULT_CS,
-            cv=trainer_params["cv"], select=trainer_params["select"], device=device,
-            random_state=seed)
-        t2 = time.perf_counter()
-        est.fit(X_tr, y_tr, m_tr, groups)
-        timings["train_s"] = round(time.perf_counter() - t2, 4)
-        bar.describe(f"fit {stage}: out-of-fold scores, calibration (run {run_id})")
-        t3 = time.perf_counter()
-        folds = models_mod.gene_folds(gene_tr, y_tr, m_tr, n_folds, seed)
-        oof = crossfit_scores(est, y_tr, m_tr, folds)
-        has_oof = m_tr & np.isfinite(oof)
-        platt_a, platt_b = calibration.platt(oof, y_tr, has_oof)
-        threshold = calibration.max_f1_threshold(oof, y_tr, has_oof)
-        weights, intercept = folded_weights(est)
-        timings["crossfit_s"] = round(time.perf_counter() - t3, 4)
-        t3 = time.perf_counter()
-        if oof_eval:
-            start = sum(rows.size for s, rows in parts[:train_list.index(stage)])
-            scores = oof[start:start + ev_rows.size]
-        else:  # the stored models themselves (float64; the trainer's kernel is float32)
-            scores = models_mod.StoredModels.dot(ev.X[ev_rows], weights, intercept)
-        timings["predict_s"] = round(time.perf_counter() - t3, 4)
-        c_chosen = est.C_
-        fitted = (weights, intercept, platt_a, platt_b, threshold)
-        versions["device"] = str(est.device_)
 
-    bar.describe(f"fit {stage}: writing run {run_id}")
-    t4 = time.perf_counter()
-    task_rows: dict[str, list] = {k: [] for k in (
-        "run_id", "task_kind", "task", "status", "reason", "c", "n_train_pos", "n_train_neg")}
+def train_global(X_tr, y_tr, m_tr, groups, gene_tr, X_ev, *, trainer_params, device, seed,
+                 n_folds, oof_rows: slice | None, timings: dict) -> models_mod.Fitted:
+    """Fit every kept task on the whole vector, cross-fit out-of-fold scores by gene,
+    calibrate on them, fold the standardisation into raw-feature weights, and score the
+    predicted rows (out of fold when ``oof_rows`` says where they are among the training
+    rows, else with the folded float64 models themselves)."""
+    est = BatchedLogisticRegression(
+        C=trainer_params["C"], Cs=trainer_params["Cs"] or DEFAULT_CS,
+        cv=trainer_params["cv"], select=trainer_params["select"], device=device,
+        random_state=seed, scale_floor=trainer_params.get("scale_floor", 0.0))
+    t2 = time.perf_counter()
+    est.fit(X_tr, y_tr, m_tr, groups)
+    timings["train_s"] = round(time.perf_counter() - t2, 4)
+    t3 = time.perf_counter()
+    folds = models_mod.gene_folds(gene_tr, y_tr, m_tr, n_folds, seed)
+    oof = crossfit_scores(est, y_tr, m_tr, folds)
+    platt_a, platt_b, threshold = calibration.calibrate(oof, y_tr, m_tr)
+    weights, intercept = folded_weights(est)
+    timings["crossfit_s"] = round(time.perf_counter() - t3, 4)
+    t3 = time.perf_counter()
+    if oof_rows is not None:
+        scores = oof[oof_rows]
+    else:  # the stored models themselves (float64; the trainer's kernel is float32)
+        scores = models_mod.StoredModels.dot(X_ev, weights, intercept)
+    timings["predict_s"] = round(time.perf_counter() - t3, 4)
+    return models_mod.Fitted(est.C_, weights, intercept, platt_a, platt_b, threshold, scores,
+                  str(est.device_))
+
+
+@dataclass
+class RunRows:
+    """What a run writes: run_tasks, predictions, gene predictions and the models' keys."""
+
+    tasks: pa.Table
+    predictions: list[pa.Table]
+    gene_predictions: list[pa.Table]
+    model_kind: list[str]
+    model_task: list[str]
+    model_pos: np.ndarray
+    model_neg: np.ndarray
+
+
+def run_rows(run_id: int, mats_tr, mats_te, kept, skipped, n_pos, n_neg,
+             fitted: models_mod.Fitted | None, subset_name: str) -> RunRows:
+    """The rows of a run from its task matrices, kept tasks and fitted models (pure)."""
+    kinds, names_all, reasons_all, c_all, pos_all, neg_all = [], [], [], [], [], []
     model_kind, model_task, model_pos, model_neg = [], [], [], []
     pred_tables, gene_tables = [], []
-    subset_name = "oof" if oof_eval else "test"
     col0 = 0
     for m_tr_i, m_te_i, k, reasons, p, n in zip(mats_tr, mats_te, kept, skipped, n_pos, n_neg,
                                                strict=True):
         c_of = {}
         for pos_in_k, j in enumerate(k.tolist()):
-            c_of[j] = float(c_chosen[col0 + pos_in_k])
+            c_of[j] = float(fitted.c[col0 + pos_in_k])
             model_kind.append(m_tr_i.kind)
             model_task.append(m_tr_i.names[j])
             model_pos.append(int(p[j]))
             model_neg.append(int(n[j]))
         for j, name in enumerate(m_tr_i.names):
-            task_rows["run_id"].append(run_id)
-            task_rows["task_kind"].append(m_tr_i.kind)
-            task_rows["task"].append(name)
-            task_rows["status"].append("skipped" if j in reasons else "fitted")
-            task_rows["reason"].append(reasons.get(j))
-            task_rows["c"].append(c_of.get(j))
-            task_rows["n_train_pos"].append(int(p[j]))
-            task_rows["n_train_neg"].append(int(n[j]))
+            kinds.append(m_tr_i.kind)
+            names_all.append(name)
+            reasons_all.append(reasons.get(j))
+            c_all.append(c_of.get(j))
+            pos_all.append(int(p[j]))
+            neg_all.append(int(n[j]))
         if k.size:
-            sc = scores[:, col0:col0 + k.size]
+            sc = fitted.scores[:, col0:col0 + k.size]
             lab = m_te_i.mask[:, k] & np.isfinite(sc)
             r_i, c_i = np.nonzero(lab)
             exp = m_te_i.experiment_ids[r_i]
@@ -664,36 +626,103 @@ def _one_run(con, bar: Progress, *, fsid, stage, split_id, subset, data, aligned
                     "score": pa.array(sc[r_i, c_i].astype(np.float64)),
                     "label": pa.array(truth)}))
         col0 += k.size
-    task_tbl = pa.table({
-        "run_id": pa.array(task_rows["run_id"], pa.int32()),
-        "task_kind": pa.array(task_rows["task_kind"], pa.string()),
-        "task": pa.array(task_rows["task"], pa.string()),
-        "status": pa.array(task_rows["status"], pa.string()),
-        "reason": pa.array(task_rows["reason"], pa.string()),
-        "c": pa.array(task_rows["c"], pa.float64()),
-        "n_train_pos": pa.array(task_rows["n_train_pos"], pa.int32()),
-        "n_train_neg": pa.array(task_rows["n_train_neg"], pa.int32()),
-    })
-    with warehouse.transaction(con):
-        _delete_runs(con, [int(x) for x in replace])   # --force: the new run replaces the old
-        store.insert_arrow(con, "run_tasks", task_tbl)
-        for t in pred_tables:
-            store.insert_arrow(con, "predictions", t)
-        for t in gene_tables:
-            store.insert_arrow(con, "gene_predictions", t)
-        models_mod.write_run_training(con, run_id, train_list, holdout, feature_norm, n_folds,
-                                      n_train)
+    return RunRows(
+        run_store.task_table(run_id, kinds, names_all, reasons_all, c_all, pos_all, neg_all),
+        pred_tables, gene_tables, model_kind, model_task, np.asarray(model_pos),
+        np.asarray(model_neg))
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _one_run(con, bar: Progress, spec: RunSpec, *, split_id: int, subset: dict | None,
+             repeat: int, fp: str, timings: dict, replace: list[int]) -> int:
+    t_start = time.perf_counter()
+    stage, data, aligned = spec.stage, spec.data, spec.aligned
+    ev = data[stage]
+    plan = plan_rows(data, aligned, stage, spec.train_list, spec.holdout, subset)
+    n_train = plan.n_train
+    if n_train == 0 or (spec.holdout == "split" and plan.ev_rows.size == 0):
+        raise InvalidInput(f"split {split_id} leaves no training or no test experiments "
+                           f"with vectors of this feature set at {stage}")
+    parts = plan.parts
+    X_tr = np.concatenate([data[s].X[rows] for s, rows in parts])
+    gene_tr = np.concatenate([data[s].gene_ids[data[s].row[rows]] for s, rows in parts])
+    mats_tr = [_stack([aligned[s][i].take_rows(data[s].row[rows]) for s, rows in parts])
+               for i in range(len(aligned[stage]))]
+    mats_te = [tm.take_rows(ev.row[plan.ev_rows]) for tm in aligned[stage]]
+    if spec.label_mode == "shuffled":
+        mats_tr = shuffle_labels_of(mats_tr, spec.seed, repeat)
+
+    kept, skipped, n_pos, n_neg = [], [], [], []
+    for m in mats_tr:
+        k, reasons, p, n = tasks_mod.trainable(m, np.arange(m.y.shape[0]), spec.min_pos,
+                                               spec.min_neg)
+        if spec.layout is not None:   # structures the layout cannot score are skipped
+            k = spec.layout.skip(m.names, k, reasons)
+        kept.append(k)
+        skipped.append(reasons)
+        n_pos.append(p)
+        n_neg.append(n)
+    n_fit = sum(k.size for k in kept)
+
+    run_versions = run_store.versions(spec.device)
+    params = {"split_method": spec.split if spec.holdout == "split" else None,
+              "seed": spec.seed, "repeat_index": repeat, "levels": spec.level_list,
+              "trainer": spec.trainer_params, "min_train_pos": spec.min_pos,
+              "min_train_neg": spec.min_neg, "train_stages": spec.train_list,
+              "holdout": spec.holdout, "feature_norm": spec.feature_norm,
+              "n_folds": spec.n_folds, "n_train": n_train, "n_test": int(plan.ev_rows.size),
+              "n_unsplit_experiments": plan.n_unsplit,
+              "n_split_experiments_without_vector": plan.n_no_vector,
+              "n_tasks_fitted": int(n_fit),
+              "n_tasks_skipped": int(sum(len(s) for s in skipped))}
+    run_id = run_store.start_run(
+        con, feature_set_id=spec.fsid, stage=stage, split_id=split_id, tasks=spec.tasks,
+        levels=levels_text(spec.level_list), label_mode=spec.label_mode, params=params, fp=fp,
+        run_versions=run_versions)
+
+    fitted = None
+    if n_fit:
+        bar.describe(f"fit {stage}: fitting {n_fit} tasks on {n_train} experiments "
+                     f"(run {run_id})")
+        y_tr = np.concatenate([m.y[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
+        m_tr = np.concatenate([m.mask[:, k] for m, k in zip(mats_tr, kept, strict=True)], axis=1)
+        groups = np.concatenate([m.groups[k] if m.kind == "structure" else np.full(k.size, -1)
+                                 for m, k in zip(mats_tr, kept, strict=True)])
+        oof_rows = plan.oof_slice(stage) if plan.oof_eval else None
+        if spec.layout is None:
+            fitted = train_global(
+                X_tr, y_tr, m_tr, groups, gene_tr, ev.X[plan.ev_rows],
+                trainer_params=spec.trainer_params, device=spec.device, seed=spec.seed,
+                n_folds=spec.n_folds, oof_rows=oof_rows, timings=timings)
+        else:
+            names = [m.names[j] for m, k in zip(mats_tr, kept, strict=True) for j in k]
+            fitted = sf.train_structures(
+                spec.layout, names, X_tr, y_tr, m_tr, groups, gene_tr, ev.X[plan.ev_rows],
+                seed=spec.seed, n_folds=spec.n_folds, oof_rows=oof_rows, timings=timings)
+        run_versions["device"] = fitted.device
+
+    bar.describe(f"fit {stage}: writing run {run_id}")
+    t4 = time.perf_counter()
+    rows = run_rows(run_id, mats_tr, mats_te, kept, skipped, n_pos, n_neg, fitted,
+                    "oof" if plan.oof_eval else "test")
+
+    def write_models(con) -> None:
+        models_mod.write_run_training(con, run_id, spec.train_list, spec.holdout,
+                                      spec.feature_norm, spec.n_folds, n_train)
         if fitted is not None:
-            models_mod.write_models(con, run_id, model_kind, model_task, c_chosen, fitted[0],
-                                    fitted[1], np.asarray(model_pos), np.asarray(model_neg),
-                                    *fitted[2:])
-        timings["write_s"] = round(time.perf_counter() - t4, 4)
-        timings["total_s"] = round(time.perf_counter() - t_start + timings["read_s"]
-                                   + timings["split_s"], 4)
-        con.execute(
-            "update runs set status = 'finished', finished_at = current_timestamp, "
-            "timings = ?, versions = ? where run_id = ?",
-            [_json(timings), _json(versions), run_id]).fetchall()
+            models_mod.write_models(con, run_id, rows.model_kind, rows.model_task, fitted.c,
+                                    fitted.weights, fitted.intercept, rows.model_pos,
+                                    rows.model_neg, fitted.platt_a, fitted.platt_b,
+                                    fitted.threshold, fitted.local_start, fitted.local_width)
+
+    run_store.finish_run(
+        con, run_id, replace=replace,
+        tables=[("run_tasks", rows.tasks), *[("predictions", t) for t in rows.predictions],
+                *[("gene_predictions", t) for t in rows.gene_predictions]],
+        extra=write_models, timings=timings, run_versions=run_versions, t_write=t4,
+        t_start=t_start, t_before=timings["read_s"] + timings["split_s"])
     return run_id
 
 

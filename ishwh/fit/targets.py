@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ishwh import store, warehouse
 from ishwh.errors import InvalidInput, NotFound
-from ishwh.fit import runner
+from ishwh.fit import run_store, runner, split_store
 from ishwh.fit import tasks as tasks_mod
 from ishwh.fit.multiclass import MODELS, BatchedMulticlassLogisticRegression
 from ishwh.fit.trainer import DEFAULT_CS
@@ -171,7 +171,7 @@ def fit_target(
     bar = or_silent(progress)
     with warehouse.connect(db_path) as con, phase(bar, f"fit {stage} {target}", repeats,
                                                    "runs") as advance:
-        runner.clean_unfinished(con)
+        run_store.clean_unfinished(con)
         t0 = time.perf_counter()
         bar.describe(f"fit {stage}: reading {target} labels and features")
         fsid = store.feature_set_id(con, features)
@@ -197,15 +197,13 @@ def fit_target(
                   "n_vectors": int(feat_ids.size), "dim": int(fs_row[0])}
         read_s = time.perf_counter() - t0
         for r in range(repeats):
-            split_id, subset = runner.get_or_make_split(
+            split_id, subset = split_store.get_or_make_split(
                 con, stage, split, seed, r, exp_ids, gene_ids, [all_struct, all_gene])
-            fp_src = {"fit_version": runner.FIT_VERSION, "features": digest, "stage": stage,
+            fp_src = {"fit_version": run_store.FIT_VERSION, "features": digest, "stage": stage,
                       "split_id": split_id, "target": target, "levels": level_list,
                       "seed": seed, "trainer": trainer_params, "min_class": min_class}
-            fp = runner._fingerprint(fp_src)
-            old = [x[0] for x in con.execute(
-                "select run_id from runs where fingerprint = ? and status = 'finished' "
-                "order by run_id", [fp]).fetchall()]
+            fp = run_store.fingerprint(fp_src)
+            old = run_store.finished_runs(con, fp)
             if old and not force:
                 run_ids.append(int(old[-1]))
                 advance(1)
@@ -226,7 +224,7 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
     t_start = time.perf_counter()
     names = classes_of(target)
     k_all = len(names)
-    side = np.array([subset.get(int(e), "") for e in feat_ids])
+    side = split_store.side_of(subset, feat_ids)
     tr_x, te_x = np.flatnonzero(side == "train"), np.flatnonzero(side == "test")
     if tr_x.size == 0 or te_x.size == 0:
         raise InvalidInput(f"split {split_id} leaves no training or no test experiments "
@@ -257,13 +255,11 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
               "model": model, "levels": level_list, "trainer": trainer_params,
               "min_class": min_class, "n_train": int(tr_x.size), "n_test": int(te_x.size),
               "n_tasks_fitted": len(kept), "n_tasks_skipped": len(reasons)}
-    versions = runner._versions(device)
-    run_id = int(con.execute(
-        "insert into runs (feature_set_id, stage, split_id, tasks, levels, label_mode, params, "
-        "fingerprint, status, versions) values (?, ?, ?, 'structures', ?, 'true', ?, ?, "
-        "'running', ?) returning run_id",
-        [fsid, stage, split_id, runner.levels_text(level_list), runner._json(params), fp,
-         runner._json(versions)]).fetchall()[0][0])
+    versions = run_store.versions(device)
+    run_id = run_store.start_run(
+        con, feature_set_id=fsid, stage=stage, split_id=split_id, tasks="structures",
+        levels=runner.levels_text(level_list), label_mode="true", params=params, fp=fp,
+        run_versions=versions)
     timings = {"read_s": round(read_s, 4)}
     c_chosen = np.zeros(0)
     prob = None
@@ -289,18 +285,11 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
 
     bar.describe(f"fit {stage}: writing run {run_id}")
     t4 = time.perf_counter()
-    tasks_tbl = pa.table({
-        "run_id": pa.array([run_id] * len(sids), pa.int32()),
-        "task_kind": pa.array(["structure"] * len(sids), pa.string()),
-        "task": pa.array([str(s) for s in sids.tolist()], pa.string()),
-        "status": pa.array(["skipped" if j in reasons else "fitted" for j in range(len(sids))],
-                           pa.string()),
-        "reason": pa.array([reasons.get(j) for j in range(len(sids))], pa.string()),
-        "c": pa.array([float(c_chosen[kept.index(j)]) if j in maps else None
-                       for j in range(len(sids))], pa.float64()),
-        "n_train_pos": pa.array(n_tr[:, 1:].sum(1).tolist(), pa.int32()),
-        "n_train_neg": pa.array(n_tr[:, 0].tolist(), pa.int32()),
-    })
+    tasks_tbl = run_store.task_table(
+        run_id, ["structure"] * len(sids), [str(x) for x in sids.tolist()],
+        [reasons.get(j) for j in range(len(sids))],
+        [float(c_chosen[kept.index(j)]) if j in maps else None for j in range(len(sids))],
+        n_tr[:, 1:].sum(1).tolist(), n_tr[:, 0].tolist())
     tc = {"structure_id": [], "class": [], "effective_class": [], "n_train": [], "n_test": []}
     for j in range(len(sids)):
         for k in range(k_all):
@@ -328,21 +317,14 @@ def _one_run(con, bar, *, fsid, stage, split_id, subset, feat_ids, X, exp_ids, s
                 "probability": pa.array(prob[rows, col, r_k].astype(np.float64)),
                 "truth": pa.array(truth, pa.string())}))
     preds = pa.concat_tables(pred_tbls) if pred_tbls else None
-    with warehouse.transaction(con):
-        runner._delete_runs(con, [int(x) for x in replace])
-        for table in ("class_predictions", "target_classes", "run_targets"):
-            con.execute(f"delete from {table} where list_contains($ids, run_id)",
-                        {"ids": [int(x) for x in replace]}).fetchall()
+
+    def write_target(con) -> None:
         con.execute("insert into run_targets values (?, ?, ?, ?)",
                     [run_id, target, model, min_class]).fetchall()
-        store.insert_arrow(con, "run_tasks", tasks_tbl)
-        store.insert_arrow(con, "target_classes", tc_tbl)
-        if preds is not None:
-            store.insert_arrow(con, "class_predictions", preds)
-        timings["write_s"] = round(time.perf_counter() - t4, 4)
-        timings["total_s"] = round(time.perf_counter() - t_start + read_s, 4)
-        con.execute(
-            "update runs set status = 'finished', finished_at = current_timestamp, "
-            "timings = ?, versions = ? where run_id = ?",
-            [runner._json(timings), runner._json(versions), run_id]).fetchall()
+
+    run_store.finish_run(
+        con, run_id, replace=replace, extra=write_target,
+        tables=[("run_tasks", tasks_tbl), ("target_classes", tc_tbl),
+                ("class_predictions", preds)],
+        timings=timings, run_versions=versions, t_write=t4, t_start=t_start, t_before=read_s)
     return run_id

@@ -227,6 +227,19 @@ def solve_batched(
     return theta, n_steps
 
 
+def _inputs(X, Y, y_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` as float32/64 (n, d) and ``Y`` as (n, T) of ``y_dtype``; refuses a row mismatch."""
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32)
+    Y = np.asarray(Y, dtype=y_dtype)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if X.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ValueError("X must be (n, d) with as many rows as Y")
+    return X, Y
+
+
 class BatchedLogisticRegression:
     """Many L2 logistic regressions on one feature matrix (scikit-learn estimator style).
 
@@ -238,6 +251,11 @@ class BatchedLogisticRegression:
     cv : number of inner folds.
     select : 'group' (one C per task group, e.g. ontology level), 'task' or 'all'.
     standardize : z-score the features with the training mean / std (as StandardScaler).
+    scale_floor : with ``standardize``, divide by ``max(std, scale_floor x the median std of
+        the non-constant features)`` instead of the std: a feature almost constant on the
+        training rows (e.g. a grid cell inside the brain of one training experiment) is not
+        blown up on new rows that have it. 0 = StandardScaler (the paper's). See
+        docs/annotate.md (calibration).
     tol, max_iter : Newton stopping rule (relative Newton decrement) and step limit.
     device : 'auto' (CUDA if present), 'cpu' or 'cuda'.
     random_state : seed of the inner folds.
@@ -250,6 +268,7 @@ class BatchedLogisticRegression:
         cv: int = 3,
         select: str = "group",
         standardize: bool = True,
+        scale_floor: float = 0.0,
         tol: float = 1e-10,
         max_iter: int = 100,
         device: str = "auto",
@@ -260,6 +279,7 @@ class BatchedLogisticRegression:
         self.cv = cv
         self.select = select
         self.standardize = standardize
+        self.scale_floor = scale_floor
         self.tol = tol
         self.max_iter = max_iter
         self.device = device
@@ -267,7 +287,8 @@ class BatchedLogisticRegression:
 
     # ------------------------------------------------------------------ helpers
 
-    def _validate(self, y: np.ndarray, mask: np.ndarray) -> None:
+    def _validate_selection(self) -> None:
+        """The C selection's parameters (shared with the multi-class trainer)."""
         if self.select not in _SELECT:
             raise ValueError(f"select must be one of {_SELECT}, not {self.select!r}")
         if self.C is None:
@@ -275,7 +296,20 @@ class BatchedLogisticRegression:
                 raise ValueError("Cs must be a non-empty grid of positive values")
             if int(self.cv) < 2:
                 raise ValueError("cv must be at least 2")
+
+    def _select_c(self, groups: np.ndarray, t: int, cv_scores) -> None:
+        """``C_`` (T,): chosen from ``cv_scores(keys)`` (validation scores (len(Cs), T) for the
+        selection keys) when ``C`` is None, else ``C`` broadcast; ``cv_scores_`` kept."""
+        if self.C is None:
+            self.cv_scores_ = cv_scores(self._group_keys(groups, t))
+            self.C_ = self._choose(self.cv_scores_, groups)
         else:
+            self.cv_scores_ = None
+            self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64), (t,)).copy()
+
+    def _validate(self, y: np.ndarray, mask: np.ndarray) -> None:
+        self._validate_selection()
+        if self.C is not None:
             c = np.atleast_1d(np.asarray(self.C, dtype=np.float64))
             if (c <= 0).any() or c.size not in (1, y.shape[1]):
                 raise ValueError("C must be positive: one value or one per task")
@@ -384,15 +418,8 @@ class BatchedLogisticRegression:
         ``mask`` (n, T) marks the labeled entries (default all); ``groups`` (T,) groups tasks
         for ``select='group'``. Every task needs both classes among its labeled rows.
         """
-        X = np.asarray(X)
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float32)
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
+        X, Y = _inputs(X, Y, np.float64)
         mask = np.ones(Y.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-        if X.ndim != 2 or X.shape[0] != Y.shape[0]:
-            raise ValueError("X must be (n, d) with as many rows as Y")
         self._validate(Y, mask)
         lab = mask & (Y > 0.5)
         if not (lab.any(0) & (mask & ~lab).any(0)).all():
@@ -406,6 +433,9 @@ class BatchedLogisticRegression:
         if self.standardize:
             self.mean_ = X.mean(0, dtype=np.float64).astype(np.float32)
             sd = X.std(0, dtype=np.float64)
+            if self.scale_floor > 0 and (sd > 0).any():
+                sd = np.where(sd > 0, np.maximum(sd, self.scale_floor * np.median(sd[sd > 0])),
+                              0.0)
             self.scale_ = np.where(sd > 0, sd, 1.0).astype(np.float32)
         else:
             self.mean_ = np.zeros(X.shape[1], dtype=np.float32)
@@ -419,12 +449,7 @@ class BatchedLogisticRegression:
     def _fit(self, X, Y, mask, groups) -> None:
         k = kernel(X, X, self.mean_, self.scale_, self.device_)
 
-        if self.C is None:
-            self.cv_scores_ = self._cv_scores(k, Y, mask, self._group_keys(groups, Y.shape[1]))
-            self.C_ = self._choose(self.cv_scores_, groups)
-        else:
-            self.cv_scores_ = None
-            self.C_ = np.broadcast_to(np.asarray(self.C, dtype=np.float64), (Y.shape[1],)).copy()
+        self._select_c(groups, Y.shape[1], lambda keys: self._cv_scores(k, Y, mask, keys))
 
         basis = _Basis(k)
         theta, self.n_iter_ = solve_batched(
@@ -441,15 +466,19 @@ class BatchedLogisticRegression:
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Scores ``x . w_t + b_t`` (m, T) for new rows."""
         self._check_fitted()
+        X, work = self._new_rows(X)
+        with _cpu_threads(self.device_, work):
+            k = kernel(X, self.X_fit_, self.mean_, self.scale_, self.device_)
+            return (k @ self.dual_coef_).cpu().numpy() + self.intercept_
+
+    def _new_rows(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        """New rows as float32/64 (checked against the fitted width) and the scoring work."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have {self.n_features_in_} columns")
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float32)
-        work = float(X.shape[0]) * self.X_fit_.shape[0] * self.n_features_in_
-        with _cpu_threads(self.device_, work):
-            k = kernel(X, self.X_fit_, self.mean_, self.scale_, self.device_)
-            return (k @ self.dual_coef_).cpu().numpy() + self.intercept_
+        return X, float(X.shape[0]) * self.X_fit_.shape[0] * self.n_features_in_
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probability of the positive class per task (m, T)."""

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg backend), drawn from plain frames and arrays.
 
-No DuckDB here: :mod:`ishwh.report.render` fetches the numbers and hands them over, so each
+No DuckDB here: :mod:`ishwh.report.gather` fetches the numbers and hands them over, so each
 figure can be redrawn in a notebook from the CSV/Parquet tables of a report.
 """
 

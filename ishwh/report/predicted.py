@@ -18,7 +18,8 @@ import polars as pl
 
 from ishwh.query import query_text
 from ishwh.report import plots
-from ishwh.report.render import Figure, _Section
+from ishwh.report.documents import Section
+from ishwh.report.figures import Figure
 from ishwh.report.tables import run_named
 
 HEATMAP_GENES = 16
@@ -169,7 +170,7 @@ def predicted_figures(pd_: PredictedData) -> list[Figure]:
     return figs
 
 
-def predicted_section(pd_: PredictedData, figs: list[Figure]) -> _Section:
+def predicted_section(pd_: PredictedData, figs: list[Figure]) -> Section:
     """The "Predicted annotations" section of the report."""
     tables: list[tuple[pl.DataFrame, str | None]] = [(pd_.coverage, None)]
     intro = (
@@ -187,7 +188,7 @@ def predicted_section(pd_: PredictedData, figs: list[Figure]) -> _Section:
         tables.append((pd_.transfer, None))
         intro += (" Last table: cross-stage (transfer) AUC beside within-stage AUC "
                   "(transfer_auc view).")
-    return _Section("predicted", "Predicted annotations", intro, tables=tables, figures=figs)
+    return Section("predicted", "Predicted annotations", intro, tables=tables, figures=figs)
 
 
 def predicted_tables(pd_: PredictedData) -> dict[str, pl.DataFrame]:

@@ -1,7 +1,8 @@
 -- report_target_metrics: the multi-class table of the report: macro AUC, kappa, balanced
 -- accuracy and grade error per stage x level x target x model x feature set x split method.
 -- Grain: one row per stage x level x target x model x feature set x split method x label mode
--- (repeats averaged: n_repeats). Inputs: target_level_metrics, run_targets, selected_runs.
+-- (repeats averaged: n_repeats). Inputs: target_level_metrics (its model: run_targets'),
+-- selected_runs.
 -- std_macro_auc: mean over repeats of the std across the level's structures.
 -- param runs: run ids, e.g. [1, 2] (optional: every finished run)
 with runs as (
@@ -9,16 +10,12 @@ with runs as (
     where ($runs is null and is_default) or list_contains($runs, run_id)
 ),
 
-models as (
-    select run_id, model from main.run_targets
-),
-
 final as (
     select
         m.stage,
         m.level,
         m.target,
-        coalesce(t.model, 'binary') as model,
+        m.model,
         m.feature_set,
         m.split_method,
         m.label_mode,
@@ -32,7 +29,6 @@ final as (
         avg(m.mean_mae) as mae
     from target_level_metrics m
     join runs using (run_id)
-    left join models t using (run_id)
     group by all
 )
 
