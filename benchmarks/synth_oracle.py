@@ -55,20 +55,9 @@ _ATLAS: Atlas | None = None
 
 
 def layout(atlas: Atlas, stage: str, g: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Section positions, missing flags and staining gain of one experiment: the first draws
-    of ``Atlas.experiment``'s stream, in its order (checked by ``check_layout``)."""
-    p = atlas.params
-    rng = np.random.default_rng([atlas.seed, 9, ALL_STAGES.index(stage), g])
-    lo, hi = p.sections
-    n = int(rng.integers(lo, hi + 1))
-    span = rng.uniform(0.8, 0.97)
-    start = rng.uniform(0.01, 0.99 - span)
-    pos = np.sort(np.clip(start + span * (np.arange(n) + 0.5 + rng.uniform(-0.3, 0.3, n)) / n,
-                          0.0, 1.0))
-    missing = rng.random(n) < p.missing_section_rate
-    if (~missing).sum() < max(1, lo - 3):
-        missing[:] = False
-    gain = float(np.exp(rng.normal(0.0, p.gain_sd)))
+    """Section positions, missing flags and staining gain of one experiment
+    (``Atlas.section_layout``, the first draws of the experiment's stream)."""
+    _, pos, missing, gain = atlas.section_layout(stage, g)
     return pos, missing, gain
 
 

@@ -170,15 +170,11 @@ class Atlas:
         return np.isin(labels, self.subtrees[index] + 2)
 
     # ---------------------------------------------------------------- one experiment
-    def experiment(self, stage: str, g: int, want_labels: bool = False,
-                   images: bool = True) -> SynthExperiment:
-        """Render one experiment (gene ``g`` at ``stage``): sections, annotations, grid.
-
-        ``images=False`` skips the section images (annotations and grid are the same)."""
+    def section_layout(self, stage: str, g: int
+                       ) -> tuple[np.random.Generator, np.ndarray, np.ndarray, float]:
+        """The first draws of an experiment's stream: section positions (0..1), missing
+        flags and staining gain, with the stream itself (the experiment draws on from it)."""
         p = self.params
-        anat = self.anatomy(stage)
-        gene = self.gene(g)
-        prof = ex.profile(gene, stage, anat, self.subtrees)
         rng = np.random.default_rng([self.seed, 9, ALL_STAGES.index(stage), g])
         lo, hi = p.sections
         n = int(rng.integers(lo, hi + 1))
@@ -190,6 +186,19 @@ class Atlas:
         if (~missing).sum() < max(1, lo - 3):
             missing[:] = False
         gain = float(np.exp(rng.normal(0.0, p.gain_sd)))
+        return rng, pos, missing, gain
+
+    def experiment(self, stage: str, g: int, want_labels: bool = False,
+                   images: bool = True) -> SynthExperiment:
+        """Render one experiment (gene ``g`` at ``stage``): sections, annotations, grid.
+
+        ``images=False`` skips the section images (annotations and grid are the same)."""
+        p = self.params
+        anat = self.anatomy(stage)
+        gene = self.gene(g)
+        prof = ex.profile(gene, stage, anat, self.subtrees)
+        rng, pos, missing, gain = self.section_layout(stage, g)
+        n = len(pos)
         bg_stain = float(rng.uniform(0.0, p.background_stain))
         # the specimen's own anatomy (its own stream: the other draws do not depend on it)
         key = [self.seed, ALL_STAGES.index(stage), g]
