@@ -2,7 +2,7 @@
 -- withheld truth, per ontology level (the analogue of level_auc for predicted_annotations).
 -- Grain: one row per run x stage x level, plus one per run x stage with level NULL (all
 -- structures of the stage together).
--- Inputs: truth_structure_auc, runs, feature_sets. n_structures counts structures with an
+-- Inputs: truth_structure_auc, run_info (the run's feature set). n_structures counts structures with an
 -- AUC, n_excluded those whose truth lacks a class; mean_auc / std_auc over structures;
 -- accuracy is the share of experiment x structure calls (predicted_annotations.called) that
 -- agree with the truth, over all the level's structures (balanced_accuracy: the mean of
@@ -13,11 +13,7 @@ with structure_auc as (
 ),
 
 runs as (
-    select run_id, feature_set_id from main.runs
-),
-
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+    select run_id, feature_set from main.run_info
 ),
 
 final as (
@@ -25,7 +21,7 @@ final as (
         a.run_id,
         a.stage,
         a.level,
-        f.feature_set,
+        r.feature_set,
         count(a.auc) as n_structures,
         count(*) - count(a.auc) as n_excluded,
         avg(a.auc) as mean_auc,
@@ -38,9 +34,8 @@ final as (
             as balanced_accuracy
     from structure_auc a
     join runs r using (run_id)
-    join feature_sets f using (feature_set_id)
-    group by grouping sets ((a.run_id, a.stage, a.level, f.feature_set),
-                            (a.run_id, a.stage, f.feature_set))
+    group by grouping sets ((a.run_id, a.stage, a.level, r.feature_set),
+                            (a.run_id, a.stage, r.feature_set))
 )
 
 select * from final

@@ -2,7 +2,7 @@
 -- for every target), in one place.
 -- Grain: one row per run x ontology level (is_stage false) plus one row per run with every
 -- structure pooled (is_stage true, level NULL).
--- Inputs: target_metrics, runs, split_defs, feature_sets, run_targets (model; 'binary' for
+-- Inputs: target_metrics, run_info (the run's feature set and split), run_targets (model; 'binary' for
 -- detected runs). mean_* / std_*: mean and sample std across the level's structures (the
 -- paper's std; levels pooled in the stage row); n_structures counts structures with a macro
 -- AUC, n_excluded those without (a test set with one class).
@@ -12,15 +12,8 @@ with target_metrics as (
 ),
 
 runs as (
-    select run_id, feature_set_id, split_id, label_mode, levels from main.runs
-),
-
-split_defs as (
-    select split_id, method as split_method, repeat_index from main.split_defs
-),
-
-feature_sets as (
-    select feature_set_id, name as feature_set from main.feature_sets
+    select run_id, feature_set, split_method, repeat_index, label_mode, levels
+    from main.run_info
 ),
 
 models as (
@@ -35,9 +28,9 @@ final as (
         grouping(m.level) = 1 as is_stage,
         m.target,
         coalesce(t.model, 'binary') as model,
-        f.feature_set,
-        d.split_method,
-        d.repeat_index,
+        r.feature_set,
+        r.split_method,
+        r.repeat_index,
         r.label_mode,
         r.levels,
         count(m.macro_auc) as n_structures,
@@ -51,13 +44,11 @@ final as (
         avg(m.mae) as mean_mae
     from target_metrics m
     join runs r using (run_id)
-    left join split_defs d using (split_id)
-    left join feature_sets f using (feature_set_id)
     left join models t using (run_id)
     group by grouping sets (
-        (m.run_id, m.stage, m.level, m.target, t.model, f.feature_set, d.split_method,
-         d.repeat_index, r.label_mode, r.levels),
-        (m.run_id, m.stage, m.target, t.model, f.feature_set, d.split_method, d.repeat_index,
+        (m.run_id, m.stage, m.level, m.target, t.model, r.feature_set, r.split_method,
+         r.repeat_index, r.label_mode, r.levels),
+        (m.run_id, m.stage, m.target, t.model, r.feature_set, r.split_method, r.repeat_index,
          r.label_mode, r.levels)
     )
 )
