@@ -9,8 +9,9 @@ within-stage (out-of-fold) AUC of the same models on their own training stage.
     python benchmarks/annotate_withheld.py --genes 1000 --work /tmp/p4     # grid features
     python benchmarks/annotate_withheld.py --genes 2000 --features cnn     # the full scale
 
-`--features grid` renders no images (`ingest_synthetic(images=False)`: annotations and
-expression grids are the same), so it runs in minutes; `--features cnn` renders the
+`--features grid` renders no images (`ingest_synthetic(images=False)`: the same annotations;
+the grids' noise differs from an image-rendering ingest, docs/synthetic.md), so it runs in
+minutes; `--features cnn` renders the
 sections and computes the default CNN features (tens of minutes per 1,000 experiments on
 2 cores).
 """
