@@ -3,8 +3,10 @@ costs for the projection in docs/scale.md.
 
     PYTHONPATH=. python benchmarks/ray_featurize.py --genes 20 --out /tmp/ray_bench.json
     PYTHONPATH=. python benchmarks/ray_featurize.py --extractor bow --genes 20 --workers 2
+    PYTHONPATH=. python benchmarks/ray_featurize.py --extractor atlas --stage E18.5 --genes 20
 
-Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each)
+Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each,
+with the stage's reference atlas)
 in a temporary folder, featurizes it with the local engine and with the Ray engine on a local
 cluster (``ray.init(num_cpus=<cores>)``, started once and timed on its own), and times the
 per-section costs on the real Allen ISH image of ../shared/data/allen (2980x1888 JPEG).
@@ -101,9 +103,11 @@ def projection(costs: dict[str, float], sections: int, gpu_rate: float, cores: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--genes", type=int, default=20)
-    ap.add_argument("--extractor", default="cnn", choices=("cnn", "bow", "grid"),
+    ap.add_argument("--extractor", default="cnn", choices=("cnn", "bow", "grid", "atlas"),
                     help="bow: 100-word codebooks (set bow.w100) made on the driver by both "
-                         "engines; only cnn prints the per-section costs and projection")
+                         "engines; atlas: atlas.stain and atlas.cnn (registration included); "
+                         "only cnn prints the per-section costs and projection")
+    ap.add_argument("--stage", default="E13.5", help="the one stage of the synthetic atlas")
     ap.add_argument("--workers", default="1,2", help="Ray extractor actors to try")
     ap.add_argument("--chunk-size", type=int, default=2, help="experiments per partition")
     ap.add_argument("--reps", type=int, default=20, help="repetitions of the cost timings")
@@ -135,7 +139,7 @@ def main() -> None:
         base = tmp / "base" / "wh.duckdb"
         base.parent.mkdir()
         warehouse.init(base)
-        ingest_synthetic(base, "demo", progress=False, n_genes=args.genes, stages=("E13.5",))
+        ingest_synthetic(base, "demo", progress=False, n_genes=args.genes, stages=(args.stage,))
         with warehouse.connect(base, read_only=True) as con:
             n_sections = con.execute("select count(*) from sections").fetchone()[0]
         common = dict(extractor=args.extractor, device="cpu", progress=False,
@@ -144,6 +148,8 @@ def main() -> None:
             common.update(layers=["blocks.5"], pools=("max",))
         elif args.extractor == "bow":
             common.update(bow={"n_words": 100})
+        elif args.extractor == "atlas":
+            common.update(atlas={"what": ["stain", "cnn"]})
         rows = []
         t = time.perf_counter()
         local_db = _copy(base, tmp / "local")
@@ -174,7 +180,8 @@ def main() -> None:
         r["steady_sections_per_s"] = ((n_sections - r.get("first_sections", 0))
                                       / (r["compute"] - start))
     local = rows[0]
-    print(f"{args.extractor}: {n_sections} sections ({args.genes} experiments, partitions of "
+    print(f"{args.extractor}: {n_sections} sections ({args.genes} experiments of {args.stage}, "
+          f"partitions of "
           f"{args.chunk_size}), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"Ray local cluster start {cluster_start:.1f} s\n")
     print("| engine | workers | setup s | compute s | first partition s | steady sections/s "

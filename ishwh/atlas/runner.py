@@ -20,6 +20,7 @@ The measurements themselves (stain statistics, pooling, the fill of unseen struc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,8 +487,11 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, opts: FeaturizeOpti
     all of them. Unreadable sections follow ``opts.on_error``. Returns the registration
     counts per stage (:func:`atlas_finish`)."""
     progress = or_silent(opts.progress)
+    t0 = time.perf_counter()
     plan = atlas_plan(con, db_path, opts, result)
     images_root = warehouse.images_dir(db_path)
+    t1 = time.perf_counter()
+    result.timings["setup"] = t1 - t0
     for stage in plan.stages:
         chunks = [c for st, c in plan.chunks if st == stage]
         progress.start(f"featurize atlas {stage}", sum(len(c) for c in chunks), "experiments")
@@ -512,4 +516,5 @@ def run_atlas(con: duckdb.DuckDBPyConnection, db_path: Path, opts: FeaturizeOpti
                 write_chunk(con, plan, stage, out, result)
             progress.advance(len(chunk))
         progress.done()
+    result.timings["compute"] = time.perf_counter() - t1
     return atlas_finish(con, plan, result)

@@ -468,6 +468,7 @@ def run_atlas(con: Any, db_path: Path, opts: Any, result: Any) -> None:
     from ishwh.features import sets  # noqa: PLC0415
 
     ray_opts: RayOptions = opts.ray
+    t0 = time.perf_counter()
     with _cluster(con, opts, db_path) as (cluster, progress):
         plan = atlas.atlas_plan(con, db_path, opts, result, before_write=cluster.connect)
         ext = plan.ext
@@ -492,6 +493,7 @@ def run_atlas(con: Any, db_path: Path, opts: Any, result: Any) -> None:
                       (ext.state(), "cuda" if gpus > 0 else "cpu",
                        max(1, math.ceil(ray_opts.cpus_per_worker))),
                       "atlas", {"cnn": ext.input_args()}, describe, gpus)
+            result.timings["setup"] = time.perf_counter() - t0
             files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, cluster.root,
                             opts.on_error, progress, result)
     if experiments:
