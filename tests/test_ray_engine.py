@@ -200,19 +200,23 @@ def test_unreachable_address_is_one_line_and_writes_nothing(reference, tmp_path)
 
 
 @pytest.mark.slow
-def test_workers_that_cannot_read_the_images_write_nothing(ray_cluster, reference, tmp_path):
+@pytest.mark.parametrize("extractor", [[], ["-e", "atlas", "--what", "stain,cnn"]],
+                         ids=["cnn", "atlas"])
+def test_workers_that_cannot_read_the_images_write_nothing(ray_cluster, reference, tmp_path,
+                                                           extractor):
     from cli.app import app  # noqa: PLC0415
 
     db = copy_fresh(reference, tmp_path)
     missing = (tmp_path / "nowhere").as_uri()
-    res = CliRunner().invoke(app, ["featurize", "--engine", "ray", "--images", missing,
-                                   "--db", str(db), "--no-progress"])
+    res = CliRunner().invoke(app, ["featurize", *extractor, "--engine", "ray", "--images",
+                                   missing, "--db", str(db), "--no-progress"])
     assert res.exit_code == 1, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1, res.output
     assert lines[0].startswith("Error: --images: the Ray workers cannot read the images: "
                                f"cannot read image {missing}/")
     assert counts(db) == (0, 0)
+    assert _table(db, "select count(*) from section_alignments") == [(0,)]
     assert not staging_dir(db).exists()
 
 
@@ -296,26 +300,6 @@ def test_atlas_features_on_ray_equal_local_and_resume(ray_cluster, reference, at
         if g[-1] is not None:
             assert float(np.abs(np.subtract(g[-1], w[-1])).max()) <= 1e-4
     assert not staging.exists()
-
-
-@pytest.mark.slow
-def test_atlas_workers_that_cannot_read_the_images_write_nothing(ray_cluster, reference,
-                                                                 tmp_path):
-    from cli.app import app  # noqa: PLC0415
-
-    db = copy_fresh(reference, tmp_path)
-    missing = (tmp_path / "nowhere").as_uri()
-    res = CliRunner().invoke(app, ["featurize", "-e", "atlas", "--what", "stain,cnn",
-                                   "--engine", "ray", "--images", missing, "--db", str(db),
-                                   "--no-progress"])
-    assert res.exit_code == 1, res.output
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1, res.output
-    assert lines[0].startswith("Error: --images: the Ray workers cannot read the images: "
-                               f"cannot read image {missing}/")
-    assert counts(db) == (0, 0)
-    assert _table(db, "select count(*) from section_alignments") == [(0,)]
-    assert not staging_dir(db).exists()
 
 
 # --------------------------------------------------------------------------- annotate

@@ -15,6 +15,8 @@ registration model) on the driver; registration and structure pooling in the act
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -432,7 +434,7 @@ class AtlasWorker(PartitionWorker):
 
 
 def _atlas_chunk(tables: dict[str, pa.Table], names: list[str],
-                 need: dict[str, set[int]], good: list[int]) -> Any:
+                 need: dict[str, set[int]], good: set[int]) -> Any:
     """A partition's tables as the local engine's :class:`~ishwh.atlas.runner.ChunkResult`."""
     from ishwh.atlas import alignments  # noqa: PLC0415
     from ishwh.atlas.runner import ChunkResult  # noqa: PLC0415
@@ -460,9 +462,6 @@ def run_atlas(con: Any, db_path: Path, opts: Any, result: Any) -> None:
     network input); actors place the sections on the reference (stored placements reused),
     measure and pool them; placements, vectors and seen counts ingested in one
     transaction by the local :func:`~ishwh.atlas.runner.write_chunk`."""
-    import hashlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
-
     from ishwh.atlas import alignments  # noqa: PLC0415
     from ishwh.atlas import runner as atlas  # noqa: PLC0415
     from ishwh.features import sets  # noqa: PLC0415
@@ -500,7 +499,7 @@ def run_atlas(con: Any, db_path: Path, opts: Any, result: Any) -> None:
         with warehouse.transaction(con):
             for c, (stage, chunk) in enumerate(plan.chunks):
                 tables = read_partition(files[c])
-                good = take_problems(tables, describe, result, progress, plan.failed)
+                good = set(take_problems(tables, describe, result, progress, plan.failed))
                 atlas.write_chunk(con, plan, stage, _atlas_chunk(
                     tables, ext.names, plan.need(chunk), good), result)
         remove_partitions(staging_dir(db_path), list(files.values()))
