@@ -14,6 +14,8 @@ The ordinal model is timed too (no scikit-learn equivalent).
 
 Run: ``.venv/bin/python benchmarks/multiclass.py`` (a stage: 1,333 train / 667 test genes,
 12,288 dims, 1,071 structures). ``--tasks 100 --dim 2000`` for a quick look.
+``--tol-check --tasks 100``: the final solve's stopping rule (``FIT_TOL``) against a 1e-8
+solve, both models, C 1e-4 / 1e-3 / 1e-2 (iterations, CPU, max probability and AUC difference).
 """
 
 from __future__ import annotations
@@ -113,6 +115,36 @@ def run(n_train: int, n_test: int, dim: int, n_tasks: int, sk_tasks: int, c: flo
     return out
 
 
+def tol_check(n_train: int, n_test: int, dim: int, n_tasks: int, tight: float = 1e-8,
+              seed: int = 1) -> list[dict]:
+    """The final solve's stopping rule: FIT_TOL against a tight solve, both models, three C."""
+    from ishwh.fit.multiclass import FIT_TOL, BatchedMulticlassLogisticRegression, macro_auc_columns
+
+    x, y = make_data(n_train + n_test, dim, n_tasks, seed)
+    xtr, xte, ytr, yte = x[:n_train], x[n_train:], y[:n_train], y[n_train:]
+    ok = np.array([np.unique(ytr[ytr[:, j] >= 0, j]).size == 4 for j in range(n_tasks)])
+    ytr, yte = ytr[:, ok], yte[:, ok]
+    rows = []
+    for model in ("multinomial", "ordinal"):
+        for c in (1e-4, 1e-3, 1e-2):
+            fits = {}
+            for tol in (tight, FIT_TOL):
+                c0 = time.process_time()
+                est = BatchedMulticlassLogisticRegression(model, C=c, device="cpu",
+                                                          tol=tol).fit(xtr, ytr)
+                p = est.predict_proba(xte)
+                auc = float(np.nanmean(macro_auc_columns(p, yte, est.n_classes_)))
+                fits[tol] = (p, est.n_iter_, time.process_time() - c0, auc)
+            rows.append({"model": model, "C": c, "iter_tight": fits[tight][1],
+                         "iter_fit_tol": fits[FIT_TOL][1],
+                         "cpu_s_tight": round(fits[tight][2], 1),
+                         "cpu_s_fit_tol": round(fits[FIT_TOL][2], 1),
+                         "max_abs_prob_diff": float(np.abs(fits[tight][0]
+                                                           - fits[FIT_TOL][0]).max()),
+                         "macro_auc_diff": round(abs(fits[tight][3] - fits[FIT_TOL][3]), 6)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-train", type=int, default=1333)
@@ -122,7 +154,14 @@ def main() -> None:
     ap.add_argument("--sk-tasks", type=int, default=30)
     ap.add_argument("--C", type=float, default=1e-3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tol-check", action="store_true",
+                    help="compare the final solve's stopping rule (FIT_TOL) with a 1e-8 solve "
+                         "(use with --tasks 100)")
     args = ap.parse_args()
+    if args.tol_check:
+        for row in tol_check(args.n_train, args.n_test, args.dim, args.tasks):
+            print(json.dumps(row))
+        return
     res = run(args.n_train, args.n_test, args.dim, args.tasks, args.sk_tasks, args.C,
               args.device)
     print(json.dumps(res, indent=1))

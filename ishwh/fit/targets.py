@@ -31,7 +31,7 @@ from ishwh import store, warehouse
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.fit import run_store, runner, split_store
 from ishwh.fit import tasks as tasks_mod
-from ishwh.fit.multiclass import MODELS, BatchedMulticlassLogisticRegression
+from ishwh.fit.multiclass import FIT_TOL, MODELS, BatchedMulticlassLogisticRegression
 from ishwh.fit.trainer import DEFAULT_CS
 from ishwh.progress import Progress, or_silent, phase
 from ishwh.query import query_text
@@ -166,7 +166,7 @@ def fit_target(
     level_list = runner.parse_levels(levels)
     trainer_params = {"model": model, "C": C,
                       "Cs": None if C is not None else [float(c) for c in Cs], "cv": cv,
-                      "select": select, "tol": 1e-7, "max_iter": 500}
+                      "select": select, "tol": FIT_TOL, "max_iter": 500}
     run_ids: list[int] = []
     bar = or_silent(progress)
     with warehouse.connect(db_path) as con, phase(bar, f"fit {stage} {target}", repeats,
