@@ -3,7 +3,8 @@ costs for the projection in docs/scale.md.
 
     PYTHONPATH=. python benchmarks/ray_featurize.py --genes 20 --out /tmp/ray_bench.json
     PYTHONPATH=. python benchmarks/ray_featurize.py --extractor bow --genes 20 --workers 2
-    PYTHONPATH=. python benchmarks/ray_featurize.py --extractor atlas --stage E18.5 --genes 20
+    PYTHONPATH=. python benchmarks/ray_featurize.py --extractor atlas --stage E18.5 --genes 20 \
+        --local-threads 1
 
 Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each,
 with the stage's reference atlas)
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ishwh import store, warehouse
+from ishwh.device import torch_threads
 from ishwh.features import featurize
 from ishwh.features.cnn import CNNFeatures, decode_for_cnn
 from ishwh.synth import ingest_synthetic
@@ -108,6 +110,10 @@ def main() -> None:
                          "engines; atlas: atlas.stain and atlas.cnn (registration included); "
                          "only cnn prints the per-section costs and projection")
     ap.add_argument("--stage", default="E13.5", help="the one stage of the synthetic atlas")
+    ap.add_argument("--local-threads", type=int,
+                    help="also time the local engine with this many torch threads (1: as each "
+                         "Ray actor with --cpus-per-worker <= 1 runs); the Ray drivers run with "
+                         "as many, and the Ray rows' max abs diff is against that row")
     ap.add_argument("--workers", default="1,2", help="Ray extractor actors to try")
     ap.add_argument("--chunk-size", type=int, default=2, help="experiments per partition")
     ap.add_argument("--reps", type=int, default=20, help="repetitions of the cost timings")
@@ -156,6 +162,15 @@ def main() -> None:
         res = featurize(local_db, **common)
         rows.append({"engine": "local", "workers": "its default processes",
                      "wall_s": time.perf_counter() - t, **res.timings})
+        ref_db = local_db
+        if args.local_threads:
+            t = time.perf_counter()
+            ref_db = _copy(base, tmp / "local_threads")
+            with torch_threads(args.local_threads):
+                res = featurize(ref_db, **common)
+            rows.append({"engine": "local", "workers": f"torch on {args.local_threads} thread(s)",
+                         "wall_s": time.perf_counter() - t, **res.timings,
+                         "max_abs_diff_vs_local": _max_diff(local_db, ref_db, res.names)})
         t = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level="error")
@@ -163,11 +178,12 @@ def main() -> None:
         for w in [int(x) for x in args.workers.split(",")]:
             t = time.perf_counter()
             db = _copy(base, tmp / f"ray{w}")
-            res = featurize(db, engine="ray", ray={"workers": w}, **common)
+            with torch_threads(args.local_threads):  # the driver's part (atlas.cnn projection)
+                res = featurize(db, engine="ray", ray={"workers": w}, **common)
             rows.append({"engine": "ray", "workers": f"{w} actor(s)",
                          "wall_s": time.perf_counter() - t, **res.timings,
                          "first_sections": res.partitions["first_sections"],
-                         "max_abs_diff_vs_local": _max_diff(local_db, db, res.names)})
+                         "max_abs_diff_vs_local": _max_diff(ref_db, db, res.names)})
         ray.shutdown()
         costs = _per_section_costs(args.reps) if args.extractor == "cnn" else {}
     finally:
@@ -195,6 +211,9 @@ def main() -> None:
               f"{r['steady_sections_per_s'] / local['steady_sections_per_s']:.2f}x | "
               f"{e2e:.1f} | {e2e / (n_sections / local['wall_s']):.2f}x | "
               f"{r.get('max_abs_diff_vs_local', 0):.2g} |")
+    if args.local_threads:
+        print(f"\n(max abs diff: the second local row against the first; the Ray rows against "
+              f"the local engine on {args.local_threads} torch thread(s))")
     if costs:
         print("\nper-section costs (s):",
               json.dumps({k: round(v, 5) for k, v in costs.items()}))
