@@ -356,7 +356,7 @@ def atlas_plan(con: duckdb.DuckDBPyConnection, db_path: Path, opts: FeaturizeOpt
         fsids[SET_NAME] = sets.ensure_set(con, SET_NAME, "atlas", int(ids.size) * len(STATS),
                                           params)
     if cnn is not None:
-        cnn_name, fsids[cnn_name] = _cnn_set(con, images_root, stages, ids, cnn)
+        cnn_name, fsids[cnn_name] = _cnn_set(con, images_root, stages, ids, cnn, opts, result)
         fill[cnn_name] = True
     for name, fsid in fsids.items():
         _layout(con, fsid, name, ids)
@@ -374,8 +374,8 @@ def atlas_plan(con: duckdb.DuckDBPyConnection, db_path: Path, opts: FeaturizeOpt
         exp_ids = exp_of[stage]
         sample = sets.sections(con, images_root, exp_ids[::max(1, len(exp_ids) // 8)])
         step = max(1, len(sample) // CALIBRATION)
-        work.model.calibrate([(read_gray(s.path), s.position) for s in sample[::step]
-                              ][:CALIBRATION])
+        work.model.calibrate([(g, sec.position) for sec, g in _read_sample(
+            sample[::step][:CALIBRATION], read_gray, opts.on_error, result)])
         ext.stages[stage] = work
         plan.chunks += [(stage, c) for c in sets.chunks(todo, a["chunk_size"])]
     return plan
@@ -398,8 +398,23 @@ def _layout(con: duckdb.DuckDBPyConnection, fsid: int, name: str, ids: np.ndarra
                            hint=f"delete the set {name} and featurize again")
 
 
+def _read_sample(secs: list, read: Callable[[str], np.ndarray], on_error: str,
+                 result: FeaturizeResult) -> list[tuple[Any, np.ndarray]]:
+    """A sample's sections and images (calibration, projection), read beside the warehouse;
+    an unreadable one stops the run in the words of the section loop, or is left out
+    (``on_error="skip"``, named in ``result.problems``)."""
+    out = []
+    for sec in secs:
+        try:
+            out.append((sec, read(sec.path)))
+        except InvalidInput as exc:
+            sets.unreadable(sec, exc.message, on_error, result, None)
+    return out
+
+
 def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str],
-             ids: np.ndarray, model: cnn_mod.StructureCNN) -> tuple[str, int]:
+             ids: np.ndarray, model: cnn_mod.StructureCNN, opts: FeaturizeOptions,
+             result: FeaturizeResult) -> tuple[str, int]:
     """The atlas.cnn set of ``model``'s layer; when new, created with its channel
     projection, fitted on a sample of the stages' sections (set on ``model`` either way)."""
     layer = model.layer
@@ -425,8 +440,8 @@ def _cnn_set(con: duckdb.DuckDBPyConnection, images_root: Path, stages: list[str
     secs = secs[::max(1, len(secs) // cnn_mod.SAMPLE_SECTIONS)][:cnn_mod.SAMPLE_SECTIONS]
     if not secs:
         raise NotFound("no sections to featurize at the stages with a reference atlas")
-    model.set_projection(model.fit_projection([model.prepare(read_color(s.path))[0]
-                                               for s in secs]))
+    model.set_projection(model.fit_projection([model.prepare(img)[0] for _, img in _read_sample(
+        secs, read_color, opts.on_error, result)]))
     fsid = sets.ensure_set(con, name, "atlas", int(ids.size) * k,
                            {**params, "projection": model.projection})
     return name, fsid
