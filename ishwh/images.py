@@ -100,13 +100,21 @@ def read_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarr
     """
     data = np.fromfile(str(path), dtype=np.uint8)
     check_pixels(path, data, max_pixels)
+    img = decode_rgb(data)
+    if img is None:
+        raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+    return img
+
+
+def decode_rgb(data: np.ndarray) -> np.ndarray | None:
+    """A file's bytes decoded whole as (H, W, 3) uint8 RGB whatever its pixel type (8/16-bit,
+    float, gray, alpha), as ingest reads it; None when unreadable. The featurizers' fast
+    decoders fall back to it for files they cannot read."""
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if img is not None:
-            return _to_rgb(img)
     except cv2.error:  # a damaged file can fail inside the decoder rather than return None
-        pass
-    raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+        return None
+    return None if img is None else _to_rgb(img)
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:

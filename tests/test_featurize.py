@@ -362,3 +362,28 @@ def test_cli_featurize_grid_json_and_error(db_path):
     res = CliRunner().invoke(app, ["featurize", "--pool", "median", "--db", str(db_path)])
     assert res.exit_code == 1 and "pool must be max and/or mean" in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("kind", ["float32 tiff", "1x1 png", "3x2 16-bit png"])
+def test_featurizers_read_every_image_ingest_accepts(tmp_path, kind):
+    """Ingest decodes any pixel type (images.read_rgb); the featurizers' fast decoders must
+    read the same files (they fall back to the whole decode) instead of failing the job."""
+    from ishwh.images import read_rgb
+
+    rng = np.random.default_rng(3)
+    if kind == "float32 tiff":
+        path, img = tmp_path / "f.tif", rng.random((40, 30)).astype(np.float32)
+    elif kind == "1x1 png":
+        path, img = tmp_path / "one.png", np.full((1, 1), 90, np.uint8)
+    else:
+        path, img = tmp_path / "tiny16.png", rng.integers(0, 65535, (2, 3, 3), dtype=np.uint16)
+    assert cv2.imwrite(str(path), img)
+    want = read_rgb(path)                     # what ingest accepted
+    got = decode_for_cnn(path, 32)
+    assert got.shape == (32, 32, 3) and got.dtype == np.uint8
+    ref = cv2.resize(want, (32, 32), interpolation=cv2.INTER_AREA)
+    # OpenCV's 8-bit decode of 16-bit pixels shifts (>> 8) where ingest rounds (/ 257)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+    gray = bowmod.read_gray(str(path))
+    h, w = want.shape[:2]
+    assert gray.dtype == np.uint8 and gray.shape == (max(1, h // 4), max(1, w // 4))

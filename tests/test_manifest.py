@@ -309,6 +309,11 @@ BAD = [
      {"gene_labels_csv": GENE_LABELS + "Nope,GO:1,1\nShh,GO:1,maybe\nShh,GO:0007420,0\n"},
      ["gene_labels.csv:4: unknown gene 'Nope'", "gene_labels.csv:5: bad label 'maybe'",
       "gene_labels.csv:6: duplicate label of gene Shh for task 'GO:0007420'; also on line 2"]),
+    ("NUL byte in a CSV", {"sections_csv": SECTIONS + "Shh,E11.5,100,3,img/gr\x00ay.png,,\n"},
+     ["sections.csv:5: contains a NUL byte"]),
+    ("NUL byte in the large-file reader",
+     {"annotations_csv": ANNOTATIONS + "100,T\x00el,full,,\n"},
+     ["annotations.csv:6: contains a NUL byte"]),
     ("more fields than columns", {"gene_labels_csv": GENE_LABELS + "Shh,GO:2,1,extra\n"},
      ["gene_labels.csv:4: more fields than the header has columns"]),
 ]

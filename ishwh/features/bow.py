@@ -31,6 +31,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from ishwh.errors import InvalidInput
 from ishwh.features.imageio import read_bytes
+from ishwh.images import decode_rgb
 
 N_WORDS = 500
 SIFT_SIZES: tuple[int, ...] = (8, 16, 32)
@@ -56,9 +57,15 @@ def read_gray(path: str, downsample: int = DOWNSAMPLE, data: np.ndarray | None =
     ``data``: the file's bytes when already read (the Ray engine); ``path`` then names it."""
     data = read_bytes(path) if data is None else data
     flag = _REDUCED_GRAY.get(downsample)
-    img = cv2.imdecode(data, flag if flag is not None else cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+    try:
+        img = cv2.imdecode(data, flag if flag is not None else cv2.IMREAD_GRAYSCALE)
+    except cv2.error:  # e.g. a reduced decode of an image smaller than the factor
+        img = None
+    if img is None:  # float pixels, a tiny image: decode it whole, as ingest did
+        rgb = decode_rgb(data)
+        if rgb is None:
+            raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+        img, flag = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), None
     if flag is None and downsample > 1:
         h, w = img.shape
         img = cv2.resize(img, (max(1, w // downsample), max(1, h // downsample)),

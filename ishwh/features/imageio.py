@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ishwh.errors import InvalidInput
-from ishwh.images import check_pixels
+from ishwh.images import check_pixels, decode_rgb
 
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -70,9 +70,15 @@ def decode_for_cnn(path: str | os.PathLike, size: int, width: int | None = None,
                 factor = f
                 break
     # IMREAD_COLOR: 8-bit BGR whatever the file (gray repeated, 16-bit scaled, alpha dropped).
-    img = cv2.imdecode(data, _REDUCED.get(factor, cv2.IMREAD_COLOR))
-    if img is None:
-        raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+    try:
+        img = cv2.imdecode(data, _REDUCED.get(factor, cv2.IMREAD_COLOR))
+    except cv2.error:
+        img = None
+    if img is None:  # e.g. float pixels: decode it whole, as ingest did
+        rgb = decode_rgb(data)
+        if rgb is None:
+            raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
+        return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 

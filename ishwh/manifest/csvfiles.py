@@ -5,6 +5,8 @@ loader."""
 from __future__ import annotations
 
 import csv
+import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,8 @@ def read_csv(
 ) -> list[tuple[int, dict[str, str]]] | None:
     """Rows of ``folder/name`` as ``(line, {column: stripped text})``; None if unusable."""
     path = folder / name
+    if has_nul(path, name, problems):
+        return None
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -150,6 +154,8 @@ def read_csv_frame(
     then run vectorised on the frame, which keeps millions of annotation rows fast.
     """
     path = folder / name
+    if has_nul(path, name, problems):
+        return None
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -194,3 +200,23 @@ def not_utf8(path: Path, name: str) -> tuple[str, str]:
         return at(name, line), (f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
                                 "file as UTF-8")
     return name, "not UTF-8 text"
+
+
+def has_nul(path: Path, name: str, problems: Problems) -> bool:
+    """Report the first NUL byte of a CSV (a binary file, or text saved as UTF-16): the csv
+    module would read it into a field and a path or name with NUL cannot be stored."""
+    try:
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return False
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:  # no copy
+                pos = data.find(b"\x00")
+                if pos < 0:
+                    return False
+                line = data[:pos].count(b"\n") + 1
+    except OSError:
+        return False      # the reader says why
+    problems.add(at(name, line),
+                 "contains a NUL byte (a binary file, or text saved as UTF-16?); save it as "
+                 "UTF-8 text")
+    return True
