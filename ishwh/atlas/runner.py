@@ -55,37 +55,23 @@ from ishwh.atlas.reference import Reference
 from ishwh.atlas.register import CALIBRATION, RegistrationModel, project_index
 from ishwh.errors import InvalidInput, NotFound
 from ishwh.features import sets
-from ishwh.features.imageio import read_bytes
+from ishwh.features.imageio import imdecode, read_bytes
 from ishwh.features.options import FeaturizeOptions, FeaturizeResult
-from ishwh.images import decode_rgb
 from ishwh.progress import or_silent
 
 CHUNK = 32          # experiments per chunk (one transaction locally, one partition on Ray)
 BATCH = 8           # sections per forward pass of atlas.cnn
 
 
-def _decode(path: str, data: np.ndarray | None, flag: int, from_rgb: int) -> np.ndarray:
-    data = read_bytes(path) if data is None else data
-    try:
-        img = cv2.imdecode(data, flag)
-    except cv2.error:
-        img = None
-    if img is None:  # e.g. float pixels: decode it whole, as ingest did
-        rgb = decode_rgb(data)
-        if rgb is None:
-            raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
-        img = cv2.cvtColor(rgb, from_rgb)
-    return img
-
-
 def read_gray(path: str, data: np.ndarray | None = None) -> np.ndarray:
     """A section file as full-size gray uint8 (from ``data``, its bytes, when given)."""
-    return _decode(path, data, cv2.IMREAD_GRAYSCALE, cv2.COLOR_RGB2GRAY)
+    return imdecode(path, read_bytes(path) if data is None else data, cv2.IMREAD_GRAYSCALE,
+                    cv2.COLOR_RGB2GRAY)
 
 
 def read_color(path: str, data: np.ndarray | None = None) -> np.ndarray:
     """A section file as full-size BGR uint8 (from ``data``, its bytes, when given)."""
-    return _decode(path, data, cv2.IMREAD_COLOR, cv2.COLOR_RGB2BGR)
+    return imdecode(path, read_bytes(path) if data is None else data, cv2.IMREAD_COLOR)
 
 
 # --------------------------------------------------------------------------- compute
