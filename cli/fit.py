@@ -145,7 +145,7 @@ def fit(
 
 def _print_target(rows: list[dict], title: str) -> None:
     t = Table("run", "stage", "level", "structures", "excluded", "macro AUC", "kappa",
-              "bal. acc.", title=title)
+              "kappa (prior-corrected)", "bal. acc.", title=title)
 
     def num(v) -> str:
         return "" if v is None else f"{v:.3f}"
@@ -153,7 +153,7 @@ def _print_target(rows: list[dict], title: str) -> None:
     for r in rows:
         t.add_row(str(r["run_id"]), r["stage"], str(r["level"]), str(r["n_structures"]),
                   str(r["n_excluded"]), num(r["mean_macro_auc"]), num(r["mean_kappa"]),
-                  num(r["mean_balanced_accuracy"]))
+                  num(r["mean_kappa_prior"]), num(r["mean_balanced_accuracy"]))
     console.print(t)
 
 

@@ -11,6 +11,10 @@
 --     (= sklearn cohen_kappa_score(t, p, weights='quadratic', labels=[0, 1, 2, 3])); NULL for
 --     the nominal pattern target and when the denominator is 0.
 --   mae: mean absolute error in grades (NULL for pattern).
+--   accuracy_prior, balanced_accuracy_prior, kappa_prior: the same formulas on the
+--     prior-corrected decision (class_outcomes.prior_predicted: highest probability / training
+--     share), which does not collapse to 'undetected' under strong regularisation; NULL for
+--     binary 'detected' runs.
 -- Grain: one row per run x structure with test predictions.
 -- Inputs: class_outcomes, task_auc, runs, structures.
 create or replace view target_metrics as
@@ -44,7 +48,8 @@ recall as (
         run_id,
         structure_id,
         truth,
-        avg(case when predicted = truth then 1.0 else 0.0 end) as recall
+        avg(case when predicted = truth then 1.0 else 0.0 end) as recall,
+        avg(case when prior_predicted = truth then 1.0 else 0.0 end) as prior_recall
     from class_outcomes
     group by all
 ),
@@ -60,13 +65,19 @@ per_structure as (
         sum((truth_grade - predicted_grade) ^ 2) as obs,
         sum(truth_grade ^ 2) + sum(predicted_grade ^ 2)
             - 2.0 * sum(truth_grade) * sum(predicted_grade) / count(*) as expected,
-        avg(abs(truth_grade - predicted_grade)) as mae
+        avg(abs(truth_grade - predicted_grade)) as mae,
+        avg(case when prior_predicted = truth then 1.0 else 0.0 end) as accuracy_prior,
+        sum((truth_grade - prior_predicted_grade) ^ 2) as obs_prior,
+        sum(truth_grade ^ 2) + sum(prior_predicted_grade ^ 2)
+            - 2.0 * sum(truth_grade) * sum(prior_predicted_grade) / count(*) as expected_prior,
+        count(prior_predicted) as n_prior
     from class_outcomes
     group by all
 ),
 
 balanced as (
-    select run_id, structure_id, avg(recall) as balanced_accuracy
+    select run_id, structure_id, avg(recall) as balanced_accuracy,
+           avg(prior_recall) as balanced_accuracy_prior
     from recall
     group by all
 ),
@@ -85,7 +96,11 @@ final as (
         q.balanced_accuracy,
         case when p.target <> 'pattern' and p.expected > 0
             then 1.0 - p.obs / p.expected end as kappa,
-        case when p.target <> 'pattern' then p.mae end as mae
+        case when p.target <> 'pattern' then p.mae end as mae,
+        case when p.n_prior > 0 then p.accuracy_prior end as accuracy_prior,
+        case when p.n_prior > 0 then q.balanced_accuracy_prior end as balanced_accuracy_prior,
+        case when p.n_prior > 0 and p.target <> 'pattern' and p.expected_prior > 0
+            then 1.0 - p.obs_prior / p.expected_prior end as kappa_prior
     from per_structure p
     join runs r using (run_id)
     join balanced q using (run_id, structure_id)

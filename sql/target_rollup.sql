@@ -41,7 +41,9 @@ final as (
         avg(m.balanced_accuracy) as mean_balanced_accuracy,
         avg(m.kappa) as mean_kappa,
         stddev_samp(m.kappa) as std_kappa,
-        avg(m.mae) as mean_mae
+        avg(m.mae) as mean_mae,
+        avg(m.balanced_accuracy_prior) as mean_balanced_accuracy_prior,
+        avg(m.kappa_prior) as mean_kappa_prior
     from target_metrics m
     join runs r using (run_id)
     left join models t using (run_id)

@@ -44,18 +44,21 @@ def case(draw):
         # few distinct scores: ties in the AUC ranks and at the 0.5 threshold
         score = draw(st.lists(st.sampled_from([-2.0, -0.5, 0.0, 0.5, 1.5]), min_size=n,
                               max_size=n))
-        return target, [0, 1], np.array(truth), np.array(score)
+        return target, [0, 1], np.array(truth), np.array(score), None
     k = draw(st.integers(2, 4))
     eff = sorted(draw(st.sets(st.integers(0, len(names) - 1), min_size=k, max_size=k)))
     n = draw(st.integers(2, 25))
     truth = np.array(draw(st.lists(st.sampled_from(eff), min_size=n, max_size=n)))
     raw = np.array(draw(st.lists(st.lists(st.integers(1, 4), min_size=k, max_size=k),
                                  min_size=n, max_size=n)), dtype=np.float64)
-    return target, eff, truth, raw / raw.sum(1, keepdims=True)
+    # training rows per learned class; the first one sometimes also absorbs a merged class
+    n_train = draw(st.lists(st.integers(3, 40), min_size=k, max_size=k))
+    merged = draw(st.integers(0, 5))
+    return target, eff, truth, raw / raw.sum(1, keepdims=True), (n_train, merged)
 
 
-def _load(con, target, eff, truth, score):
-    for table in ("predictions", "class_predictions", "run_targets", "runs"):
+def _load(con, target, eff, truth, score, train):
+    for table in ("predictions", "class_predictions", "run_targets", "runs", "target_classes"):
         con.execute(f"delete from {table}")
     con.execute("insert into runs (run_id, feature_set_id, stage, split_id, tasks, fingerprint, "
                 "status) values (1, 1, 'E15.5', 1, 'structures', 'x', 'finished')")
@@ -67,6 +70,12 @@ def _load(con, target, eff, truth, score):
                          for i, (s, t) in enumerate(zip(score, truth, strict=True))])
         return
     con.execute("insert into run_targets values (1, ?, 'multinomial', 3)", [target])
+    n_train, merged = train
+    rows = [(names[c], names[c], n) for c, n in zip(eff, n_train, strict=True)]
+    spare = [c for c in names if c not in {r[0] for r in rows}]
+    if merged and spare:   # a rare class merged into the first learned one: its rows count
+        rows.append((spare[0], names[eff[0]], merged))
+    con.executemany("insert into target_classes values (1, 7, ?, ?, ?, 0)", rows)
     con.executemany(
         "insert into class_predictions values (1, ?, 7, ?, ?, ?)",
         [(i, names[c], float(score[i, j]), names[int(truth[i])])
@@ -78,11 +87,13 @@ def _load(con, target, eff, truth, score):
                                                                   HealthCheck.function_scoped_fixture])
 @given(case())
 def test_sql_metrics_equal_sklearn(wh, c):
-    target, eff, truth, score = c
+    target, eff, truth, score, train = c
     con = wh
-    _load(con, target, eff, truth, score)
+    _load(con, target, eff, truth, score, train)
     row = con.execute("select macro_auc, accuracy, balanced_accuracy, kappa, mae, level, "
                       "stage, target from target_metrics").fetchall()
+    prior_row = con.execute("select accuracy_prior, balanced_accuracy_prior, kappa_prior "
+                            "from target_metrics").fetchall()[0]
     conf = con.execute("select truth_grade, predicted_grade, n from class_confusion").fetchall()
     assert len(row) == 1
     auc, acc, bal, kappa, mae, level, stage, tgt = row[0]
@@ -118,12 +129,39 @@ def test_sql_metrics_equal_sklearn(wh, c):
         else:
             assert kappa == pytest.approx(want, abs=1e-9)
         assert mae == pytest.approx(mean_absolute_error(truth, pred), abs=1e-12)
+    _check_prior_decision(target, eff, truth, cols, train, prior_row)
     labels = sorted(set(truth.tolist()) | set(pred.tolist()))
     cm = confusion_matrix(truth, pred, labels=labels)
     got = np.zeros_like(cm)
     for t, p, n in conf:
         got[labels.index(t), labels.index(p)] = n
     assert (got == cm).all()
+
+
+def _check_prior_decision(target, eff, truth, cols, train, got):
+    """The prior-corrected decision: argmax of probability / training share of the class
+    (ties: the lower grade); multi-class runs only."""
+    if target == "detected":
+        assert got == (None, None, None)
+        return
+    n_train, merged = train
+    counts = np.array(n_train, dtype=np.float64)
+    if merged and len(eff) < len(CLASSES[target]):
+        counts[0] += merged
+    pred = np.asarray(eff)[np.argmax(cols / (counts / counts.sum()), axis=1)]
+    acc, bal, kappa = got
+    assert acc == pytest.approx(accuracy_score(truth, pred), abs=1e-12)
+    assert bal == pytest.approx(balanced_accuracy_score(truth, pred), abs=1e-12)
+    if target == "pattern":
+        assert kappa is None
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = cohen_kappa_score(truth, pred, weights="quadratic",
+                                 labels=list(range(len(CLASSES[target]))))
+    if math.isnan(want):
+        assert kappa is None
+    else:
+        assert kappa == pytest.approx(want, abs=1e-9)
 
 
 def test_target_class_order_mirrors_the_vocabulary(wh):

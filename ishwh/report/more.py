@@ -88,7 +88,11 @@ def sections(frames: dict[str, pl.DataFrame]) -> list[tuple[str, str, str, list,
             "Per stage, level and target: macro AUC (one-vs-rest, mean over the classes "
             "present in the test set), quadratic-weighted Cohen's kappa on the grades (ordinal "
             "targets; empty for pattern), balanced accuracy, accuracy and mean absolute error "
-            "in grades, means over the level's structures (the target_metrics view).",
+            "in grades, means over the level's structures (the target_metrics view). These "
+            "use the most probable class, which a strongly regularised model makes "
+            "'undetected' almost everywhere (kappa near 0); kappa_prior and "
+            "balanced_accuracy_prior use the prior-corrected call (probability divided by the "
+            "class's training share).",
             [(frames["target_metrics"], None)],
             [n for n in ("confusion",) if "class_confusion" in frames]))
     figs = [n for n, k in (("class_distribution", "class_distribution"),

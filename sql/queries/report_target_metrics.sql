@@ -26,7 +26,9 @@ final as (
         avg(m.mean_kappa) as kappa,
         avg(m.mean_balanced_accuracy) as balanced_accuracy,
         avg(m.mean_accuracy) as accuracy,
-        avg(m.mean_mae) as mae
+        avg(m.mean_mae) as mae,
+        avg(m.mean_kappa_prior) as kappa_prior,
+        avg(m.mean_balanced_accuracy_prior) as balanced_accuracy_prior
     from target_level_metrics m
     join runs using (run_id)
     group by all
