@@ -3,8 +3,11 @@ costs for the projection in docs/scale.md.
 
     PYTHONPATH=. python benchmarks/ray_featurize.py --genes 20 --out /tmp/ray_bench.json
     PYTHONPATH=. python benchmarks/ray_featurize.py --extractor bow --genes 20 --workers 2
+    PYTHONPATH=. python benchmarks/ray_featurize.py --extractor atlas --stage E18.5 --genes 20 \
+        --local-threads 1
 
-Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each)
+Builds the synthetic demo atlas (``--genes`` genes of one stage, ~16 sections of 320x200 each,
+with the stage's reference atlas)
 in a temporary folder, featurizes it with the local engine and with the Ray engine on a local
 cluster (``ray.init(num_cpus=<cores>)``, started once and timed on its own), and times the
 per-section costs on the real Allen ISH image of ../shared/data/allen (2980x1888 JPEG).
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ishwh import store, warehouse
+from ishwh.device import torch_threads
 from ishwh.features import featurize
 from ishwh.features.cnn import CNNFeatures, decode_for_cnn
 from ishwh.synth import ingest_synthetic
@@ -101,9 +105,15 @@ def projection(costs: dict[str, float], sections: int, gpu_rate: float, cores: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--genes", type=int, default=20)
-    ap.add_argument("--extractor", default="cnn", choices=("cnn", "bow", "grid"),
+    ap.add_argument("--extractor", default="cnn", choices=("cnn", "bow", "grid", "atlas"),
                     help="bow: 100-word codebooks (set bow.w100) made on the driver by both "
-                         "engines; only cnn prints the per-section costs and projection")
+                         "engines; atlas: atlas.stain and atlas.cnn (registration included); "
+                         "only cnn prints the per-section costs and projection")
+    ap.add_argument("--stage", default="E13.5", help="the one stage of the synthetic atlas")
+    ap.add_argument("--local-threads", type=int,
+                    help="also time the local engine with this many torch threads (1: as each "
+                         "Ray actor with --cpus-per-worker <= 1 runs); the Ray drivers run with "
+                         "as many, and the Ray rows' max abs diff is against that row")
     ap.add_argument("--workers", default="1,2", help="Ray extractor actors to try")
     ap.add_argument("--chunk-size", type=int, default=2, help="experiments per partition")
     ap.add_argument("--reps", type=int, default=20, help="repetitions of the cost timings")
@@ -135,7 +145,7 @@ def main() -> None:
         base = tmp / "base" / "wh.duckdb"
         base.parent.mkdir()
         warehouse.init(base)
-        ingest_synthetic(base, "demo", progress=False, n_genes=args.genes, stages=("E13.5",))
+        ingest_synthetic(base, "demo", progress=False, n_genes=args.genes, stages=(args.stage,))
         with warehouse.connect(base, read_only=True) as con:
             n_sections = con.execute("select count(*) from sections").fetchone()[0]
         common = dict(extractor=args.extractor, device="cpu", progress=False,
@@ -144,12 +154,23 @@ def main() -> None:
             common.update(layers=["blocks.5"], pools=("max",))
         elif args.extractor == "bow":
             common.update(bow={"n_words": 100})
+        elif args.extractor == "atlas":
+            common.update(atlas={"what": ["stain", "cnn"]})
         rows = []
         t = time.perf_counter()
         local_db = _copy(base, tmp / "local")
         res = featurize(local_db, **common)
         rows.append({"engine": "local", "workers": "its default processes",
                      "wall_s": time.perf_counter() - t, **res.timings})
+        ref_db = local_db
+        if args.local_threads:
+            t = time.perf_counter()
+            ref_db = _copy(base, tmp / "local_threads")
+            with torch_threads(args.local_threads):
+                res = featurize(ref_db, **common)
+            rows.append({"engine": "local", "workers": f"torch on {args.local_threads} thread(s)",
+                         "wall_s": time.perf_counter() - t, **res.timings,
+                         "max_abs_diff_vs_local": _max_diff(local_db, ref_db, res.names)})
         t = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level="error")
@@ -157,11 +178,12 @@ def main() -> None:
         for w in [int(x) for x in args.workers.split(",")]:
             t = time.perf_counter()
             db = _copy(base, tmp / f"ray{w}")
-            res = featurize(db, engine="ray", ray={"workers": w}, **common)
+            with torch_threads(args.local_threads):  # the driver's part (atlas.cnn projection)
+                res = featurize(db, engine="ray", ray={"workers": w}, **common)
             rows.append({"engine": "ray", "workers": f"{w} actor(s)",
                          "wall_s": time.perf_counter() - t, **res.timings,
                          "first_sections": res.partitions["first_sections"],
-                         "max_abs_diff_vs_local": _max_diff(local_db, db, res.names)})
+                         "max_abs_diff_vs_local": _max_diff(ref_db, db, res.names)})
         ray.shutdown()
         costs = _per_section_costs(args.reps) if args.extractor == "cnn" else {}
     finally:
@@ -174,7 +196,8 @@ def main() -> None:
         r["steady_sections_per_s"] = ((n_sections - r.get("first_sections", 0))
                                       / (r["compute"] - start))
     local = rows[0]
-    print(f"{args.extractor}: {n_sections} sections ({args.genes} experiments, partitions of "
+    print(f"{args.extractor}: {n_sections} sections ({args.genes} experiments of {args.stage}, "
+          f"partitions of "
           f"{args.chunk_size}), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"Ray local cluster start {cluster_start:.1f} s\n")
     print("| engine | workers | setup s | compute s | first partition s | steady sections/s "
@@ -188,6 +211,9 @@ def main() -> None:
               f"{r['steady_sections_per_s'] / local['steady_sections_per_s']:.2f}x | "
               f"{e2e:.1f} | {e2e / (n_sections / local['wall_s']):.2f}x | "
               f"{r.get('max_abs_diff_vs_local', 0):.2g} |")
+    if args.local_threads:
+        print(f"\n(max abs diff: the second local row against the first; the Ray rows against "
+              f"the local engine on {args.local_threads} torch thread(s))")
     if costs:
         print("\nper-section costs (s):",
               json.dumps({k: round(v, 5) for k, v in costs.items()}))

@@ -82,7 +82,7 @@ def test_ingest_allen_reference_and_alignments_used_by_featurize(db_path, allen_
     """``ingest allen --reference``: the stage's annotation volume (Allen's zip) is stored
     with its three spacings, every section gets Allen's placement (method 'allen'), and
     ``featurize --extractor atlas`` uses those instead of registering the images."""
-    from ishwh.atlas.features import featurize_atlas  # noqa: PLC0415
+    from ishwh.features import featurize  # noqa: PLC0415
 
     ann = np.ascontiguousarray(np.load(allen_data / VOLUME)["annotation"][::2, ::2, ::2])
     api: FakeAllenApi = _api(allen_data)
@@ -133,7 +133,7 @@ def test_ingest_allen_reference_and_alignments_used_by_featurize(db_path, allen_
             [u, (0 + 0.5) / fy - 0.5], abs=1e-6)
         assert ok == (0 <= z / 40.0 < nz)
     before = len(secs)
-    featurize_atlas(db_path, ["E11.5"])
+    featurize(db_path, extractor="atlas", stages=["E11.5"], progress=False)
     with warehouse.connect(db_path, read_only=True) as con:
         methods = dict(con.execute("select method, count(*) from section_alignments "
                                    "group by 1").fetchall())

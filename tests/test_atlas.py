@@ -417,3 +417,20 @@ def test_a_section_at_another_scale_than_its_stage_is_not_used(e115):
     big[:h, :w] = up[:h, :w]
     al = model.register(big, p)
     assert al.scale > 1.5 * prior and not al.ok and al.quality < model.min_quality
+
+
+def test_sections_with_float_pixels_are_read_as_ingest_reads_them(tmp_path):
+    """A float TIFF (OpenCV's 8-bit decoders refuse it) falls back to ingest's whole decode,
+    for the local engine and the Ray read tasks alike (`atlas.runner.read_gray/read_color`)."""
+    from ishwh.atlas.runner import read_color, read_gray  # noqa: PLC0415
+    from ishwh.images import read_rgb  # noqa: PLC0415
+
+    path = str(tmp_path / "float.tif")
+    rgb = np.random.default_rng(0).random((40, 60, 3)).astype(np.float32)
+    assert cv2.imwrite(path, rgb[..., ::-1])
+    assert cv2.imread(path, cv2.IMREAD_GRAYSCALE) is None
+    want = read_rgb(path)
+    assert np.array_equal(read_color(path), want[..., ::-1])
+    assert np.array_equal(read_gray(path), cv2.cvtColor(want, cv2.COLOR_RGB2GRAY))
+    data = np.fromfile(path, np.uint8)
+    assert np.array_equal(read_gray("name", data), read_gray(path))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 
 @dataclass
@@ -50,6 +51,26 @@ def insert(con: duckdb.DuckDBPyConnection, rows: list[list]) -> None:
     if rows:
         con.executemany(f"insert into section_alignments ({_COLUMNS}) values "
                         f"({', '.join('?' * len(_COLUMNS.split(',')))})", rows)
+
+
+def _schema() -> pa.Schema:
+    f64, i64, text = pa.float64(), pa.int64(), pa.string()
+    types = {"section_id": i64, "stage": text, "slice_index": i64, "affine": pa.list_(f64),
+             "angle_deg": f64, "scale": f64, "method": text, "quality": f64, "ok": pa.bool_(),
+             "params": text, "displacement": pa.list_(f64), "disp_rows": i64, "disp_cols": i64}
+    return pa.schema([(c.strip(), types[c.strip()]) for c in _COLUMNS.split(",")])
+
+
+def rows_table(rows: list[list]) -> pa.Table:
+    """Rows made by :func:`row` as an Arrow table (how a Ray actor sends them back)."""
+    schema = _schema()
+    return pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in rows],
+                                schema=schema)
+
+
+def table_rows(table: pa.Table) -> list[list]:
+    """The rows of :func:`rows_table` again, value for value (floats are float64 both ways)."""
+    return [list(r.values()) for r in table.select(_schema().names).to_pylist()]
 
 
 def grid(displacement, rows, cols) -> np.ndarray | None:

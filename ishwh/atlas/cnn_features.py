@@ -56,6 +56,24 @@ def stat_names(n_components: int = N_COMPONENTS) -> list[str]:
     return [f"{p}_pc{i}" for p in POOLS for i in range(n_components)] + ["seen"]
 
 
+def prepare_input(bgr: np.ndarray, input_size: int, stride: int) -> tuple[np.ndarray, float]:
+    """A BGR section -> (RGB network input (h', w', 3), scale from the full image).
+    Aspect kept (``input_size`` pixels on the long side); padded (bottom, right) with the
+    frame's median to a multiple of ``stride``. The image alone decides it, so the Ray
+    engine's read tasks make the input and its actors only run the network."""
+    h, w = bgr.shape[:2]
+    f = input_size / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    img = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else
+                     cv2.INTER_LINEAR)
+    ph, pw = (-nh) % stride, (-nw) % stride
+    if ph or pw:
+        frame = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        fill = [float(v) for v in np.median(frame, axis=0)]
+        img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), f
+
+
 class StructureCNN:
     """One backbone layer's map per section, and its pooling inside structure masks."""
 
@@ -82,20 +100,9 @@ class StructureCNN:
     # ------------------------------------------------------------------ maps
 
     def prepare(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
-        """A BGR section -> (RGB network input (h', w', 3), scale from the full image).
-        Aspect kept; padded (bottom, right) with the frame's median to a stride multiple."""
-        h, w = bgr.shape[:2]
-        f = self.input_size / max(h, w)
-        nh, nw = max(1, round(h * f)), max(1, round(w * f))
-        img = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else
-                         cv2.INTER_LINEAR)
-        s = self.stride
-        ph, pw = (-nh) % s, (-nw) % s
-        if ph or pw:
-            frame = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-            fill = [float(v) for v in np.median(frame, axis=0)]
-            img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), f
+        """A BGR section -> (RGB network input (h', w', 3), scale from the full image):
+        :func:`prepare_input` at this network's input size and stride."""
+        return prepare_input(bgr, self.input_size, self.stride)
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         """(n, h, w, 3) uint8 -> (n, hf, wf, C) float32 maps of the layer."""

@@ -70,17 +70,27 @@ def decode_for_cnn(path: str | os.PathLike, size: int, width: int | None = None,
                 factor = f
                 break
     # IMREAD_COLOR: 8-bit BGR whatever the file (gray repeated, 16-bit scaled, alpha dropped).
+    img = imdecode(path, data, _REDUCED.get(factor, cv2.IMREAD_COLOR))
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def imdecode(path: str | os.PathLike, data: np.ndarray, flag: int,
+             from_rgb: int = cv2.COLOR_RGB2BGR) -> np.ndarray:
+    """``cv2.imdecode(data, flag)``. A file OpenCV's fast path cannot read (float pixels, an
+    image smaller than a reduce factor) is decoded whole as ingest reads it
+    (:func:`ishwh.images.decode_rgb`) and converted with ``from_rgb`` (default: to BGR, as
+    ``IMREAD_COLOR`` gives); :class:`InvalidInput` naming ``path`` when neither can read it."""
     try:
-        img = cv2.imdecode(data, _REDUCED.get(factor, cv2.IMREAD_COLOR))
+        img = cv2.imdecode(data, flag)
     except cv2.error:
         img = None
     if img is None:  # e.g. float pixels: decode it whole, as ingest did
         rgb = decode_rgb(data)
         if rgb is None:
             raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
-        return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img = cv2.cvtColor(rgb, from_rgb)
+    return img
 
 
 def decode_batch(job: tuple[Sequence[tuple[int, str, int, int]], int]):

@@ -17,7 +17,6 @@ from ishwh.progress import Progress
 
 EXTRACTORS = ("cnn", "bow", "grid", "atlas")
 ENGINES = ("local", "ray")
-RAY_EXTRACTORS = ("cnn", "bow", "grid")  # what --engine ray computes (ishwh/ray/featurize.py)
 ON_ERROR = ("skip", "fail")
 DEFAULT_CHUNK = 16  # experiments per commit (~250 sections of the real atlas)
 
@@ -40,7 +39,7 @@ class FeaturizeOptions:
     chunk_size: experiments per commit (default :data:`DEFAULT_CHUNK`).
     bow: bag-of-words parameters (``n_words``, ``step``, ``sift``, ...).
     atlas: structure-feature parameters: ``what`` (``stain`` and/or ``cnn``; default stain).
-    engine: ``local`` or ``ray`` (cnn, bow and grid sets on a Ray cluster; ``ray``: its
+    engine: ``local`` or ``ray`` (every extractor on a Ray cluster; ``ray``: its
         :class:`~ishwh.ray.RayOptions` or their dict).
     progress: where phases and skipped images are reported (not part of what is computed).
     """
@@ -79,11 +78,6 @@ class FeaturizeOptions:
         if self.engine == "ray":
             from ishwh.ray import RayOptions, import_ray  # noqa: PLC0415
 
-            if self.extractor not in RAY_EXTRACTORS:
-                raise InvalidInput(f"the Ray engine computes {', '.join(RAY_EXTRACTORS)} "
-                                   f"feature sets, not {self.extractor}",
-                                   hint="run this extractor with the local engine",
-                                   param="engine")
             import_ray()  # says how to install Ray before any work
             ray = ray if isinstance(ray, RayOptions) else RayOptions(**(ray or {}))
             ray.check()

@@ -2,7 +2,7 @@
 through an extractor into ``feature_sets`` / ``experiment_features``.
 
 The work per extractor lives in its runner: :mod:`.cnn_runner`, :mod:`.bow_runner`,
-:mod:`.grid_runner` (structure features: :mod:`ishwh.atlas.features`); what they share
+:mod:`.grid_runner` (structure features: :mod:`ishwh.atlas.runner`); what they share
 (scope, set rows, chunks, sections) in :mod:`.sets`; the options and the result in
 :mod:`.options`. The extractors (:mod:`.cnn`, :mod:`.bow`, :mod:`.grid`) know nothing
 about DuckDB.
@@ -48,8 +48,8 @@ def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = Non
         ``bow`` (set ``bow``, 10,521 dims; ``bow={"n_words": N, "step": S}`` makes
         ``bow.w<N>.s<S>``; a stage with fewer non-zero SIFT descriptors than words is skipped
         and named, see docs/bag_of_words.md), ``grid`` (set ``grid``, nx*ny*nz dims) or
-        ``atlas`` (structure features); ``engine="ray"`` computes cnn, bow and grid sets on a
-        Ray cluster (:mod:`ishwh.ray.featurize`): same sets, same vectors as the local engine.
+        ``atlas`` (structure features); ``engine="ray"`` computes every set on a Ray
+        cluster (:mod:`ishwh.ray.featurize`): same sets, same vectors as the local engine.
     progress: where to report phases and skipped images (:class:`ishwh.progress.Progress`;
         the command line passes a rich bar on stderr); None reports nothing.
 
@@ -70,19 +70,10 @@ def featurize(db_path: str | os.PathLike, options: FeaturizeOptions | None = Non
 
             run_on_ray(con, path, opts, result)
             return result
-        if opts.extractor == "atlas":  # structure features: ishwh/atlas/features.py
-            from ishwh.atlas.features import run_atlas  # noqa: PLC0415
-
-            layers = list(opts.layers or [])
-            if len(layers) > 1:
-                raise InvalidInput("atlas cnn features take one layer", param="layers")
-            out = run_atlas(con, path, list(opts.stages) if opts.stages else None,
-                            opts.progress, layer=layers[0] if layers else None,
-                            device=opts.device, batch_size=opts.batch_size,
-                            **(opts.atlas or {}))
-            return FeaturizeResult(names=out["names"], written=out["written"],
-                                   problems=out["problems"], finished=out["finished"])
-        run = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}[opts.extractor]
+        if opts.extractor == "atlas":  # structure features: ishwh/atlas/runner.py
+            from ishwh.atlas.runner import run_atlas as run  # noqa: PLC0415
+        else:
+            run = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}[opts.extractor]
         run(con, path, opts, result)
     return result
 

@@ -8,11 +8,15 @@ the actors (:class:`~ishwh.features.cnn.CNNFeatures` and
 :class:`~ishwh.features.grid.GridFeatures`), so the vectors equal the local engine's. Only
 where the work runs differs; nothing reaches the warehouse before one final transaction
 (bag of words: except each stage's codebooks, stored when made, as the local engine does).
-Atlas (structure) features stay on the local engine for now (docs/scale.md).
+Atlas (structure) features: the local plan (sets, projection, each stage's calibrated
+registration model) on the driver; registration and structure pooling in the actors by
+:meth:`~ishwh.atlas.runner.AtlasExtractor.compute`, the local engine's own chunk step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -384,10 +388,128 @@ def run_grid(con: Any, db_path: Path, opts: Any, result: Any) -> None:
     grid_runner.grid_finish(con, plan, result)
 
 
-RUNNERS = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid}
+# --------------------------------------------------------------------------- atlas
+
+
+class AtlasWorker(PartitionWorker):
+    """The local engine's :class:`~ishwh.atlas.runner.AtlasExtractor` (each stage's
+    reference and calibrated registration model, the atlas.cnn network and projection):
+    a partition (one chunk of one stage) registered, measured and pooled per experiment."""
+
+    def __init__(self, state: dict, device: str, threads: int):
+        import cv2  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        from ishwh.atlas.runner import AtlasExtractor  # noqa: PLC0415
+
+        cv2.setNumThreads(1)
+        torch.set_num_threads(max(1, threads))
+        self.ext = AtlasExtractor.from_state(state, device)
+
+    def compute(self, part: Partition) -> dict[str, pa.Table]:
+        from ishwh.atlas import alignments  # noqa: PLC0415
+
+        stage, need, stored = part.extra
+        images = part.images
+        out = self.ext.compute(stage, part.experiments, part.sections, stored, need,
+                               lambda i: images[i][0] if i in images else None,
+                               lambda i: images[i][1:])
+        names = self.ext.names
+        pos = {e: r for r, e in enumerate(part.experiments)}
+        mats = []
+        for name in names:  # one row per experiment of the partition (zeros: not written)
+            x = np.zeros((len(part.experiments), self.ext.dim(name)), np.float32)
+            if name in out.vectors:
+                x[[pos[e] for e in out.written[name]]] = out.vectors[name]
+            mats.append(x)
+        ok = [e not in out.failed for e in part.experiments]
+        seen = [out.seen.get(name, np.zeros(self.ext.ids.size, np.int64)) for name in names]
+        return {"experiments": vectors_table(part.experiments, ok, mats),
+                "seen": pa.table({"set": pa.array(names, pa.string()),
+                                  "n": pa.array([s.tolist() for s in seen],
+                                                pa.list_(pa.int64()))}),
+                "alignments": alignments.rows_table(out.alignments),
+                "registration": pa.table({k: [v] for k, v in out.registration.items()}),
+                "notes": pa.table({"problem": pa.array(out.problems, pa.string())})}
+
+
+def _atlas_chunk(tables: dict[str, pa.Table], names: list[str],
+                 need: dict[str, set[int]], good: set[int]) -> Any:
+    """A partition's tables as the local engine's :class:`~ishwh.atlas.runner.ChunkResult`."""
+    from ishwh.atlas import alignments  # noqa: PLC0415
+    from ishwh.atlas.runner import ChunkResult  # noqa: PLC0415
+
+    exp = tables["experiments"]
+    ids = exp.column("experiment_id").to_pylist()
+    seen = dict(zip(tables["seen"].column("set").to_pylist(),
+                    tables["seen"].column("n").to_pylist(), strict=True))
+    out = ChunkResult({}, {}, {}, [], alignments.table_rows(tables["alignments"]),
+                      tables["registration"].to_pylist()[0],
+                      tables["notes"].column("problem").to_pylist())
+    for k, name in enumerate(names):
+        rows = [r for r, e in enumerate(ids) if e in good and e in need[name]]
+        if rows:
+            out.written[name] = [ids[r] for r in rows]
+            out.vectors[name] = store.list_array_to_matrix(exp.column(f"v{k}"))[rows]
+            out.seen[name] = np.asarray(seen[name], np.int64)
+    return out
+
+
+def run_atlas(con: Any, db_path: Path, opts: Any, result: Any) -> None:
+    """Structure features on Ray: the local engine's plan
+    (:func:`~ishwh.atlas.runner.atlas_plan`: sets, the atlas.cnn projection and each stage's
+    registration calibrated on the driver); read tasks decode each section (gray image,
+    network input); actors place the sections on the reference (stored placements reused),
+    measure and pool them; placements, vectors and seen counts ingested in one
+    transaction by the local :func:`~ishwh.atlas.runner.write_chunk`."""
+    from ishwh.atlas import alignments  # noqa: PLC0415
+    from ishwh.atlas import runner as atlas  # noqa: PLC0415
+    from ishwh.features import sets  # noqa: PLC0415
+
+    ray_opts: RayOptions = opts.ray
+    t0 = time.perf_counter()
+    with _cluster(con, opts, db_path) as (cluster, progress):
+        plan = atlas.atlas_plan(con, db_path, opts, result, before_write=cluster.connect)
+        ext = plan.ext
+        experiments = {c: chunk for c, (_, chunk) in enumerate(plan.chunks)}
+        if experiments:
+            sections, describe = _sections_of(con, cluster.root, experiments)
+            stored = alignments.load(con, [s.section_id for c in sections
+                                           for s in sections[c]])
+            extra = {c: (stage, plan.need(chunk),
+                         {s.section_id: stored[s.section_id] for s in sections[c]
+                          if s.section_id in stored})
+                     for c, (stage, chunk) in enumerate(plan.chunks)}
+            gpus = _gpus(cluster.ray, ray_opts) if ext.cnn is not None else 0.0
+            refs = dict(con.execute("select stage, sha256 from reference_atlases").fetchall())
+            todo = json.dumps([[st, c, [sorted(v) for v in plan.need(c).values()]]
+                               for st, c in plan.chunks])
+            key = {"sets": ext.names,
+                   "params": [sets.existing_set(con, n)[1] for n in ext.names],
+                   "stages": {st: [refs[st], *w.calibration()] for st, w in ext.stages.items()},
+                   "todo": hashlib.sha256(todo.encode()).hexdigest()[:20]}
+            job = Job("atlas", key, experiments, sections, extra, AtlasWorker,
+                      (ext.state(), "cuda" if gpus > 0 else "cpu",
+                       max(1, math.ceil(ray_opts.cpus_per_worker))),
+                      "atlas", {"cnn": ext.input_args()}, describe, gpus)
+            result.timings["setup"] = time.perf_counter() - t0
+            files = run_job(cluster.ray, job, staging_dir(db_path), ray_opts, cluster.root,
+                            opts.on_error, progress, result)
+    if experiments:
+        with warehouse.transaction(con):
+            for c, (stage, chunk) in enumerate(plan.chunks):
+                tables = read_partition(files[c])
+                good = set(take_problems(tables, describe, result, progress, plan.failed))
+                atlas.write_chunk(con, plan, stage, _atlas_chunk(
+                    tables, ext.names, plan.need(chunk), good), result)
+        remove_partitions(staging_dir(db_path), list(files.values()))
+    atlas.atlas_finish(con, plan, result)
+
+
+RUNNERS = {"cnn": run_cnn, "bow": run_bow, "grid": run_grid, "atlas": run_atlas}
 
 
 def run(con: Any, db_path: Path, opts: Any, result: Any) -> None:
-    """``featurize --engine ray``: the extractor ``opts.extractor`` (cnn, bow or grid) on
-    Ray (``opts.ray``: the :class:`RayOptions`)."""
+    """``featurize --engine ray``: the extractor ``opts.extractor`` (cnn, bow, grid or
+    atlas) on Ray (``opts.ray``: the :class:`RayOptions`)."""
     RUNNERS[opts.extractor](con, db_path, opts, result)

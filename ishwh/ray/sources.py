@@ -93,11 +93,19 @@ def for_bow(name: str, data: np.ndarray, width: int, height: int, downsample: in
     return read_gray(name, downsample, data=data)
 
 
-def for_atlas(name: str, data: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The full gray image registration and stain measurement run on."""
-    from ishwh.atlas.features import read_gray  # noqa: PLC0415
+def for_atlas(name: str, data: np.ndarray, width: int, height: int,
+              cnn: tuple[int, int] | None = None) -> tuple:
+    """The full gray image registration and stain measurement run on
+    (:func:`~ishwh.atlas.runner.read_gray`); with ``cnn`` (input size, stride) also the
+    ``atlas.cnn`` network input and its scale (:func:`~ishwh.atlas.cnn_features.prepare_input`)."""
+    from ishwh.atlas.runner import read_color, read_gray  # noqa: PLC0415
 
-    return read_gray(name, data=data)
+    gray = read_gray(name, data)
+    if cnn is None:
+        return (gray,)
+    from ishwh.atlas.cnn_features import prepare_input  # noqa: PLC0415
+
+    return (gray, *prepare_input(read_color(name, data), *cnn))
 
 
 DECODERS = {"cnn": for_cnn, "bow": for_bow, "atlas": for_atlas}
