@@ -6,6 +6,7 @@ a real `ray.init(num_cpus=2)` cluster; the local engine is the reference.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -218,6 +219,23 @@ def test_workers_that_cannot_read_the_images_write_nothing(ray_cluster, referenc
     assert counts(db) == (0, 0)
     assert _table(db, "select count(*) from section_alignments") == [(0,)]
     assert not staging_dir(db).exists()
+
+
+@pytest.mark.slow
+def test_cli_error_on_a_private_cluster_is_one_stderr_line(reference, tmp_path):
+    """The CLI starting its own Ray cluster: Ray's core worker announces its log level on the
+    process's stderr; only ishwh's error line may reach the user."""
+    db = copy_fresh(reference, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ishwh", "featurize", "--engine", "ray", "--images",
+         (tmp_path / "nowhere").as_uri(), "--db", str(db), "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: --images: the Ray workers cannot read the images")
+    assert counts(db) == (0, 0)
 
 
 def test_bad_ray_options_are_refused_by_name(reference, tmp_path):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,6 +122,28 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 @contextmanager
+def _without_level_notice() -> Iterator[None]:
+    """Drop the one line Ray's core worker writes on the process's stderr (fd 2) when it
+    starts with RAY_BACKEND_LOG_LEVEL set ("Set ray log level from environment variable ...");
+    anything else it writes there is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode(errors="replace").splitlines(True)
+                    if "Set ray log level from environment variable" not in line]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+@contextmanager
 def ray_session(address: str | None) -> Iterator[Any]:
     """Connected ``ray`` for the block: an existing connection is kept as it is; otherwise
     connect (or start a local cluster) and disconnect afterwards."""
@@ -134,8 +158,9 @@ def ray_session(address: str | None) -> Iterator[Any]:
     # own lines. Ray's log files keep everything; set the variable to see it on stderr.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level="error", configure_logging=True)
+        with _without_level_notice():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level="error", configure_logging=True)
     except (ConnectionError, OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = address or "a new local cluster"
