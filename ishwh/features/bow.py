@@ -30,8 +30,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from ishwh.errors import InvalidInput
-from ishwh.features.imageio import read_bytes
-from ishwh.images import decode_rgb
+from ishwh.features.imageio import imdecode, read_bytes
 
 N_WORDS = 500
 SIFT_SIZES: tuple[int, ...] = (8, 16, 32)
@@ -57,15 +56,8 @@ def read_gray(path: str, downsample: int = DOWNSAMPLE, data: np.ndarray | None =
     ``data``: the file's bytes when already read (the Ray engine); ``path`` then names it."""
     data = read_bytes(path) if data is None else data
     flag = _REDUCED_GRAY.get(downsample)
-    try:
-        img = cv2.imdecode(data, flag if flag is not None else cv2.IMREAD_GRAYSCALE)
-    except cv2.error:  # e.g. a reduced decode of an image smaller than the factor
-        img = None
-    if img is None:  # float pixels, a tiny image: decode it whole, as ingest did
-        rgb = decode_rgb(data)
-        if rgb is None:
-            raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
-        img, flag = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), None
+    img = imdecode(path, data, flag if flag is not None else cv2.IMREAD_GRAYSCALE,
+                   from_rgb=cv2.COLOR_RGB2GRAY, reduce=downsample if flag is not None else 1)
     if flag is None and downsample > 1:
         h, w = img.shape
         img = cv2.resize(img, (max(1, w // downsample), max(1, h // downsample)),

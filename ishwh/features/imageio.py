@@ -76,11 +76,12 @@ def decode_for_cnn(path: str | os.PathLike, size: int, width: int | None = None,
 
 
 def imdecode(path: str | os.PathLike, data: np.ndarray, flag: int,
-             from_rgb: int = cv2.COLOR_RGB2BGR) -> np.ndarray:
+             from_rgb: int = cv2.COLOR_RGB2BGR, reduce: int = 1) -> np.ndarray:
     """``cv2.imdecode(data, flag)``. A file OpenCV's fast path cannot read (float pixels, an
     image smaller than a reduce factor) is decoded whole as ingest reads it
-    (:func:`ishwh.images.decode_rgb`) and converted with ``from_rgb`` (default: to BGR, as
-    ``IMREAD_COLOR`` gives); :class:`InvalidInput` naming ``path`` when neither can read it."""
+    (:func:`ishwh.images.decode_rgb`), converted with ``from_rgb`` (default: to BGR, as
+    ``IMREAD_COLOR`` gives) and shrunk ``reduce`` times (the factor of a reduced ``flag``);
+    :class:`InvalidInput` naming ``path`` when neither can read it."""
     try:
         img = cv2.imdecode(data, flag)
     except cv2.error:
@@ -90,6 +91,10 @@ def imdecode(path: str | os.PathLike, data: np.ndarray, flag: int,
         if rgb is None:
             raise InvalidInput(f"cannot read image {path}: not a readable PNG, JPEG or TIFF")
         img = cv2.cvtColor(rgb, from_rgb)
+        if reduce > 1:
+            h, w = img.shape[:2]
+            img = cv2.resize(img, (max(1, w // reduce), max(1, h // reduce)),
+                             interpolation=cv2.INTER_AREA)
     return img
 
 
